@@ -1,1 +1,5 @@
-//! placeholder
+//! latentsweep coordinator: sweep submission, the SQLite store, job leasing over gRPC and the dashboard.
+
+pub mod cli;
+pub mod report;
+pub mod store;

@@ -1,0 +1,110 @@
+//! Command-line interface of the `coordinator` binary (parsed here, run from `main.rs`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// latentsweep coordinator: expands sweeps into jobs, stores everything in SQLite, leases jobs
+/// to workers over gRPC and serves the dashboard.
+///
+/// With no subcommand it submits the given `--sweep` files, then serves.
+#[derive(Debug, Parser)]
+#[command(name = "coordinator", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub db: DbArgs,
+
+    #[command(flatten)]
+    pub serve: ServeArgs,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Where the database lives.
+#[derive(Debug, Clone, Args)]
+pub struct DbArgs {
+    /// SQLite database file [default: $LATENTSWEEP_DB, else <data dir>/latentsweep/latentsweep.db]
+    #[arg(long, global = true, env = "LATENTSWEEP_DB", value_name = "PATH")]
+    pub db: Option<PathBuf>,
+}
+
+impl DbArgs {
+    /// The database path, defaulting to the user's data directory rather than the current folder.
+    pub fn path(&self) -> PathBuf {
+        self.db.clone().unwrap_or_else(|| {
+            dirs::data_dir()
+                .unwrap_or_else(std::env::temp_dir)
+                .join("latentsweep")
+                .join("latentsweep.db")
+        })
+    }
+}
+
+/// Options of the serving mode.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Sweep file(s) to submit before serving (repeatable)
+    #[arg(long = "sweep", value_name = "FILE")]
+    pub sweeps: Vec<PathBuf>,
+
+    /// Address of the gRPC service workers connect to
+    #[arg(long, default_value = "127.0.0.1:50051", value_name = "ADDR")]
+    pub grpc_addr: SocketAddr,
+
+    /// Address of the dashboard
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub http_addr: SocketAddr,
+
+    /// Also start N CPU workers in this process, connected over gRPC on 127.0.0.1
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub local_workers: usize,
+
+    /// Shared secret workers must present; required when listening beyond loopback
+    #[arg(long, env = "LATENTSWEEP_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Lease time-to-live in seconds; heartbeats renew it
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub lease_ttl: u64,
+
+    /// Data directory for local workers' datasets
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Stop serving once every job of the submitted sweeps has finished (done, failed or cancelled)
+    #[arg(long)]
+    pub exit_when_done: bool,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Guards on sweep expansion.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Refuse sweeps that expand to more cells than this (a file's `max_cells` overrides it)
+    #[arg(long, default_value_t = proto::sweep::DEFAULT_MAX_CELLS, value_name = "N")]
+    pub max_cells: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Submit or extend a sweep, then exit. Existing cells are left untouched.
+    Submit {
+        /// Sweep file (TOML)
+        file: PathBuf,
+        /// Print exactly one JSON object: {"sweep": NAME, "created": N, "existing": M}
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Show each sweep's jobs by state.
+    Status {
+        /// Print {"sweeps": [{"name": …, "jobs": {"queued": n, …}}]}
+        #[arg(long)]
+        json: bool,
+    },
+}

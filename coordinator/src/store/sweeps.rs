@@ -1,0 +1,158 @@
+//! Submitting sweeps (idempotent, additive) and counting their jobs by state.
+
+use std::path::Path;
+
+use proto::SweepId;
+use proto::sweep::Sweep;
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{Store, StoreError, now_ms};
+
+/// What a submission did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SubmitOutcome {
+    #[serde(skip)]
+    pub sweep_id: SweepId,
+    #[serde(rename = "sweep")]
+    pub name: String,
+    /// Cells that were not in the database before.
+    pub created: u64,
+    /// Cells that already existed (in any state) and were left untouched.
+    pub existing: u64,
+}
+
+/// Jobs of a sweep by state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct JobCounts {
+    pub queued: u64,
+    pub running: u64,
+    pub done: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+}
+
+impl JobCounts {
+    pub fn total(&self) -> u64 {
+        self.queued + self.running + self.done + self.failed + self.cancelled
+    }
+}
+
+/// One sweep's line of `coordinator status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SweepStatus {
+    #[serde(skip)]
+    pub id: SweepId,
+    pub name: String,
+    pub state: String,
+    pub priority: i64,
+    pub jobs: JobCounts,
+}
+
+impl Store {
+    /// Adds the sweep's missing cells. Existing cells, whatever their state, are never touched,
+    /// so a re-submission neither duplicates work nor deletes finished results.
+    pub async fn submit(
+        &self,
+        sweep: &Sweep,
+        spec_text: &str,
+        source: Option<&Path>,
+    ) -> Result<SubmitOutcome, StoreError> {
+        let now = now_ms();
+        let source = source.map(|p| p.display().to_string());
+        let mut tx = self.writer.begin().await?;
+        let sweep_id: i64 = sqlx::query_scalar(
+            "INSERT INTO sweeps (name, spec_toml, source_path, priority, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+             ON CONFLICT(name) DO UPDATE SET spec_toml = excluded.spec_toml,
+                 source_path = excluded.source_path, updated_at = excluded.updated_at
+             RETURNING id",
+        )
+        .bind(&sweep.name)
+        .bind(spec_text)
+        .bind(&source)
+        .bind(sweep.priority)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let mut next_seq: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(seq), -1) + 1 FROM jobs WHERE sweep_id = ?1")
+                .bind(sweep_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let mut created = 0u64;
+        for cell in &sweep.cells {
+            let done = sqlx::query(
+                "INSERT INTO jobs (sweep_id, key, params_json, seq, max_attempts, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+                 ON CONFLICT(sweep_id, key) DO NOTHING",
+            )
+            .bind(sweep_id)
+            .bind(cell.key().0)
+            .bind(cell.canonical_json())
+            .bind(next_seq)
+            .bind(i64::from(sweep.max_attempts))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 1 {
+                created += 1;
+                next_seq += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(SubmitOutcome {
+            sweep_id: SweepId(sweep_id),
+            name: sweep.name.clone(),
+            created,
+            existing: sweep.cells.len() as u64 - created,
+        })
+    }
+
+    /// Every sweep in scheduling order (priority, then submission), with its jobs by state.
+    pub async fn status(&self) -> Result<Vec<SweepStatus>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT s.id, s.name, s.state, s.priority,
+                    COALESCE(SUM(j.state = 'queued'), 0)    AS queued,
+                    COALESCE(SUM(j.state = 'running'), 0)   AS running,
+                    COALESCE(SUM(j.state = 'done'), 0)      AS done,
+                    COALESCE(SUM(j.state = 'failed'), 0)    AS failed,
+                    COALESCE(SUM(j.state = 'cancelled'), 0) AS cancelled
+             FROM sweeps s LEFT JOIN jobs j ON j.sweep_id = s.id
+             GROUP BY s.id ORDER BY s.priority DESC, s.id ASC",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        let count = |row: &sqlx::sqlite::SqliteRow, col: &str| -> Result<u64, StoreError> {
+            let v: i64 = row.try_get(col)?;
+            u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative {col} count")))
+        };
+        rows.iter()
+            .map(|row| {
+                Ok(SweepStatus {
+                    id: SweepId(row.try_get("id")?),
+                    name: row.try_get("name")?,
+                    state: row.try_get("state")?,
+                    priority: row.try_get("priority")?,
+                    jobs: JobCounts {
+                        queued: count(row, "queued")?,
+                        running: count(row, "running")?,
+                        done: count(row, "done")?,
+                        failed: count(row, "failed")?,
+                        cancelled: count(row, "cancelled")?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// Looks a sweep up by name.
+    pub async fn sweep_id(&self, name: &str) -> Result<SweepId, StoreError> {
+        sqlx::query_scalar("SELECT id FROM sweeps WHERE name = ?1")
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await?
+            .map(SweepId)
+            .ok_or_else(|| StoreError::NotFound(format!("sweep `{name}`")))
+    }
+}

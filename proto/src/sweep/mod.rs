@@ -1,0 +1,228 @@
+//! Sweep files: parsing, validation and deterministic grid expansion into job cells.
+//!
+//! A sweep is a TOML file (reference in README.md):
+//! ```toml
+//! name = "mnist-classic"
+//! [grid]
+//! network = ["embedding-net"]
+//! loss = ["ce", "contrastive"]
+//! dataset = ["mnist"]
+//! margin = [0.5, 1.0]
+//! lr = [1e-3]
+//! [fixed]
+//! train_limit = 5000
+//! ```
+//! `margin` applies to `contrastive` and `triplet` only and `mining` to `triplet` only, so a
+//! `ce` cell is never repeated across margins. Each cell's key is a hash of its resolved
+//! parameters, which makes re-submission idempotent and extension additive.
+
+mod axis;
+mod error;
+mod parse;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Component, Path, PathBuf};
+
+pub use axis::{Axis, Value};
+pub use error::SweepError;
+pub use parse::SweepFile;
+
+use crate::params::{Dataset, JobParams};
+
+/// Default bound on the number of cells a sweep may expand to; guards against typos.
+pub const DEFAULT_MAX_CELLS: u64 = 10_000;
+
+/// A parsed and expanded sweep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sweep {
+    pub name: String,
+    pub description: Option<String>,
+    pub priority: i64,
+    pub max_attempts: u32,
+    /// Distinct cells in expansion order.
+    pub cells: Vec<JobParams>,
+}
+
+/// Parses and expands sweep text. `file` names the source in errors; `max_cells` is the limit
+/// unless the file sets its own `max_cells`.
+pub fn parse_sweep(text: &str, file: &str, max_cells: u64) -> Result<Sweep, SweepError> {
+    let spec = parse::parse_file(text, file)?;
+    let limit = spec.max_cells.unwrap_or(max_cells);
+    let planned = grid_size(&spec.grid);
+    if planned > u128::from(limit) {
+        return Err(SweepError {
+            file: file.to_owned(),
+            line: None,
+            key: Some("grid".into()),
+            message: format!(
+                "the grid expands to {planned} cells, more than the limit of {limit}; \
+                 raise `max_cells` if this is intended"
+            ),
+        });
+    }
+    let mut cells = Vec::new();
+    let mut seen = HashSet::new();
+    let mut assign = Vec::with_capacity(Axis::ALL.len());
+    expand(&spec, 0, &mut assign, &mut |cell| {
+        if !spec.exclude.iter().any(|rule| matches(rule, &cell)) && seen.insert(cell.key()) {
+            cells.push(cell);
+        }
+    });
+    for inc in &spec.include {
+        let full: Vec<(Axis, Value)> = Axis::ALL
+            .iter()
+            .map(|a| (*a, inc.get(a).cloned().unwrap_or_else(|| spec.grid[a][0].clone())))
+            .collect();
+        let cell = build(&full, &spec);
+        if seen.insert(cell.key()) {
+            cells.push(cell);
+        }
+    }
+    if cells.is_empty() {
+        return Err(SweepError {
+            file: file.to_owned(),
+            line: None,
+            key: Some("exclude".into()),
+            message: "every cell of the grid is excluded; nothing to run".into(),
+        });
+    }
+    Ok(Sweep {
+        name: spec.name,
+        description: spec.description,
+        priority: spec.priority,
+        max_attempts: spec.max_attempts,
+        cells,
+    })
+}
+
+/// Reads and expands a sweep file.
+pub fn load_sweep(path: &Path, max_cells: u64) -> Result<(Sweep, String), SweepError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| SweepError {
+        file: file.clone(),
+        line: None,
+        key: None,
+        message: format!("cannot read: {e}"),
+    })?;
+    let mut sweep = parse_sweep(&text, &file, max_cells)?;
+    // `folder:` paths are relative to the sweep file, so a sweep means the same from any cwd.
+    let base = path.parent().unwrap_or(Path::new(""));
+    let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+    for cell in &mut sweep.cells {
+        if let Dataset::Folder(p) = &mut cell.dataset {
+            if p.is_relative() {
+                *p = normalize(&base.join(&*p));
+            }
+        }
+    }
+    Ok((sweep, text))
+}
+
+/// Removes `.` and `..` components without touching the file system.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Whether an axis is meaningful for the loss of the cell being built.
+fn applies(axis: Axis, loss: Option<&Value>) -> bool {
+    match (axis, loss) {
+        (Axis::Margin, Some(Value::Loss(l))) => l.uses_margin(),
+        (Axis::Mining, Some(Value::Loss(l))) => l.uses_mining(),
+        _ => true,
+    }
+}
+
+/// Cells before include/exclude, counting an axis that does not apply to a loss once.
+fn grid_size(grid: &BTreeMap<Axis, Vec<Value>>) -> u128 {
+    let per_loss: u128 = grid[&Axis::Loss]
+        .iter()
+        .map(|loss| {
+            Axis::ALL
+                .iter()
+                .filter(|a| **a != Axis::Loss)
+                .map(|a| if applies(*a, Some(loss)) { grid[a].len() as u128 } else { 1 })
+                .product::<u128>()
+        })
+        .sum();
+    per_loss
+}
+
+fn expand(spec: &SweepFile, depth: usize, assign: &mut Vec<(Axis, Value)>, emit: &mut dyn FnMut(JobParams)) {
+    let Some(&axis) = Axis::ALL.get(depth) else {
+        emit(build(assign, spec));
+        return;
+    };
+    let loss = assign.iter().find(|(a, _)| *a == Axis::Loss).map(|(_, v)| v);
+    let values = &spec.grid[&axis];
+    let values = if applies(axis, loss) { &values[..] } else { &values[..1] };
+    for v in values {
+        assign.push((axis, v.clone()));
+        expand(spec, depth + 1, assign, emit);
+        assign.pop();
+    }
+}
+
+/// Resolves an assignment of every axis into job parameters, dropping inapplicable axes.
+fn build(assign: &[(Axis, Value)], spec: &SweepFile) -> JobParams {
+    let mut p = JobParams { train_limit: spec.train_limit, eval_every: spec.eval_every, ..JobParams::default() };
+    for (axis, value) in assign {
+        match (axis, value) {
+            (Axis::Network, Value::Network(n)) => p.network = *n,
+            (Axis::Loss, Value::Loss(l)) => p.loss = *l,
+            (Axis::Dataset, Value::Dataset(d)) => p.dataset = d.clone(),
+            (Axis::Margin, Value::Float(m)) => p.margin = Some(*m),
+            (Axis::Lr, Value::Float(x)) => p.lr = *x,
+            (Axis::EmbeddingDim, Value::Int(x)) => p.embedding_dim = *x as u32,
+            (Axis::BatchSize, Value::Int(x)) => p.batch_size = *x as u32,
+            (Axis::Epochs, Value::Int(x)) => p.epochs = *x as u32,
+            (Axis::Optimizer, Value::Optimizer(o)) => p.optimizer = *o,
+            (Axis::Mining, Value::Mining(m)) => p.mining = Some(*m),
+            (Axis::Seed, Value::Int(x)) => p.seed = *x,
+            _ => unreachable!("axis {axis} holds a value of another axis"),
+        }
+    }
+    if !p.loss.uses_margin() {
+        p.margin = None;
+    }
+    if !p.loss.uses_mining() {
+        p.mining = None;
+    }
+    p
+}
+
+/// Value of an axis in a resolved cell (`None` when the axis does not apply).
+pub fn cell_value(cell: &JobParams, axis: Axis) -> Option<Value> {
+    Some(match axis {
+        Axis::Network => Value::Network(cell.network),
+        Axis::Loss => Value::Loss(cell.loss),
+        Axis::Dataset => Value::Dataset(cell.dataset.clone()),
+        Axis::Margin => Value::Float(cell.margin?),
+        Axis::Lr => Value::Float(cell.lr),
+        Axis::EmbeddingDim => Value::Int(u64::from(cell.embedding_dim)),
+        Axis::BatchSize => Value::Int(u64::from(cell.batch_size)),
+        Axis::Epochs => Value::Int(u64::from(cell.epochs)),
+        Axis::Optimizer => Value::Optimizer(cell.optimizer),
+        Axis::Mining => Value::Mining(cell.mining?),
+        Axis::Seed => Value::Int(cell.seed),
+    })
+}
+
+fn matches(rule: &BTreeMap<Axis, Vec<Value>>, cell: &JobParams) -> bool {
+    rule.iter()
+        .all(|(axis, allowed)| cell_value(cell, *axis).is_some_and(|v| allowed.contains(&v)))
+}
+
+#[cfg(test)]
+mod tests;

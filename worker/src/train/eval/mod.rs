@@ -1,0 +1,155 @@
+//! Evaluation of learned embeddings: k-NN accuracy, retrieval (precision@1, R-precision, MAP@R),
+//! pair-verification ROC-AUC, N-way one-shot accuracy, plus snapshot subsets and 2-D projection.
+//!
+//! Everything works on plain row-major `f32` slices, so it is independent of the training backend.
+//! Distances are Euclidean; squared distances are used wherever only the order matters.
+//!
+//! # Definitions
+//!
+//! * **Neighbour order.** Neighbours are sorted by `(squared distance, index)`: exact distance ties
+//!   go to the lower index, so every result is deterministic and independent of thread count
+//!   ([`knn`] explains the exact blocked search and why it uses `Σ (q−x)²`).
+//! * **k-NN accuracy** (`knn1_acc`, `knn5_acc`): every *test* point is classified by its k nearest
+//!   *train* points; majority vote, and a tied vote goes to the tied class whose nearest member
+//!   ranks first (for k = 1 this is plain 1-NN). See [`knn_accuracy`].
+//! * **Retrieval** (`precision_at_1`, `r_precision`, `map_at_r`): test vs test, the query itself
+//!   excluded. For a query of class c, R = (test points of class c) − 1 and its R nearest other
+//!   points are ranked; R-precision = (same-class among them)/R, MAP@R = (1/R) Σ_{i=1..R} P(i)·rel(i)
+//!   with P(i) the same-class fraction of the first i, precision@1 = whether the first one is
+//!   same-class. Queries with R = 0 are skipped by all three; the rest are averaged uniformly
+//!   (micro average). This matches pytorch-metric-learning 2.8.1 (commit `216a792c`),
+//!   `src/pytorch_metric_learning/utils/accuracy_calculator.py`, `AccuracyCalculator(k="max_bin_count")`
+//!   with `avg_of_avgs=False` and reference = query: `get_relevance_mask` (first `count − 1`
+//!   columns relevant when `ref_includes_query`), `r_precision`, `mean_average_precision(at_r=True)`
+//!   (`cumsum(eq)·eq / k`, summed over the mask, divided by `count_per_query`), `precision_at_k(k=1)`,
+//!   `get_lone_query_labels` (lone queries dropped from every k-NN metric) and `inference.py`'s
+//!   `return_results` (the query's own index removed from its neighbours). The only difference:
+//!   pytorch-metric-learning orders equal distances as faiss returns them, we by index.
+//! * **Verification ROC-AUC** (`roc_auc`): [`VERIFICATION_PAIRS`] same-class and as many
+//!   different-class test pairs (seeded; all pairs when a kind has fewer), score = −distance, AUC
+//!   exact from midranks (Mann–Whitney U, ties count ½). See [`verification_pairs`], [`roc_auc`].
+//! * **N-way one-shot** (`one_shot_5way`, `one_shot_10way`, `one_shot_20way`): Koch et al.'s
+//!   protocol on the test set over [`ONE_SHOT_TRIALS`] seeded trials — N distinct classes, one
+//!   support each, a query from the first class distinct from its support; correct when the
+//!   nearest support is the query's class (a k-way distance tie with the right support scores
+//!   1/k). When the test set has fewer than N classes (MNIST has 10) the trial uses all of them,
+//!   i.e. the key reports min(N, classes)-way accuracy, so on MNIST `one_shot_20way` equals the
+//!   10-way protocol (and, with the seed stream keyed by N, is an independent 10-way estimate).
+//!   See [`one_shot_accuracy`].
+//!
+//! A metric that is undefined for the data (no test points, a single class, …) is `NaN`; all nine
+//! keys are always present. Non-finite embeddings (a diverged net) make every metric `NaN`.
+
+mod knn;
+mod metrics;
+mod oneshot;
+mod project;
+mod subset;
+mod verification;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_brute;
+
+use std::collections::BTreeMap;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+pub use knn::{Neighbours, knn_search, sq_dist};
+pub use metrics::{RetrievalMetrics, class_counts, knn_accuracy, retrieval_k, retrieval_metrics};
+pub use oneshot::one_shot_accuracy;
+pub use project::{Pca, pca_2d, project_2d};
+pub use subset::snapshot_subset;
+pub use verification::{VerificationPairs, roc_auc, verification_auc, verification_pairs};
+
+/// Same-class pairs (and, separately, different-class pairs) drawn for `roc_auc`.
+pub const VERIFICATION_PAIRS: usize = 5_000;
+/// Trials per N-way one-shot metric.
+pub const ONE_SHOT_TRIALS: usize = 1_000;
+/// The N of the one-shot metrics, in key order.
+pub const ONE_SHOT_WAYS: [usize; 3] = [5, 10, 20];
+
+/// Metric keys produced by [`evaluate`].
+pub const METRIC_KEYS: [&str; 9] = [
+    "knn1_acc",
+    "knn5_acc",
+    "precision_at_1",
+    "r_precision",
+    "map_at_r",
+    "roc_auc",
+    "one_shot_5way",
+    "one_shot_10way",
+    "one_shot_20way",
+];
+
+/// Labelled embeddings: `data` is `[N * dim]` row-major, one label per row.
+#[derive(Debug, Clone, Copy)]
+pub struct EmbeddingSet<'a> {
+    pub data: &'a [f32],
+    pub dim: usize,
+    pub labels: &'a [u32],
+}
+
+impl EmbeddingSet<'_> {
+    /// Number of points.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    fn check(&self, what: &str) {
+        assert!(self.dim > 0, "{what}: embedding dim must be positive");
+        assert_eq!(
+            self.data.len(),
+            self.labels.len() * self.dim,
+            "{what}: data length must be labels × dim"
+        );
+    }
+}
+
+/// Independent random stream `stream` of `seed`, so adding a metric never shifts another's draws.
+pub fn metric_rng(seed: u64, stream: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream);
+    rng
+}
+
+/// All final metrics ([`METRIC_KEYS`]) of `test` embeddings, with `train` as the k-NN reference.
+/// Deterministic under `seed`. Panics if the two sets' dims differ or a set is malformed.
+pub fn evaluate(train: &EmbeddingSet<'_>, test: &EmbeddingSet<'_>, seed: u64) -> BTreeMap<String, f64> {
+    train.check("evaluate(train)");
+    test.check("evaluate(test)");
+    assert_eq!(train.dim, test.dim, "evaluate: train and test dims differ");
+    let mut out: BTreeMap<String, f64> = METRIC_KEYS.iter().map(|k| (k.to_string(), f64::NAN)).collect();
+    if !train.data.iter().chain(test.data).all(|v| v.is_finite()) {
+        tracing::warn!("evaluate: non-finite embeddings, every metric is NaN");
+        return out;
+    }
+    let mut put = |k: &str, v: f64| {
+        out.insert(k.to_string(), v);
+    };
+
+    let nn = knn_search(test.data, train.data, test.dim, 5, false);
+    put("knn1_acc", knn_accuracy(&nn, train.labels, test.labels, 1));
+    put("knn5_acc", knn_accuracy(&nn, train.labels, test.labels, 5));
+
+    let self_nn = knn_search(test.data, test.data, test.dim, retrieval_k(test.labels), true);
+    let r = retrieval_metrics(&self_nn, test.labels);
+    put("precision_at_1", r.precision_at_1);
+    put("r_precision", r.r_precision);
+    put("map_at_r", r.map_at_r);
+
+    let mut rng = metric_rng(seed, 1);
+    put("roc_auc", verification_auc(test, VERIFICATION_PAIRS, VERIFICATION_PAIRS, &mut rng));
+
+    for n_way in ONE_SHOT_WAYS {
+        let mut rng = metric_rng(seed, 100 + n_way as u64);
+        put(&format!("one_shot_{n_way}way"), one_shot_accuracy(test, n_way, ONE_SHOT_TRIALS, &mut rng));
+    }
+    out
+}

@@ -1,0 +1,196 @@
+//! The three embedding networks, each sized from the data set's image height and width.
+//!
+//! All take `[N, 1, H, W]` normalised grey images and return `[N, D]` embeddings.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{AvgPool2d, AvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
+use burn::nn::{Linear, LinearConfig, PRelu, PReluConfig, PaddingConfig2d};
+use burn::tensor::Tensor;
+use burn::tensor::activation::{relu, sigmoid};
+use burn::tensor::backend::Backend;
+
+/// Spatial size after a valid convolution with kernel `k` (None if it does not fit).
+fn conv_out(size: usize, k: usize) -> Option<usize> {
+    size.checked_sub(k).map(|s| s + 1).filter(|&s| s > 0)
+}
+
+fn too_small(net: &str, h: usize, w: usize) -> String {
+    format!("{net}: input {h}x{w} is too small for this network")
+}
+
+/// `embedding-net`: conv 32 5×5, PReLU, maxpool 2; conv 64 5×5, PReLU, maxpool 2;
+/// fc 256, PReLU; fc 256, PReLU; fc D. Needs inputs of at least 16×16.
+#[derive(Config, Debug)]
+pub struct EmbeddingNetConfig {
+    pub height: usize,
+    pub width: usize,
+    pub dim: usize,
+}
+
+#[derive(Module, Debug)]
+pub struct EmbeddingNet<B: Backend> {
+    conv1: Conv2d<B>,
+    act1: PRelu<B>,
+    conv2: Conv2d<B>,
+    act2: PRelu<B>,
+    pool: MaxPool2d,
+    fc1: Linear<B>,
+    act3: PRelu<B>,
+    fc2: Linear<B>,
+    act4: PRelu<B>,
+    fc3: Linear<B>,
+}
+
+impl EmbeddingNetConfig {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<EmbeddingNet<B>, String> {
+        let side = |s: usize| {
+            conv_out(s, 5)
+                .map(|s| s / 2)
+                .and_then(|s| conv_out(s, 5))
+                .map(|s| s / 2)
+                .filter(|&s| s > 0)
+        };
+        let (h, w) = side(self.height)
+            .zip(side(self.width))
+            .ok_or_else(|| too_small("embedding-net", self.height, self.width))?;
+        Ok(EmbeddingNet {
+            conv1: Conv2dConfig::new([1, 32], [5, 5]).init(device),
+            act1: PReluConfig::new().init(device),
+            conv2: Conv2dConfig::new([32, 64], [5, 5]).init(device),
+            act2: PReluConfig::new().init(device),
+            pool: MaxPool2dConfig::new([2, 2]).init(),
+            fc1: LinearConfig::new(64 * h * w, 256).init(device),
+            act3: PReluConfig::new().init(device),
+            fc2: LinearConfig::new(256, 256).init(device),
+            act4: PReluConfig::new().init(device),
+            fc3: LinearConfig::new(256, self.dim).init(device),
+        })
+    }
+}
+
+impl<B: Backend> EmbeddingNet<B> {
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
+        let x = self.pool.forward(self.act1.forward(self.conv1.forward(x))); // [N, 32, h1, w1]
+        let x = self.pool.forward(self.act2.forward(self.conv2.forward(x))); // [N, 64, h2, w2]
+        let x = x.flatten::<2>(1, 3); // [N, 64*h2*w2]
+        let x = self.act3.forward(self.fc1.forward(x)); // [N, 256]
+        let x = self.act4.forward(self.fc2.forward(x)); // [N, 256]
+        self.fc3.forward(x) // [N, D]
+    }
+}
+
+/// `koch-siamese`: the convolutional tower of Koch, Zemel & Salakhutdinov (2015), scaled to
+/// the input. Channels 64, 128, 128, 256 as in the paper; conv–ReLU–maxpool 2 blocks for the
+/// first three convolutions, conv–ReLU for the fourth, then a sigmoid fully-connected layer.
+/// Kernels are 10, 7, 4, 4 (the paper's, for 105×105 Omniglot) when both sides are ≥ 96 px,
+/// else 5, 3, 2, 2 (28×28 → 1×1×256, 56×46 → 4×3×256). The paper's 4096-unit sigmoid layer
+/// *is* the embedding, so here the sigmoid fc has D units (embeddings lie in (0, 1)^D).
+#[derive(Config, Debug)]
+pub struct KochSiameseConfig {
+    pub height: usize,
+    pub width: usize,
+    pub dim: usize,
+}
+
+#[derive(Module, Debug)]
+pub struct KochSiamese<B: Backend> {
+    convs: Vec<Conv2d<B>>,
+    pool: MaxPool2d,
+    fc: Linear<B>,
+}
+
+impl KochSiameseConfig {
+    /// Kernel sizes used for this input size.
+    pub fn kernels(&self) -> [usize; 4] {
+        if self.height.min(self.width) >= 96 {
+            [10, 7, 4, 4]
+        } else {
+            [5, 3, 2, 2]
+        }
+    }
+
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<KochSiamese<B>, String> {
+        let kernels = self.kernels();
+        let side = |mut s: usize| {
+            for (i, &k) in kernels.iter().enumerate() {
+                s = conv_out(s, k)?;
+                if i < 3 {
+                    s /= 2;
+                }
+            }
+            (s > 0).then_some(s)
+        };
+        let (h, w) = side(self.height)
+            .zip(side(self.width))
+            .ok_or_else(|| too_small("koch-siamese", self.height, self.width))?;
+        let channels = [1, 64, 128, 128, 256];
+        let convs = kernels
+            .iter()
+            .enumerate()
+            .map(|(i, &k)| Conv2dConfig::new([channels[i], channels[i + 1]], [k, k]).init(device))
+            .collect();
+        Ok(KochSiamese {
+            convs,
+            pool: MaxPool2dConfig::new([2, 2]).init(),
+            fc: LinearConfig::new(256 * h * w, self.dim).init(device),
+        })
+    }
+}
+
+impl<B: Backend> KochSiamese<B> {
+    pub fn forward(&self, mut x: Tensor<B, 4>) -> Tensor<B, 2> {
+        for (i, conv) in self.convs.iter().enumerate() {
+            x = relu(conv.forward(x));
+            if i < 3 {
+                x = self.pool.forward(x);
+            }
+        } // [N, 256, h, w]
+        sigmoid(self.fc.forward(x.flatten::<2>(1, 3))) // [N, D]
+    }
+}
+
+/// `lenet-hadsell`: the network of Hadsell, Chopra & LeCun (2006, DrLIM): images are
+/// zero-padded by 2 (28×28 → 32×32 as in LeNet), conv 15 6×6, ReLU, average pool 3×3,
+/// conv 30 9×9 (smaller if the map is smaller), ReLU, fully connected to D.
+#[derive(Config, Debug)]
+pub struct LenetHadsellConfig {
+    pub height: usize,
+    pub width: usize,
+    pub dim: usize,
+}
+
+#[derive(Module, Debug)]
+pub struct LenetHadsell<B: Backend> {
+    conv1: Conv2d<B>,
+    pool: AvgPool2d,
+    conv2: Conv2d<B>,
+    fc: Linear<B>,
+}
+
+impl LenetHadsellConfig {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<LenetHadsell<B>, String> {
+        let err = || too_small("lenet-hadsell", self.height, self.width);
+        let pooled = |s: usize| conv_out(s + 4, 6).map(|s| s / 3).filter(|&s| s > 0);
+        let (ph, pw) = pooled(self.height).zip(pooled(self.width)).ok_or_else(err)?;
+        let k = 9.min(ph).min(pw);
+        let (h, w) = conv_out(ph, k).zip(conv_out(pw, k)).ok_or_else(err)?;
+        Ok(LenetHadsell {
+            conv1: Conv2dConfig::new([1, 15], [6, 6])
+                .with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2))
+                .init(device),
+            pool: AvgPool2dConfig::new([3, 3]).init(),
+            conv2: Conv2dConfig::new([15, 30], [k, k]).init(device),
+            fc: LinearConfig::new(30 * h * w, self.dim).init(device),
+        })
+    }
+}
+
+impl<B: Backend> LenetHadsell<B> {
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
+        let x = self.pool.forward(relu(self.conv1.forward(x))); // [N, 15, h1, w1]
+        let x = relu(self.conv2.forward(x)); // [N, 30, h2, w2]
+        self.fc.forward(x.flatten::<2>(1, 3)) // [N, D]
+    }
+}
