@@ -107,4 +107,65 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Cancel a job or every unfinished job of a sweep; running attempts are told to stop.
+    Cancel(Target),
+    /// Stop leasing a sweep's jobs (running ones finish).
+    Pause {
+        /// Sweep name
+        sweep: String,
+    },
+    /// Lease a paused sweep's jobs again.
+    Resume {
+        /// Sweep name
+        sweep: String,
+    },
+    /// Queue failed jobs again with a fresh attempt budget (all sweeps, or one).
+    Retry {
+        /// Sweep name (default: every sweep)
+        sweep: Option<String>,
+    },
+    /// Change a sweep's priority: higher runs first, ties in submission order.
+    Priority {
+        /// Sweep name
+        sweep: String,
+        /// New priority
+        #[arg(allow_negative_numbers = true)]
+        priority: i64,
+    },
+    /// Export a sweep's results as a table: one row per run, or a pivot with --rows and --cols.
+    Export {
+        /// Sweep name
+        #[arg(long)]
+        sweep: String,
+        /// csv | md | latex | json
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// Pivot rows: an axis such as loss
+        #[arg(long, requires = "cols")]
+        rows: Option<String>,
+        /// Pivot columns: an axis such as dataset
+        #[arg(long, requires = "rows")]
+        cols: Option<String>,
+        /// Pivot metric [default: map_at_r]
+        #[arg(long)]
+        metric: Option<String>,
+        /// Pivot aggregation over the other axes and seeds: best | mean (mean shows ± std)
+        #[arg(long)]
+        agg: Option<String>,
+        /// Write here instead of standard output
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+}
+
+/// A job or a sweep.
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false)]
+pub struct Target {
+    /// Job id (see the dashboard or `status`)
+    #[arg(long)]
+    pub job: Option<i64>,
+    /// Sweep name
+    #[arg(long)]
+    pub sweep: Option<String>,
 }

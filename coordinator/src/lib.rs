@@ -1,5 +1,11 @@
 //! latentsweep coordinator: sweep submission, the SQLite store, job leasing over gRPC and the dashboard.
 
 pub mod cli;
+pub mod export;
+pub mod grpc;
+pub mod local;
 pub mod report;
+pub mod sched;
+pub mod serve;
 pub mod store;
+pub mod web;

@@ -2,7 +2,13 @@
 
 use anyhow::Context;
 use clap::Parser;
-use coordinator::cli::{Cli, Command};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use coordinator::cli::{Cli, Command, ServeArgs};
+use coordinator::export::{ExportRequest, run_export};
+use coordinator::grpc::GrpcConfig;
+use coordinator::serve::ServeOptions;
 use coordinator::store::Store;
 use proto::sweep::load_sweep;
 
@@ -49,17 +55,95 @@ async fn main() -> anyhow::Result<()> {
             }
             store.close().await;
         }
-        None => {
+        Some(Command::Cancel(target)) => {
             let store = open(&db).await?;
-            for file in &cli.serve.sweeps {
-                let (sweep, text) = load_sweep(file, cli.serve.limits.max_cells)?;
-                let out = store.submit(&sweep, &text, Some(file)).await?;
-                tracing::info!(sweep = %out.name, created = out.created, existing = out.existing, "submitted");
+            match (target.job, target.sweep) {
+                (Some(job), _) => {
+                    let changed = store.cancel_job(proto::JobId(job)).await?;
+                    println!("job {job}: {}", if changed { "cancelled" } else { "already finished" });
+                }
+                (None, Some(name)) => {
+                    let n = store.cancel_sweep(store.sweep_id(&name).await?).await?;
+                    println!("sweep `{name}`: {n} job(s) cancelled");
+                }
+                (None, None) => unreachable!("clap requires --job or --sweep"),
             }
-            anyhow::bail!("serving is not built yet");
         }
+        Some(Command::Pause { sweep }) => {
+            let store = open(&db).await?;
+            store.pause_sweep(store.sweep_id(&sweep).await?).await?;
+            println!("sweep `{sweep}` paused");
+        }
+        Some(Command::Resume { sweep }) => {
+            let store = open(&db).await?;
+            store.resume_sweep(store.sweep_id(&sweep).await?).await?;
+            println!("sweep `{sweep}` resumed");
+        }
+        Some(Command::Retry { sweep }) => {
+            let store = open(&db).await?;
+            let id = match &sweep {
+                Some(name) => Some(store.sweep_id(name).await?),
+                None => None,
+            };
+            let n = store.retry_failed(id).await?;
+            println!("{n} failed job(s) queued again");
+        }
+        Some(Command::Priority { sweep, priority }) => {
+            let store = open(&db).await?;
+            store.set_priority(store.sweep_id(&sweep).await?, priority).await?;
+            println!("sweep `{sweep}`: priority {priority}");
+        }
+        Some(Command::Export { sweep, format, rows, cols, metric, agg, out }) => {
+            let store = open(&db).await?;
+            let req = ExportRequest::parse(&sweep, &format, rows.as_deref(), cols.as_deref(), metric.as_deref(), agg.as_deref())?;
+            let table = run_export(&store, req).await?;
+            match out {
+                Some(path) => std::fs::write(&path, table).with_context(|| format!("writing {}", path.display()))?,
+                None => print!("{table}"),
+            }
+        }
+        None => serve(db, cli.serve).await?,
     }
     Ok(())
+}
+
+/// Submits the `--sweep` files, then serves until Ctrl-C or SIGTERM.
+async fn serve(db: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
+    let store = open(&db).await?;
+    for file in &args.sweeps {
+        let (sweep, text) = load_sweep(file, args.limits.max_cells)?;
+        let out = store.submit(&sweep, &text, Some(file)).await?;
+        tracing::info!(sweep = %out.name, created = out.created, existing = out.existing, "submitted");
+    }
+    let mut grpc = GrpcConfig::new(args.grpc_addr, &db);
+    grpc.token = args.token.filter(|t| !t.is_empty());
+    grpc.sched.lease_ttl = Duration::from_secs(args.lease_ttl.max(1));
+    let opts = ServeOptions {
+        grpc,
+        http_addr: args.http_addr,
+        local_workers: args.local_workers,
+        data_dir: args.data_dir,
+        work_root: db.with_extension("workers"),
+        exit_when_done: args.exit_when_done,
+    };
+    coordinator::serve::run(store.clone(), opts, shutdown_signal()).await?;
+    store.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }
 
 async fn open(db: &std::path::Path) -> anyhow::Result<Store> {

@@ -1,26 +1,22 @@
-//! Server-rendered dashboard of latentsweep (probe).
-use leptos::prelude::*;
+//! Server-rendered Leptos dashboard of latentsweep: sweeps, runs, latent spaces, workers and
+//! result tables, served by axum. It reads everything through the [`DashboardData`] trait, so it
+//! knows nothing of the database or the RPC layer.
+//!
+//! ```ignore
+//! let app = dashboard::router(Arc::new(my_data));
+//! axum::serve(tokio::net::TcpListener::bind("127.0.0.1:0").await?, app).await?;
+//! ```
 
-pub fn probe(name: &str) -> String {
-    let name = name.to_owned();
-    let pts = vec![(1.0f32, 2.0f32), (3.0, 4.0)];
-    Owner::new().with(|| {
-        view! {
-            <div class="x" title=name.clone()>{name.clone()}
-                <svg viewBox="0 0 10 10" width="100">
-                    {pts.iter().map(|(x, y)| view! { <circle cx=*x cy=*y r="1" fill="red"><title>{name.clone()}</title></circle> }).collect_view()}
-                    <text x="1" y="2" text-anchor="end">"t"</text>
-                </svg>
-            </div>
-        }
-        .to_html()
-    })
-}
+pub mod data;
+pub mod export;
+pub mod geometry;
+pub mod pages;
+pub mod plot;
+pub mod server;
+pub mod table;
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn probe() {
-        println!("{}", super::probe("<script>alert(1)</script>\"&"));
-    }
-}
+pub use data::{
+    AttemptInfo, CurrentJob, DashboardData, DataError, DataFuture, JobCounts, MetricPoint, RunDetail, RunRow,
+    Snapshot, SweepDetail, SweepSummary, WorkerInfo,
+};
+pub use server::{router, table_for_query};

@@ -1,1 +1,4 @@
-//! placeholder
+//! latentsweep worker library: the training engine (`train`), independent of gRPC.
+
+pub mod agent;
+pub mod train;

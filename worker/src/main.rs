@@ -1,1 +1,17 @@
-fn main() {}
+//! `worker` binary: a thin clap dispatcher over the `worker` library.
+
+mod cli;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = cli::Cli::parse();
+    match cli.command {
+        cli::Command::Train(args) => cli::train(&args),
+    }
+}

@@ -6,6 +6,8 @@
 
 mod error;
 mod ingest;
+pub mod lease;
+mod ops;
 mod sweeps;
 
 use std::path::Path;

@@ -145,14 +145,4 @@ impl Store {
             })
             .collect()
     }
-
-    /// Looks a sweep up by name.
-    pub async fn sweep_id(&self, name: &str) -> Result<SweepId, StoreError> {
-        sqlx::query_scalar("SELECT id FROM sweeps WHERE name = ?1")
-            .bind(name)
-            .fetch_optional(&self.reader)
-            .await?
-            .map(SweepId)
-            .ok_or_else(|| StoreError::NotFound(format!("sweep `{name}`")))
-    }
 }

@@ -91,7 +91,7 @@ const MALFORMED: &[(&str, &str, &str, usize)] = &[
     ("unknown fixed key", "name = \"t\"\n[fixed]\nepochs = 3\n", "fixed.epochs", 3),
     ("include with a list", "name = \"t\"\n[grid]\n\n[[include]]\nloss = [\"ce\"]\n", "include[0].loss", 5),
     ("exclude unknown axis", "name = \"t\"\n[[exclude]]\nlos = \"ce\"\n", "exclude[0].los", 3),
-    ("include as table", "name = \"t\"\n[include]\nloss = \"ce\"\n", "include", 3),
+    ("include as table", "name = \"t\"\n[include]\nloss = \"ce\"\n", "include", 2),
     ("missing name", "[grid]\nlr = 1e-3\n", "name", 1),
 ];
 

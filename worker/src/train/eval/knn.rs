@@ -17,11 +17,14 @@
 //!
 //! Neighbours are ordered by `(distance, index)`: distance ties go to the lower reference index.
 
-use std::cmp::Ordering;
 use std::sync::Mutex;
 
 /// Reference points per tile; the kernel's accumulators are one `[f32; TILE]` array.
 const TILE: usize = 16;
+const _: () = assert!(
+    TILE < 32 && TILE.is_power_of_two(),
+    "tile candidates live in a u32 bit mask"
+);
 
 /// Bytes of query data per block; sized so a block of queries stays cache-resident.
 const BLOCK_BYTES: usize = 64 * 1024;
@@ -29,6 +32,7 @@ const BLOCK_BYTES: usize = 64 * 1024;
 /// The `k` nearest reference points of every query, nearest first.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Neighbours {
+    queries: usize,
     k: usize,
     indices: Vec<u32>,  // [Nq * k]
     sq_dists: Vec<f32>, // [Nq * k]
@@ -42,11 +46,11 @@ impl Neighbours {
 
     /// Number of queries.
     pub fn len(&self) -> usize {
-        self.indices.len().checked_div(self.k).unwrap_or(0)
+        self.queries
     }
 
     pub fn is_empty(&self) -> bool {
-        self.indices.is_empty()
+        self.queries == 0
     }
 
     /// Reference indices of query `q`'s neighbours, nearest first.
@@ -71,10 +75,17 @@ pub fn sq_dist(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
-/// Total order used for neighbour lists: distance, then index (`total_cmp` keeps it a total order).
+/// Packs (distance, index) so that integer order is neighbour order: squared distances are
+/// non-negative (never −0.0: they are sums of squares), and the bit patterns of non-negative
+/// floats, +∞ included, are ordered like their values.
 #[inline]
-fn key_cmp(a: &(f32, u32), b: &(f32, u32)) -> Ordering {
-    a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))
+fn key(d: f32, i: u32) -> u64 {
+    (u64::from(d.to_bits()) << 32) | u64::from(i)
+}
+
+#[inline]
+fn unkey(key: u64) -> (f32, u32) {
+    (f32::from_bits((key >> 32) as u32), key as u32)
 }
 
 /// The `k` nearest of `refs` for every row of `queries` (both `[N * dim]` row-major).
@@ -82,7 +93,7 @@ fn key_cmp(a: &(f32, u32), b: &(f32, u32)) -> Ordering {
 /// With `exclude_self`, `queries` and `refs` must be the same set and query `i` never returns
 /// reference `i` (other exact duplicates of it are still returned, as in pytorch-metric-learning,
 /// which removes the query's own index). `k` is capped at the number of eligible references.
-/// Inputs are expected to be finite; the order is still total (via `f32::total_cmp`) otherwise.
+/// Inputs are expected to be finite; otherwise the order is still deterministic but unspecified.
 pub fn knn_search(
     queries: &[f32],
     refs: &[f32],
@@ -91,11 +102,22 @@ pub fn knn_search(
     exclude_self: bool,
 ) -> Neighbours {
     assert!(dim > 0, "knn_search: dim must be positive");
-    assert_eq!(queries.len() % dim, 0, "knn_search: queries not a multiple of dim");
-    assert_eq!(refs.len() % dim, 0, "knn_search: refs not a multiple of dim");
+    assert_eq!(
+        queries.len() % dim,
+        0,
+        "knn_search: queries not a multiple of dim"
+    );
+    assert_eq!(
+        refs.len() % dim,
+        0,
+        "knn_search: refs not a multiple of dim"
+    );
     let nq = queries.len() / dim;
     let nr = refs.len() / dim;
-    assert!(nr <= u32::MAX as usize, "knn_search: too many reference points");
+    assert!(
+        nr <= u32::MAX as usize,
+        "knn_search: too many reference points"
+    );
     if exclude_self {
         assert_eq!(nq, nr, "knn_search: exclude_self needs queries == refs");
     }
@@ -103,7 +125,12 @@ pub fn knn_search(
     let mut indices = vec![0u32; nq * k];
     let mut sq_dists = vec![0f32; nq * k];
     if k == 0 || nq == 0 {
-        return Neighbours { k, indices: Vec::new(), sq_dists: Vec::new() };
+        return Neighbours {
+            queries: nq,
+            k,
+            indices,
+            sq_dists,
+        };
     }
 
     let tiles = tile_refs(refs, dim, nr);
@@ -118,12 +145,22 @@ pub fn knn_search(
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(n_blocks);
-    let ctx = BlockCtx { queries, tiles: &tiles, dim, nr, k, block, exclude_self };
+    let ctx = BlockCtx {
+        queries,
+        tiles: &tiles,
+        dim,
+        nr,
+        k,
+        block,
+        exclude_self,
+    };
     let run = || {
         let mut tops = Vec::new();
         loop {
             let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
-            let Some((b, idx_out, dist_out)) = next else { break };
+            let Some((b, (idx_out, dist_out))) = next else {
+                break;
+            };
             ctx.search_block(b, &mut tops, idx_out, dist_out);
         }
     };
@@ -133,7 +170,12 @@ pub fn knn_search(
         }
         run();
     });
-    Neighbours { k, indices, sq_dists }
+    Neighbours {
+        queries: nq,
+        k,
+        indices,
+        sq_dists,
+    }
 }
 
 /// Re-lays `refs` out as `[n_tiles][dim][TILE]`, zero-padding the last tile.
@@ -162,6 +204,22 @@ fn tile_dists(q: &[f32], tile: &[f32]) -> [f32; TILE] {
     acc
 }
 
+/// [`tile_dists`] for two queries at once (same per-pair summation order).
+#[inline(always)]
+fn tile_dists2(qa: &[f32], qb: &[f32], tile: &[f32]) -> ([f32; TILE], [f32; TILE]) {
+    let (mut acc_a, mut acc_b) = ([0f32; TILE], [0f32; TILE]);
+    for ((&a, &b), row) in qa.iter().zip(qb).zip(tile.chunks_exact(TILE)) {
+        let row: &[f32; TILE] = row.try_into().unwrap();
+        for p in 0..TILE {
+            let ta = a - row[p];
+            let tb = b - row[p];
+            acc_a[p] += ta * ta;
+            acc_b[p] += tb * tb;
+        }
+    }
+    (acc_a, acc_b)
+}
+
 struct BlockCtx<'a> {
     queries: &'a [f32],
     tiles: &'a [f32],
@@ -173,7 +231,13 @@ struct BlockCtx<'a> {
 }
 
 impl BlockCtx<'_> {
-    fn search_block(&self, b: usize, tops: &mut Vec<TopK>, idx_out: &mut [u32], dist_out: &mut [f32]) {
+    fn search_block(
+        &self,
+        b: usize,
+        tops: &mut Vec<TopK>,
+        idx_out: &mut [u32],
+        dist_out: &mut [f32],
+    ) {
         let (dim, k) = (self.dim, self.k);
         let q0 = b * self.block;
         let nq = idx_out.len() / k;
@@ -185,29 +249,49 @@ impl BlockCtx<'_> {
         for (t, tile) in self.tiles.chunks_exact(dim * TILE).enumerate() {
             let base = t * TILE;
             let valid = TILE.min(self.nr - base);
-            for (j, (q, top)) in qs.chunks_exact(dim).zip(tops.iter_mut()).enumerate() {
-                let acc = tile_dists(q, tile);
-                if top.pruned {
-                    // Branch-free screen so the common "nothing closer" case stays vectorised.
-                    let mut hit = false;
-                    for &d in &acc {
-                        hit |= d < top.thr;
-                    }
-                    if !hit {
-                        continue;
-                    }
-                }
-                let skip = if self.exclude_self { q0 + j } else { usize::MAX };
-                for (p, &d) in acc[..valid].iter().enumerate() {
-                    if base + p != skip {
-                        top.offer(d, (base + p) as u32);
-                    }
-                }
+            // Two queries at a time: eight independent accumulator chains hide the add latency.
+            let mut pairs = qs.chunks_exact(2 * dim).zip(tops.chunks_exact_mut(2));
+            let mut j = 0;
+            for (q2, top2) in pairs.by_ref() {
+                let (qa, qb) = q2.split_at(dim);
+                let (acc_a, acc_b) = tile_dists2(qa, qb, tile);
+                let [top_a, top_b] = top2 else { unreachable!() };
+                self.consider(top_a, &acc_a, valid, base, q0 + j);
+                self.consider(top_b, &acc_b, valid, base, q0 + j + 1);
+                j += 2;
+            }
+            if nq % 2 == 1 {
+                let acc = tile_dists(&qs[(nq - 1) * dim..], tile);
+                self.consider(&mut tops[nq - 1], &acc, valid, base, q0 + nq - 1);
             }
         }
         for (j, top) in tops.iter_mut().enumerate() {
-            top.finish(&mut idx_out[j * k..(j + 1) * k], &mut dist_out[j * k..(j + 1) * k]);
+            top.finish(
+                &mut idx_out[j * k..(j + 1) * k],
+                &mut dist_out[j * k..(j + 1) * k],
+            );
         }
+    }
+
+    /// Offers one tile's distances for query `qi` to its accumulator.
+    #[inline(always)]
+    fn consider(&self, top: &mut TopK, acc: &[f32; TILE], valid: usize, base: usize, qi: usize) {
+        if top.pruned {
+            // Branch-free screen so the common "nothing closer" case stays vectorised.
+            let mut hit = false;
+            for &d in acc {
+                hit |= d < top.thr;
+            }
+            if !hit {
+                return;
+            }
+        }
+        let skip = if self.exclude_self {
+            qi.wrapping_sub(base)
+        } else {
+            usize::MAX
+        };
+        top.offer_tile(acc, valid, base, skip);
     }
 }
 
@@ -216,8 +300,11 @@ impl BlockCtx<'_> {
 ///
 /// Candidates arrive in increasing reference index, so once pruned a newcomer beats the k-th best
 /// `(thr, i_k)` exactly when its distance is strictly below `thr`: equal distances lose on index.
+/// Before the first prune every candidate is kept (so even infinite distances fill the list).
 struct TopK {
-    buf: Vec<(f32, u32)>,
+    /// `buf[..len]` holds candidates; `TILE` spare slots let a whole tile land before a prune.
+    buf: Vec<u64>, // keys, see `key`
+    len: usize,
     k: usize,
     cap: usize,
     thr: f32,
@@ -226,45 +313,73 @@ struct TopK {
 
 impl TopK {
     fn new(k: usize) -> Self {
-        let mut t = TopK { buf: Vec::new(), k, cap: 0, thr: f32::INFINITY, pruned: false };
+        let mut t = TopK {
+            buf: Vec::new(),
+            len: 0,
+            k,
+            cap: 0,
+            thr: f32::INFINITY,
+            pruned: false,
+        };
         t.reset(k);
         t
     }
 
     fn reset(&mut self, k: usize) {
-        self.buf.clear();
         self.k = k;
         self.cap = 2 * k + 64;
+        self.buf.resize(self.cap + TILE, 0);
+        self.len = 0;
         self.thr = f32::INFINITY;
         self.pruned = false;
     }
 
-    #[inline]
-    fn offer(&mut self, d: f32, i: u32) {
-        if !self.pruned || d < self.thr {
-            self.buf.push((d, i));
-            if self.buf.len() >= self.cap {
-                self.prune();
-            }
+    /// Appends the qualifying candidates among `acc[..valid]` (reference `base + p`), except
+    /// position `skip`. Kept out of line so the distance kernel around it stays clean.
+    #[inline(never)]
+    fn offer_tile(&mut self, acc: &[f32; TILE], valid: usize, base: usize, skip: usize) {
+        // Bit p = candidate p qualifies, built branch-free (compare + movemask); then only set bits
+        // are visited, so the cost follows the accepted count, not the tile size.
+        let thr = if self.pruned { self.thr } else { f32::INFINITY };
+        let mut mask = 0u32;
+        for (p, &d) in acc.iter().enumerate() {
+            mask |= u32::from(d < thr || !self.pruned) << p;
+        }
+        mask &= (1u32 << valid) - 1; // valid ≤ TILE < 32
+        if skip < TILE {
+            mask &= !(1u32 << skip);
+        }
+        let slots = &mut self.buf[self.len..self.len + TILE];
+        let mut n = 0;
+        while mask != 0 {
+            let p = mask.trailing_zeros() as usize;
+            slots[n & (TILE - 1)] = key(acc[p], (base + p) as u32); // n < TILE: the mask is a no-op
+            n += 1;
+            mask &= mask - 1;
+        }
+        self.len += n;
+        if self.len >= self.cap {
+            self.prune();
         }
     }
 
     fn prune(&mut self) {
-        self.buf.select_nth_unstable_by(self.k - 1, key_cmp);
-        self.buf.truncate(self.k);
-        self.thr = self.buf[self.k - 1].0;
+        let live = &mut self.buf[..self.len];
+        live.select_nth_unstable(self.k - 1);
+        self.len = self.k;
+        self.thr = unkey(live[self.k - 1]).0;
         self.pruned = true;
     }
 
     fn finish(&mut self, idx_out: &mut [u32], dist_out: &mut [f32]) {
-        if self.buf.len() > self.k {
+        if self.len > self.k {
             self.prune();
         }
-        self.buf.sort_unstable_by(key_cmp);
-        debug_assert_eq!(self.buf.len(), idx_out.len());
-        for ((&(d, i), io), dout) in self.buf.iter().zip(idx_out).zip(dist_out) {
-            *io = i;
-            *dout = d;
+        let live = &mut self.buf[..self.len];
+        live.sort_unstable();
+        debug_assert_eq!(live.len(), idx_out.len());
+        for ((&kv, io), dout) in live.iter().zip(idx_out).zip(dist_out) {
+            (*dout, *io) = unkey(kv);
         }
     }
 }

@@ -30,7 +30,11 @@ pub fn knn_accuracy(
     k: usize,
 ) -> f64 {
     let k = k.min(neighbours.k());
-    assert_eq!(neighbours.len(), query_labels.len(), "knn_accuracy: one label per query");
+    assert_eq!(
+        neighbours.len(),
+        query_labels.len(),
+        "knn_accuracy: one label per query"
+    );
     if k == 0 || query_labels.is_empty() {
         return f64::NAN;
     }
@@ -78,7 +82,11 @@ pub struct RetrievalMetrics {
 /// holds fewer than R neighbours for some query (search with `k = retrieval_k(labels)`).
 /// All fields are NaN when no query has R ≥ 1.
 pub fn retrieval_metrics(neighbours: &Neighbours, labels: &[u32]) -> RetrievalMetrics {
-    assert_eq!(neighbours.len(), labels.len(), "retrieval_metrics: one label per query");
+    assert_eq!(
+        neighbours.len(),
+        labels.len(),
+        "retrieval_metrics: one label per query"
+    );
     let counts = class_counts(labels);
     let (mut p1, mut rp, mut map, mut n) = (0.0f64, 0.0f64, 0.0f64, 0usize);
     for (q, &c) in labels.iter().enumerate() {
@@ -113,5 +121,10 @@ pub fn retrieval_metrics(neighbours: &Neighbours, labels: &[u32]) -> RetrievalMe
         };
     }
     let n_f = n as f64;
-    RetrievalMetrics { precision_at_1: p1 / n_f, r_precision: rp / n_f, map_at_r: map / n_f, queries: n }
+    RetrievalMetrics {
+        precision_at_1: p1 / n_f,
+        r_precision: rp / n_f,
+        map_at_r: map / n_f,
+        queries: n,
+    }
 }

@@ -8,7 +8,7 @@
 //!
 //! * **Neighbour order.** Neighbours are sorted by `(squared distance, index)`: exact distance ties
 //!   go to the lower index, so every result is deterministic and independent of thread count
-//!   ([`knn`] explains the exact blocked search and why it uses `Σ (q−x)²`).
+//!   (the `knn` module explains the exact blocked search and why it uses `Σ (q−x)²`).
 //! * **k-NN accuracy** (`knn1_acc`, `knn5_acc`): every *test* point is classified by its k nearest
 //!   *train* points; majority vote, and a tied vote goes to the tied class whose nearest member
 //!   ranks first (for k = 1 this is plain 1-NN). See [`knn_accuracy`].
@@ -121,11 +121,18 @@ pub fn metric_rng(seed: u64, stream: u64) -> ChaCha8Rng {
 
 /// All final metrics ([`METRIC_KEYS`]) of `test` embeddings, with `train` as the k-NN reference.
 /// Deterministic under `seed`. Panics if the two sets' dims differ or a set is malformed.
-pub fn evaluate(train: &EmbeddingSet<'_>, test: &EmbeddingSet<'_>, seed: u64) -> BTreeMap<String, f64> {
+pub fn evaluate(
+    train: &EmbeddingSet<'_>,
+    test: &EmbeddingSet<'_>,
+    seed: u64,
+) -> BTreeMap<String, f64> {
     train.check("evaluate(train)");
     test.check("evaluate(test)");
     assert_eq!(train.dim, test.dim, "evaluate: train and test dims differ");
-    let mut out: BTreeMap<String, f64> = METRIC_KEYS.iter().map(|k| (k.to_string(), f64::NAN)).collect();
+    let mut out: BTreeMap<String, f64> = METRIC_KEYS
+        .iter()
+        .map(|k| (k.to_string(), f64::NAN))
+        .collect();
     if !train.data.iter().chain(test.data).all(|v| v.is_finite()) {
         tracing::warn!("evaluate: non-finite embeddings, every metric is NaN");
         return out;
@@ -138,18 +145,30 @@ pub fn evaluate(train: &EmbeddingSet<'_>, test: &EmbeddingSet<'_>, seed: u64) ->
     put("knn1_acc", knn_accuracy(&nn, train.labels, test.labels, 1));
     put("knn5_acc", knn_accuracy(&nn, train.labels, test.labels, 5));
 
-    let self_nn = knn_search(test.data, test.data, test.dim, retrieval_k(test.labels), true);
+    let self_nn = knn_search(
+        test.data,
+        test.data,
+        test.dim,
+        retrieval_k(test.labels),
+        true,
+    );
     let r = retrieval_metrics(&self_nn, test.labels);
     put("precision_at_1", r.precision_at_1);
     put("r_precision", r.r_precision);
     put("map_at_r", r.map_at_r);
 
     let mut rng = metric_rng(seed, 1);
-    put("roc_auc", verification_auc(test, VERIFICATION_PAIRS, VERIFICATION_PAIRS, &mut rng));
+    put(
+        "roc_auc",
+        verification_auc(test, VERIFICATION_PAIRS, VERIFICATION_PAIRS, &mut rng),
+    );
 
     for n_way in ONE_SHOT_WAYS {
         let mut rng = metric_rng(seed, 100 + n_way as u64);
-        put(&format!("one_shot_{n_way}way"), one_shot_accuracy(test, n_way, ONE_SHOT_TRIALS, &mut rng));
+        put(
+            &format!("one_shot_{n_way}way"),
+            one_shot_accuracy(test, n_way, ONE_SHOT_TRIALS, &mut rng),
+        );
     }
     out
 }

@@ -19,13 +19,20 @@ use super::knn::sq_dist;
 /// so a collapsed embedding scores exactly chance (1/N) instead of an index artefact.
 ///
 /// NaN when fewer than two classes exist, no class has two points, or `trials` is 0.
-pub fn one_shot_accuracy(set: &EmbeddingSet<'_>, n_way: usize, trials: usize, rng: &mut ChaCha8Rng) -> f64 {
+pub fn one_shot_accuracy(
+    set: &EmbeddingSet<'_>,
+    n_way: usize,
+    trials: usize,
+    rng: &mut ChaCha8Rng,
+) -> f64 {
     let mut by_class: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
     for (i, &l) in set.labels.iter().enumerate() {
         by_class.entry(l).or_default().push(i as u32);
     }
     let classes: Vec<&[u32]> = by_class.values().map(Vec::as_slice).collect();
-    let queryable: Vec<usize> = (0..classes.len()).filter(|&c| classes[c].len() >= 2).collect();
+    let queryable: Vec<usize> = (0..classes.len())
+        .filter(|&c| classes[c].len() >= 2)
+        .collect();
     let n_way = n_way.min(classes.len());
     if n_way < 2 || queryable.is_empty() || trials == 0 {
         return f64::NAN;

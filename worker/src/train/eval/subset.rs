@@ -25,7 +25,10 @@ pub fn snapshot_subset(labels: &[u32], n: usize, seed: u64) -> Vec<u32> {
     }
     let classes: Vec<&Vec<u32>> = by_class.values().collect();
     let (n128, total128) = (n as u128, total as u128);
-    let mut quota: Vec<usize> = classes.iter().map(|m| (n128 * m.len() as u128 / total128) as usize).collect();
+    let mut quota: Vec<usize> = classes
+        .iter()
+        .map(|m| (n128 * m.len() as u128 / total128) as usize)
+        .collect();
     let remainder = n - quota.iter().sum::<usize>();
     let mut order: Vec<usize> = (0..classes.len()).collect();
     // Stable sort: equal remainders keep ascending label order.
@@ -36,7 +39,11 @@ pub fn snapshot_subset(labels: &[u32], n: usize, seed: u64) -> Vec<u32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut out = Vec::with_capacity(n);
     for (members, &q) in classes.iter().zip(&quota) {
-        out.extend(index::sample(&mut rng, members.len(), q).into_iter().map(|i| members[i]));
+        out.extend(
+            index::sample(&mut rng, members.len(), q)
+                .into_iter()
+                .map(|i| members[i]),
+        );
     }
     out.sort_unstable();
     out

@@ -42,7 +42,11 @@ pub fn verification_pairs(
         start += members.len();
     }
     let n = labels.len() as u128;
-    let total_same: u128 = by_class.values().map(|m| (m.len() as u128).pow(2) - m.len() as u128).sum::<u128>() / 2;
+    let total_same: u128 = by_class
+        .values()
+        .map(|m| (m.len() as u128).pow(2) - m.len() as u128)
+        .sum::<u128>()
+        / 2;
     let total_diff = (n * n.saturating_sub(1)) / 2 - total_same;
     let ordered = |a: u32, b: u32| (a.min(b), a.max(b));
 
@@ -55,7 +59,11 @@ pub fn verification_pairs(
         }
     } else {
         // Positions in `grouped` of points that have a classmate.
-        let eligible: Vec<usize> = span.values().filter(|&&(_, len)| len > 1).flat_map(|&(s, len)| s..s + len).collect();
+        let eligible: Vec<usize> = span
+            .values()
+            .filter(|&&(_, len)| len > 1)
+            .flat_map(|&(s, len)| s..s + len)
+            .collect();
         for _ in 0..n_same {
             let a_pos = eligible[rng.random_range(0..eligible.len())];
             let a = grouped[a_pos];
@@ -121,7 +129,12 @@ pub fn roc_auc(positive: &[f64], negative: &[f64]) -> f64 {
 }
 
 /// Verification ROC-AUC on `set` with score −(squared distance) (same ranking as −distance).
-pub fn verification_auc(set: &EmbeddingSet<'_>, n_same: usize, n_diff: usize, rng: &mut ChaCha8Rng) -> f64 {
+pub fn verification_auc(
+    set: &EmbeddingSet<'_>,
+    n_same: usize,
+    n_diff: usize,
+    rng: &mut ChaCha8Rng,
+) -> f64 {
     let pairs = verification_pairs(set.labels, n_same, n_diff, rng);
     let dim = set.dim;
     let row = |i: u32| &set.data[i as usize * dim..(i as usize + 1) * dim];

@@ -11,6 +11,16 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::{relu, sigmoid};
 use burn::tensor::backend::Backend;
 
+/// PReLU with one shared slope: `max(x, 0) + alpha · min(x, 0)`.
+///
+/// Same maths as `burn::nn::PRelu::forward` (whose parameters it uses), but Flex's fused
+/// prelu walks the broadcast slope with a scalar strided iterator; clamp + scalar-broadcast
+/// multiply hit its SIMD paths and made evaluation ~2× faster.
+pub fn prelu<B: Backend, const D: usize>(act: &PRelu<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+    let alpha = act.alpha.val().reshape([1; D]); // [1, .., 1]
+    x.clone().clamp_min(0.0) + x.clamp_max(0.0) * alpha
+}
+
 /// Spatial size after a valid convolution with kernel `k` (None if it does not fit).
 fn conv_out(size: usize, k: usize) -> Option<usize> {
     size.checked_sub(k).map(|s| s + 1).filter(|&s| s > 0)
@@ -72,11 +82,11 @@ impl EmbeddingNetConfig {
 
 impl<B: Backend> EmbeddingNet<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
-        let x = self.pool.forward(self.act1.forward(self.conv1.forward(x))); // [N, 32, h1, w1]
-        let x = self.pool.forward(self.act2.forward(self.conv2.forward(x))); // [N, 64, h2, w2]
+        let x = self.pool.forward(prelu(&self.act1, self.conv1.forward(x))); // [N, 32, h1, w1]
+        let x = self.pool.forward(prelu(&self.act2, self.conv2.forward(x))); // [N, 64, h2, w2]
         let x = x.flatten::<2>(1, 3); // [N, 64*h2*w2]
-        let x = self.act3.forward(self.fc1.forward(x)); // [N, 256]
-        let x = self.act4.forward(self.fc2.forward(x)); // [N, 256]
+        let x = prelu(&self.act3, self.fc1.forward(x)); // [N, 256]
+        let x = prelu(&self.act4, self.fc2.forward(x)); // [N, 256]
         self.fc3.forward(x) // [N, D]
     }
 }

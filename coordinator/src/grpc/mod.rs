@@ -1,0 +1,160 @@
+//! The coordinator's gRPC service (`latentsweep.v1.Coordinator`): registration, leases,
+//! report streams, checkpoint transfer, attempt ends. Scheduling decisions live in
+//! [`crate::sched`], SQL in [`crate::store`], wire conversions in [`convert`].
+
+pub mod artifacts;
+pub mod auth;
+pub mod convert;
+pub mod error;
+mod report;
+mod service;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::rpc::coordinator_server::CoordinatorServer;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::sched::SchedConfig;
+use crate::store::{Store, now_ms};
+
+pub use error::RpcError;
+
+/// Largest accepted message (a report batch, a checkpoint chunk); bigger ones are refused with
+/// RESOURCE_EXHAUSTED.
+pub const DEFAULT_MAX_MESSAGE: usize = 4 * 1024 * 1024;
+
+/// How the gRPC service runs.
+#[derive(Debug, Clone)]
+pub struct GrpcConfig {
+    pub addr: SocketAddr,
+    /// Shared secret; required when `addr` is not a loopback address.
+    pub token: Option<String>,
+    pub sched: SchedConfig,
+    /// Where uploaded checkpoints are kept: by convention `<db>.artifacts/` next to the database
+    /// (see [`GrpcConfig::artifact_dir_for`]).
+    pub artifact_dir: PathBuf,
+    pub max_message_bytes: usize,
+}
+
+impl GrpcConfig {
+    /// Defaults for a database at `db`, listening on `addr`.
+    pub fn new(addr: SocketAddr, db: &std::path::Path) -> Self {
+        GrpcConfig {
+            addr,
+            token: None,
+            sched: SchedConfig::default(),
+            artifact_dir: Self::artifact_dir_for(db),
+            max_message_bytes: DEFAULT_MAX_MESSAGE,
+        }
+    }
+
+    /// `<dir of db>/<file name of db>.artifacts`.
+    pub fn artifact_dir_for(db: &std::path::Path) -> PathBuf {
+        let mut name = db.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| "latentsweep".into());
+        name.push(".artifacts");
+        db.with_file_name(name)
+    }
+}
+
+/// Why the service could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("refusing to listen on {0} without a token: set --token or LATENTSWEEP_TOKEN")]
+    TokenRequired(SocketAddr),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, #[source] std::io::Error),
+    #[error("cannot create artifact directory {0}: {1}")]
+    ArtifactDir(PathBuf, #[source] std::io::Error),
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// State shared by every call.
+pub(crate) struct Shared {
+    pub store: Store,
+    pub cfg: GrpcConfig,
+    /// Signalled when jobs may have become leasable or attempts stopped (long-polls wake up).
+    pub changed: Notify,
+}
+
+impl Shared {
+    pub fn wake(&self) {
+        self.changed.notify_waiters();
+    }
+}
+
+/// Binds `cfg.addr` and serves until `shutdown` resolves.
+pub async fn serve(
+    store: Store,
+    cfg: GrpcConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let listener = TcpListener::bind(cfg.addr).await.map_err(|e| ServeError::Bind(cfg.addr, e))?;
+    serve_on(listener, store, cfg, shutdown).await
+}
+
+/// Serves on an already bound listener (tests bind port 0 and read the address first).
+pub async fn serve_on(
+    listener: TcpListener,
+    store: Store,
+    mut cfg: GrpcConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let local = listener.local_addr().map_err(|e| ServeError::Bind(cfg.addr, e))?;
+    cfg.addr = local;
+    if !local.ip().is_loopback() && cfg.token.as_deref().is_none_or(str::is_empty) {
+        return Err(ServeError::TokenRequired(local));
+    }
+    std::fs::create_dir_all(&cfg.artifact_dir)
+        .map_err(|e| ServeError::ArtifactDir(cfg.artifact_dir.clone(), e))?;
+    let shared = Arc::new(Shared { store, cfg: cfg.clone(), changed: Notify::new() });
+    let reaper = tokio::spawn(reap_leases(shared.clone()));
+    let svc = CoordinatorServer::new(service::Service { shared: shared.clone() })
+        .max_decoding_message_size(cfg.max_message_bytes)
+        .max_encoding_message_size(cfg.max_message_bytes);
+    let svc = tonic::service::interceptor::InterceptedService::new(svc, auth::TokenCheck::new(cfg.token.as_deref()));
+    tracing::info!(addr = %local, ttl_ms = cfg.sched.lease_ttl.as_millis() as u64, auth = cfg.token.is_some(), "gRPC service listening");
+    let result = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .layer(auth::CodecStatusLayer)
+        .add_service(svc)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    reaper.abort();
+    Ok(result?)
+}
+
+/// Expires leases that ran out, re-queueing (or failing) their jobs. Runs for the lifetime of
+/// the service; after a coordinator restart it is what returns jobs of workers that never came
+/// back.
+async fn reap_leases(shared: Arc<Shared>) {
+    // After a restart, leases may have run out while nobody could renew them; give every worker
+    // one TTL to reconnect and heartbeat before its jobs are taken away.
+    if shared.store.has_running_attempts().await.unwrap_or(true) {
+        tracing::info!(grace_ms = shared.cfg.sched.lease_ttl.as_millis() as u64,
+            "running attempts found at startup; waiting one lease TTL for their workers");
+        tokio::time::sleep(shared.cfg.sched.lease_ttl).await;
+    }
+    let mut tick = tokio::time::interval(shared.cfg.sched.reaper_period());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match shared.store.expire_leases(now_ms()).await {
+            Ok(expired) if !expired.is_empty() => {
+                for e in &expired {
+                    tracing::warn!(attempt = %e.attempt, job = %e.job, next = ?e.next, "lease expired");
+                }
+                shared.wake();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "expiring leases failed"),
+        }
+    }
+}

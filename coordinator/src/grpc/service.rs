@@ -1,0 +1,212 @@
+//! The unary calls of `latentsweep.v1.Coordinator` (registration, leases, attempt ends); the
+//! streams live in `report` and `artifacts`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use proto::rpc::{self, PROTOCOL_VERSION};
+use proto::{AttemptId, WorkerId};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::Shared;
+use super::convert;
+use super::error::RpcError;
+use crate::sched::{AttemptEnd, fencing};
+use crate::store::StoreError;
+use crate::store::lease::Ended;
+use crate::store::now_ms;
+
+/// Most attempts one worker may list in a heartbeat, and jobs it may ask for at once.
+const MAX_SLOTS: usize = 256;
+/// How often a waiting long-poll re-checks the database even without a wake-up (another
+/// process, e.g. `coordinator submit`, may have changed it).
+const POLL_RECHECK: Duration = Duration::from_millis(250);
+
+pub(crate) struct Service {
+    pub shared: Arc<Shared>,
+}
+
+fn unknown_worker(worker: WorkerId) -> impl FnOnce(StoreError) -> RpcError {
+    move |e| match e {
+        StoreError::NotFound(_) => RpcError::UnknownWorker(worker.0),
+        other => RpcError::Store(other),
+    }
+}
+
+impl Service {
+    async fn do_lease(&self, r: rpc::LeaseRequest) -> Result<rpc::LeaseReply, RpcError> {
+        convert::check_version(r.protocol_version)?;
+        let worker = convert::worker_id(r.worker_id)?;
+        if r.running_attempts.len() > MAX_SLOTS {
+            return Err(RpcError::InvalidArgument(format!("more than {MAX_SLOTS} running attempts")));
+        }
+        let running = r
+            .running_attempts
+            .iter()
+            .map(|&a| convert::attempt_id(a))
+            .collect::<Result<Vec<AttemptId>, _>>()?;
+        let free = (r.free_slots as usize).min(MAX_SLOTS);
+        let store = &self.shared.store;
+        let sched = self.shared.cfg.sched;
+        let mut stop = store
+            .heartbeat(worker, &running, sched.lease_expiry(now_ms()))
+            .await
+            .map_err(unknown_worker(worker))?;
+        let deadline = tokio::time::Instant::now() + sched.poll_wait(r.wait_ms);
+        let mut jobs = Vec::new();
+        loop {
+            // Subscribe before looking, so a wake-up between the look and the wait is not lost.
+            let woken = self.shared.changed.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if free > 0 && store.has_queued().await? {
+                jobs = store.lease_jobs(worker, free, sched.lease_expiry(now_ms())).await?;
+            }
+            let now = tokio::time::Instant::now();
+            if !jobs.is_empty() || !stop.is_empty() || now >= deadline {
+                break;
+            }
+            let nap = (deadline - now).min(POLL_RECHECK);
+            tokio::select! {
+                _ = &mut woken => {}
+                _ = tokio::time::sleep(nap) => {}
+            }
+            stop = store.stopped_attempts(worker, &running).await?;
+        }
+        if !stop.is_empty() {
+            tracing::info!(%worker, attempts = ?stop, "telling worker to stop attempts");
+        }
+        for j in &jobs {
+            tracing::info!(%worker, job = %j.job, attempt = %j.attempt, number = j.number,
+                resume = j.resume.as_ref().map(|a| a.epoch), "leased");
+        }
+        Ok(rpc::LeaseReply {
+            protocol_version: PROTOCOL_VERSION,
+            jobs: jobs.iter().map(convert::job_lease).collect(),
+            cancel_attempts: stop.iter().map(|a| a.0).collect(),
+            lease_ttl_ms: sched.lease_ttl.as_millis() as u64,
+        })
+    }
+
+    /// Ends an attempt; `Ended::Repeat` (a retried request) counts as success.
+    async fn end(&self, worker: i64, attempt: i64, end: AttemptEnd) -> Result<String, RpcError> {
+        let worker = convert::worker_id(worker)?;
+        let attempt = convert::attempt_id(attempt)?;
+        match self.shared.store.end_attempt(attempt, worker, &end).await? {
+            Ended::Applied { job, job_state } => {
+                tracing::info!(%worker, %attempt, %job, end = end.attempt_state(), %job_state,
+                    error = end.error_text().as_deref().unwrap_or(""), "attempt ended");
+                self.shared.wake();
+                Ok(job_state)
+            }
+            Ended::Repeat { job_state, .. } => Ok(job_state),
+            Ended::Fenced(f) => {
+                tracing::warn!(%worker, %attempt, reason = %f, "rejected end of a stale attempt");
+                Err(RpcError::Fenced(f))
+            }
+        }
+    }
+
+    async fn do_complete(&self, r: rpc::CompleteRequest) -> Result<(), RpcError> {
+        convert::check_version(r.protocol_version)?;
+        let worker = convert::worker_id(r.worker_id)?;
+        let attempt = convert::attempt_id(r.attempt_id)?;
+        let store = &self.shared.store;
+        let view = store.attempt_view(attempt).await?;
+        if let Some(v) = &view
+            && fencing::is_repeat_of(v, worker.0, "done")
+        {
+            return Ok(());
+        }
+        fencing::check(attempt.0, view.as_ref(), worker.0).map_err(RpcError::Fenced)?;
+        let job = proto::JobId(view.map(|v| v.job).unwrap_or_default());
+        let metrics = r.metrics.into_iter().filter(|(_, v)| v.is_finite()).collect();
+        store.record_result(job, attempt, &metrics).await?;
+        self.end(worker.0, attempt.0, AttemptEnd::Done).await.map(|_| ())
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl rpc::coordinator_server::Coordinator for Service {
+    async fn register(
+        &self,
+        request: Request<rpc::RegisterRequest>,
+    ) -> Result<Response<rpc::RegisterReply>, Status> {
+        let r = request.into_inner();
+        convert::check_version(r.protocol_version)?;
+        let w = convert::new_worker(&r)?;
+        let id = self.shared.store.register_worker(&w).await.map_err(RpcError::from)?;
+        tracing::info!(worker = %id, name = %w.name, host = %w.host, backend = %w.backend,
+            slots = r.slots, version = %w.version, "worker registered");
+        Ok(Response::new(rpc::RegisterReply {
+            protocol_version: PROTOCOL_VERSION,
+            worker_id: id.0,
+            lease_ttl_ms: self.shared.cfg.sched.lease_ttl.as_millis() as u64,
+            max_message_bytes: self.shared.cfg.max_message_bytes as u64,
+        }))
+    }
+
+    async fn lease(&self, request: Request<rpc::LeaseRequest>) -> Result<Response<rpc::LeaseReply>, Status> {
+        Ok(Response::new(self.do_lease(request.into_inner()).await?))
+    }
+
+    type ReportStream = BoxStream<rpc::ReportAck>;
+
+    async fn report(
+        &self,
+        request: Request<Streaming<rpc::ReportRequest>>,
+    ) -> Result<Response<Self::ReportStream>, Status> {
+        let rx = super::report::spawn(self.shared.clone(), request.into_inner());
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn upload_checkpoint(
+        &self,
+        request: Request<Streaming<rpc::UploadChunk>>,
+    ) -> Result<Response<rpc::UploadReply>, Status> {
+        let id = super::artifacts::upload(&self.shared, request.into_inner()).await?;
+        Ok(Response::new(rpc::UploadReply { artifact_id: id }))
+    }
+
+    type DownloadCheckpointStream = BoxStream<rpc::DownloadChunk>;
+
+    async fn download_checkpoint(
+        &self,
+        request: Request<rpc::DownloadRequest>,
+    ) -> Result<Response<Self::DownloadCheckpointStream>, Status> {
+        let rx = super::artifacts::download(&self.shared, request.into_inner()).await?;
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn complete(
+        &self,
+        request: Request<rpc::CompleteRequest>,
+    ) -> Result<Response<rpc::CompleteReply>, Status> {
+        self.do_complete(request.into_inner()).await?;
+        Ok(Response::new(rpc::CompleteReply {}))
+    }
+
+    async fn fail(&self, request: Request<rpc::FailRequest>) -> Result<Response<rpc::FailReply>, Status> {
+        let r = request.into_inner();
+        convert::check_version(r.protocol_version)?;
+        let job_state = self.end(r.worker_id, r.attempt_id, convert::failure(&r)).await?;
+        Ok(Response::new(rpc::FailReply { job_state }))
+    }
+
+    async fn release(
+        &self,
+        request: Request<rpc::ReleaseRequest>,
+    ) -> Result<Response<rpc::ReleaseReply>, Status> {
+        let r = request.into_inner();
+        convert::check_version(r.protocol_version)?;
+        if r.checkpoint_artifact_id > 0 {
+            tracing::info!(attempt = r.attempt_id, artifact = r.checkpoint_artifact_id, "released with a checkpoint");
+        }
+        self.end(r.worker_id, r.attempt_id, AttemptEnd::Released).await?;
+        Ok(Response::new(rpc::ReleaseReply {}))
+    }
+}

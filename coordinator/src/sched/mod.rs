@@ -1,0 +1,17 @@
+//! Scheduling policy as plain functions over plain state (no I/O), in the spirit of
+//! HyperQueue's scheduler: the store and the gRPC service feed it rows and apply its decisions.
+//!
+//! - [`policy`]: lease lifetimes, long-poll waits, the reaper's period;
+//! - [`transitions`]: what happens to a job when one of its attempts ends;
+//! - [`fencing`]: whether a worker may still speak for an attempt;
+//! - [`order`]: which queued job runs next.
+
+pub mod fencing;
+pub mod order;
+pub mod policy;
+pub mod transitions;
+
+pub use fencing::{AttemptView, Fence};
+pub use order::{Candidate, JOB_ORDER_SQL, SWEEP_ORDER_SQL};
+pub use policy::{DEFAULT_LEASE_TTL, DEFAULT_MAX_ATTEMPTS, MAX_LONG_POLL, SchedConfig};
+pub use transitions::{AttemptEnd, JobNext, JobView, after_attempt};

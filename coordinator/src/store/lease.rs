@@ -1,0 +1,473 @@
+//! Lease and attempt queries: registering workers, leasing queued jobs, renewing and expiring
+//! leases, ending attempts. The decisions come from [`crate::sched`]; this module reads the
+//! rows those functions need and applies their answers, one short write transaction each.
+
+use proto::{AttemptId, JobId, WorkerId};
+use sqlx::{Row, SqliteConnection};
+
+use super::{Store, StoreError, now_ms};
+use crate::sched::{self, AttemptEnd, AttemptView, Fence, JobNext, JobView};
+
+/// A worker announcing itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewWorker {
+    pub name: String,
+    pub host: String,
+    pub backend: String,
+    pub devices_json: String,
+    pub version: String,
+}
+
+/// A stored checkpoint, with its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactInfo {
+    pub id: i64,
+    pub job: JobId,
+    pub attempt: AttemptId,
+    pub epoch: i64,
+    pub path: String,
+    pub size: i64,
+    pub sha256: String,
+}
+
+/// A job handed to a worker as a new attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeasedJob {
+    pub job: JobId,
+    pub attempt: AttemptId,
+    pub number: u32,
+    pub params_json: String,
+    pub sweep_name: String,
+    pub expires_at: i64,
+    pub resume: Option<ArtifactInfo>,
+}
+
+/// Result of ending an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ended {
+    /// The attempt ended now; the job moved to `job_state`.
+    Applied { job: JobId, job_state: String },
+    /// The same end was applied before (a retried request): nothing changed.
+    Repeat { job: JobId, job_state: String },
+    /// The caller may not end this attempt.
+    Fenced(Fence),
+}
+
+/// An attempt whose lease ran out, and what happened to its job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expired {
+    pub attempt: AttemptId,
+    pub job: JobId,
+    pub next: JobNext,
+}
+
+fn ids_json(ids: &[AttemptId]) -> String {
+    serde_json::to_string(&ids.iter().map(|a| a.0).collect::<Vec<_>>()).unwrap_or_else(|_| "[]".into())
+}
+
+fn artifact_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ArtifactInfo, sqlx::Error> {
+    Ok(ArtifactInfo {
+        id: r.try_get("id")?,
+        job: JobId(r.try_get("job_id")?),
+        attempt: AttemptId(r.try_get("attempt_id")?),
+        epoch: r.try_get("epoch")?,
+        path: r.try_get("path")?,
+        size: r.try_get("size")?,
+        sha256: r.try_get("sha256")?,
+    })
+}
+
+const ARTIFACT_COLUMNS: &str = "id, job_id, attempt_id, epoch, path, size, sha256";
+
+impl Store {
+    /// Adds a worker; returns its id.
+    pub async fn register_worker(&self, w: &NewWorker) -> Result<WorkerId, StoreError> {
+        let now = now_ms();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO workers (name, host, backend, devices_json, version, registered_at, last_seen_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) RETURNING id",
+        )
+        .bind(&w.name)
+        .bind(&w.host)
+        .bind(&w.backend)
+        .bind(&w.devices_json)
+        .bind(&w.version)
+        .bind(now)
+        .fetch_one(&self.writer)
+        .await?;
+        Ok(WorkerId(id))
+    }
+
+    /// The heartbeat: marks the worker seen and renews the leases of its `running` attempts
+    /// until `expires_at`. Returns the listed attempts it must stop (ended, someone else's or
+    /// unknown). `NotFound` when the worker is not registered (e.g. a fresh database).
+    ///
+    /// `running` must be complete: a worker makes one `Lease` call at a time, so an attempt
+    /// leased to it earlier that it does not list is one whose lease reply it never received
+    /// (the call was abandoned or the connection dropped). Such orphans are released at once
+    /// (not counted as failures) instead of blocking their job for a whole TTL.
+    pub async fn heartbeat(
+        &self,
+        worker: WorkerId,
+        running: &[AttemptId],
+        expires_at: i64,
+    ) -> Result<Vec<AttemptId>, StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let seen = sqlx::query("UPDATE workers SET last_seen_at = ?2 WHERE id = ?1")
+            .bind(worker.0)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        if seen.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("worker {worker}")));
+        }
+        let stop = if running.is_empty() {
+            Vec::new()
+        } else {
+            let ids = ids_json(running);
+            sqlx::query(
+                "UPDATE attempts SET lease_expires_at = ?3
+                 WHERE worker_id = ?1 AND state = 'running' AND id IN (SELECT value FROM json_each(?2))",
+            )
+            .bind(worker.0)
+            .bind(&ids)
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await?;
+            stopped_in(&mut tx, worker, &ids).await?
+        };
+        release_orphans(&mut tx, worker, &ids_json(running)).await?;
+        tx.commit().await?;
+        Ok(stop)
+    }
+
+    /// Read-only part of [`Store::heartbeat`]: which of `running` must stop.
+    pub async fn stopped_attempts(
+        &self,
+        worker: WorkerId,
+        running: &[AttemptId],
+    ) -> Result<Vec<AttemptId>, StoreError> {
+        if running.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.reader.acquire().await?;
+        Ok(stopped_in(&mut conn, worker, &ids_json(running)).await?)
+    }
+
+    /// Whether any attempt is running (at startup: left over from a previous coordinator).
+    pub async fn has_running_attempts(&self) -> Result<bool, StoreError> {
+        let any: Option<i64> = sqlx::query_scalar("SELECT 1 FROM attempts WHERE state = 'running' LIMIT 1")
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(any.is_some())
+    }
+
+    /// Whether any job could be leased now (cheap check for long-polls).
+    pub async fn has_queued(&self) -> Result<bool, StoreError> {
+        let any: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM jobs j JOIN sweeps s ON s.id = j.sweep_id
+             WHERE j.state = 'queued' AND s.state = 'active' LIMIT 1",
+        )
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(any.is_some())
+    }
+
+    /// Leases up to `n` queued jobs to `worker` in queue order (see [`sched::order`]), each as a
+    /// new attempt whose lease runs until `expires_at`.
+    pub async fn lease_jobs(
+        &self,
+        worker: WorkerId,
+        n: usize,
+        expires_at: i64,
+    ) -> Result<Vec<LeasedJob>, StoreError> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let sweeps = sqlx::query(&format!(
+            "SELECT id, name FROM sweeps WHERE state = 'active' ORDER BY {}",
+            sched::SWEEP_ORDER_SQL
+        ))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut leased = Vec::new();
+        for s in sweeps {
+            let sweep_id: i64 = s.try_get("id")?;
+            let sweep_name: String = s.try_get("name")?;
+            let jobs = sqlx::query(&format!(
+                "SELECT id, params_json FROM jobs WHERE state = 'queued' AND sweep_id = ?1
+                 ORDER BY {} LIMIT ?2",
+                sched::JOB_ORDER_SQL
+            ))
+            .bind(sweep_id)
+            .bind((n - leased.len()) as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+            for j in jobs {
+                let job: i64 = j.try_get("id")?;
+                let number: i64 = sqlx::query_scalar(
+                    "UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_at = ?2
+                     WHERE id = ?1 AND state = 'queued' RETURNING attempts",
+                )
+                .bind(job)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+                let attempt: i64 = sqlx::query_scalar(
+                    "INSERT INTO attempts (job_id, number, worker_id, state, lease_expires_at, started_at)
+                     VALUES (?1, ?2, ?3, 'running', ?4, ?5) RETURNING id",
+                )
+                .bind(job)
+                .bind(number)
+                .bind(worker.0)
+                .bind(expires_at)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+                leased.push(LeasedJob {
+                    job: JobId(job),
+                    attempt: AttemptId(attempt),
+                    number: u32::try_from(number).unwrap_or(u32::MAX),
+                    params_json: j.try_get("params_json")?,
+                    sweep_name: sweep_name.clone(),
+                    expires_at,
+                    resume: None,
+                });
+            }
+            if leased.len() >= n {
+                break;
+            }
+        }
+        tx.commit().await?;
+        for l in &mut leased {
+            l.resume = self.latest_checkpoint(l.job).await?;
+        }
+        Ok(leased)
+    }
+
+    /// The attempt as fencing sees it.
+    pub async fn attempt_view(&self, attempt: AttemptId) -> Result<Option<AttemptView>, StoreError> {
+        let row = sqlx::query("SELECT id, job_id, worker_id, state FROM attempts WHERE id = ?1")
+            .bind(attempt.0)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(|r| -> Result<AttemptView, StoreError> {
+            Ok(AttemptView {
+                id: r.try_get("id")?,
+                job: r.try_get("job_id")?,
+                worker: r.try_get("worker_id")?,
+                state: r.try_get("state")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Ends a running attempt held by `worker` and moves its job on as [`sched::after_attempt`]
+    /// decides. A repeat of an end that already happened reports [`Ended::Repeat`].
+    pub async fn end_attempt(
+        &self,
+        attempt: AttemptId,
+        worker: WorkerId,
+        end: &AttemptEnd,
+    ) -> Result<Ended, StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query(
+            "SELECT a.id, a.job_id, a.worker_id, a.state, j.state AS job_state
+             FROM attempts a JOIN jobs j ON j.id = a.job_id WHERE a.id = ?1",
+        )
+        .bind(attempt.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let view = row
+            .as_ref()
+            .map(|r| -> Result<AttemptView, sqlx::Error> {
+                Ok(AttemptView {
+                    id: r.try_get("id")?,
+                    job: r.try_get("job_id")?,
+                    worker: r.try_get("worker_id")?,
+                    state: r.try_get("state")?,
+                })
+            })
+            .transpose()?;
+        if let (Some(v), Some(r)) = (&view, &row)
+            && sched::fencing::is_repeat_of(v, worker.0, end.attempt_state())
+        {
+            return Ok(Ended::Repeat { job: JobId(v.job), job_state: r.try_get("job_state")? });
+        }
+        if let Err(fence) = sched::fencing::check(attempt.0, view.as_ref(), worker.0) {
+            return Ok(Ended::Fenced(fence));
+        }
+        let job = JobId(view.map(|v| v.job).unwrap_or_default());
+        let next = end_in(&mut tx, attempt, job, end).await?;
+        let job_state: String = sqlx::query_scalar("SELECT state FROM jobs WHERE id = ?1")
+            .bind(job.0)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::debug!(%attempt, %job, ?next, "attempt ended");
+        Ok(Ended::Applied { job, job_state })
+    }
+
+    /// Expires every running attempt whose lease ran out before `now`; their jobs go back to the
+    /// queue as new attempts later, or fail when out of attempts.
+    pub async fn expire_leases(&self, now: i64) -> Result<Vec<Expired>, StoreError> {
+        // Cheap read first: the reaper runs several times a second and usually finds nothing.
+        let due: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM attempts WHERE state = 'running' AND lease_expires_at < ?1 LIMIT 1",
+        )
+        .bind(now)
+        .fetch_optional(&self.reader)
+        .await?;
+        if due.is_none() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let rows = sqlx::query(
+            "SELECT id, job_id, worker_id FROM attempts WHERE state = 'running' AND lease_expires_at < ?1",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let attempt = AttemptId(r.try_get("id")?);
+            let job = JobId(r.try_get("job_id")?);
+            let end = AttemptEnd::Expired { worker: r.try_get("worker_id")? };
+            let next = end_in(&mut tx, attempt, job, &end).await?;
+            out.push(Expired { attempt, job, next });
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// The newest checkpoint of a job, from any attempt.
+    pub async fn latest_checkpoint(&self, job: JobId) -> Result<Option<ArtifactInfo>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE job_id = ?1 AND kind = 'checkpoint'
+             ORDER BY epoch DESC, id DESC LIMIT 1"
+        ))
+        .bind(job.0)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(row.as_ref().map(artifact_from_row).transpose()?)
+    }
+
+    /// One artifact by id.
+    pub async fn artifact(&self, id: i64) -> Result<Option<ArtifactInfo>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE id = ?1"))
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(row.as_ref().map(artifact_from_row).transpose()?)
+    }
+
+    /// The artifact an attempt stored for an epoch with this content, if any (uploads are
+    /// idempotent: a resent upload finds the first one). Reads through the writer so that an
+    /// artifact recorded a moment ago is seen.
+    pub async fn find_artifact(
+        &self,
+        attempt: AttemptId,
+        epoch: i64,
+        sha256: &str,
+    ) -> Result<Option<ArtifactInfo>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE attempt_id = ?1 AND epoch = ?2 AND sha256 = ?3
+             ORDER BY id LIMIT 1"
+        ))
+        .bind(attempt.0)
+        .bind(epoch)
+        .bind(sha256)
+        .fetch_optional(&self.writer)
+        .await?;
+        Ok(row.as_ref().map(artifact_from_row).transpose()?)
+    }
+}
+
+async fn stopped_in(
+    conn: &mut SqliteConnection,
+    worker: WorkerId,
+    ids_json: &str,
+) -> Result<Vec<AttemptId>, sqlx::Error> {
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT value FROM json_each(?2)
+         WHERE value NOT IN (SELECT id FROM attempts WHERE worker_id = ?1 AND state = 'running')",
+    )
+    .bind(worker.0)
+    .bind(ids_json)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(ids.into_iter().map(AttemptId).collect())
+}
+
+async fn release_orphans(
+    conn: &mut SqliteConnection,
+    worker: WorkerId,
+    ids_json: &str,
+) -> Result<(), StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, job_id FROM attempts WHERE worker_id = ?1 AND state = 'running'
+           AND id NOT IN (SELECT value FROM json_each(?2))",
+    )
+    .bind(worker.0)
+    .bind(ids_json)
+    .fetch_all(&mut *conn)
+    .await?;
+    for r in rows {
+        let attempt = AttemptId(r.try_get("id")?);
+        let job = JobId(r.try_get("job_id")?);
+        tracing::info!(%attempt, %job, %worker, "releasing an attempt whose lease reply was lost");
+        end_in(conn, attempt, job, &AttemptEnd::Released).await?;
+    }
+    Ok(())
+}
+
+/// Applies `end` to a running attempt of a job inside the caller's transaction.
+async fn end_in(
+    conn: &mut SqliteConnection,
+    attempt: AttemptId,
+    job: JobId,
+    end: &AttemptEnd,
+) -> Result<JobNext, StoreError> {
+    let now = now_ms();
+    let row = sqlx::query(
+        "SELECT state, max_attempts,
+                (SELECT COUNT(*) FROM attempts WHERE job_id = ?1 AND id != ?2
+                   AND state IN ('failed', 'expired')) AS failures
+         FROM jobs WHERE id = ?1",
+    )
+    .bind(job.0)
+    .bind(attempt.0)
+    .fetch_one(&mut *conn)
+    .await?;
+    let view = JobView {
+        state: row.try_get("state")?,
+        failures: u32::try_from(row.try_get::<i64, _>("failures")?).unwrap_or(u32::MAX),
+        max_attempts: u32::try_from(row.try_get::<i64, _>("max_attempts")?).unwrap_or(0),
+    };
+    let next = sched::after_attempt(&view, end);
+    sqlx::query("UPDATE attempts SET state = ?2, ended_at = ?3, error = ?4 WHERE id = ?1")
+        .bind(attempt.0)
+        .bind(end.attempt_state())
+        .bind(now)
+        .bind(end.error_text())
+        .execute(&mut *conn)
+        .await?;
+    let (state, last_error) = match &next {
+        JobNext::Done => ("done", None),
+        JobNext::Requeue { last_error } => ("queued", last_error.clone()),
+        JobNext::Fail { last_error } => ("failed", Some(last_error.clone())),
+        JobNext::Unchanged => return Ok(next),
+    };
+    sqlx::query(
+        "UPDATE jobs SET state = ?2, last_error = COALESCE(?3, last_error), updated_at = ?4 WHERE id = ?1",
+    )
+    .bind(job.0)
+    .bind(state)
+    .bind(last_error)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(next)
+}

@@ -1,0 +1,89 @@
+//! The coordinator's side of the dashboard: [`StoreData`] implements
+//! [`dashboard::DashboardData`] with SQL over [`Store::reader`], and [`router`] / [`serve`]
+//! mount the dashboard over HTTP.
+
+pub mod images;
+pub mod queries;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use dashboard::{
+    DashboardData, DataError, DataFuture, MetricPoint, RunDetail, Snapshot, SweepDetail, SweepSummary, WorkerInfo,
+};
+use tokio::net::TcpListener;
+
+use crate::store::{Store, StoreError};
+
+fn data_err(e: StoreError) -> DataError {
+    match e {
+        StoreError::Corrupt(m) => DataError::Corrupt(m),
+        other => DataError::Source(other.to_string()),
+    }
+}
+
+/// Dashboard data read from the store.
+pub struct StoreData {
+    store: Store,
+    images: Arc<images::ImageCache>,
+}
+
+impl StoreData {
+    /// `data_dir` is where test images of built-in data sets are looked up (as for workers).
+    pub fn new(store: Store, data_dir: Option<PathBuf>) -> StoreData {
+        StoreData { store, images: Arc::new(images::ImageCache::new(data_dir)) }
+    }
+}
+
+impl DashboardData for StoreData {
+    fn sweeps(&self) -> DataFuture<'_, Vec<SweepSummary>> {
+        Box::pin(async move { queries::sweeps(self.store.reader()).await.map_err(data_err) })
+    }
+
+    fn sweep<'a>(&'a self, name: &'a str) -> DataFuture<'a, Option<SweepDetail>> {
+        Box::pin(async move { queries::sweep(self.store.reader(), name).await.map_err(data_err) })
+    }
+
+    fn run(&self, job_id: i64) -> DataFuture<'_, Option<RunDetail>> {
+        Box::pin(async move { queries::run(self.store.reader(), job_id).await.map_err(data_err) })
+    }
+
+    fn metrics(&self, job_id: i64) -> DataFuture<'_, Vec<MetricPoint>> {
+        Box::pin(async move { queries::metrics(self.store.reader(), job_id).await.map_err(data_err) })
+    }
+
+    fn snapshots<'a>(&'a self, job_ids: &'a [i64]) -> DataFuture<'a, Vec<Snapshot>> {
+        Box::pin(async move { queries::snapshots(self.store.reader(), job_ids).await.map_err(data_err) })
+    }
+
+    fn workers(&self) -> DataFuture<'_, Vec<WorkerInfo>> {
+        Box::pin(async move { queries::workers(self.store.reader()).await.map_err(data_err) })
+    }
+
+    fn test_image<'a>(&'a self, dataset: &'a str, index: u32) -> DataFuture<'a, Option<Vec<u8>>> {
+        let (cache, dataset) = (self.images.clone(), dataset.to_owned());
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || cache.png(&dataset, index))
+                .await
+                .map_err(|e| DataError::Source(e.to_string()))?
+                .map_err(DataError::Source)
+        })
+    }
+
+    fn change_token(&self) -> DataFuture<'_, String> {
+        Box::pin(async move { queries::change_token(self.store.reader()).await.map_err(data_err) })
+    }
+}
+
+/// The dashboard application over this store.
+pub fn router(store: Store, data_dir: Option<PathBuf>) -> axum::Router {
+    dashboard::router(Arc::new(StoreData::new(store, data_dir)))
+}
+
+/// Serves the dashboard on `listener` until the future is dropped or the server fails.
+pub async fn serve(listener: TcpListener, store: Store, data_dir: Option<PathBuf>) -> std::io::Result<()> {
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(?addr, "dashboard listening");
+    axum::serve(listener, router(store, data_dir)).await
+}

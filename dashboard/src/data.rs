@@ -1,0 +1,181 @@
+//! The data the dashboard needs, declared as a trait its host (the coordinator) implements.
+//!
+//! Everything here is plain data: the dashboard knows nothing of SQL or gRPC. Futures are boxed
+//! so that the trait stays usable as `Arc<dyn DashboardData>`.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::Serialize;
+
+/// A boxed, sendable future returned by every [`DashboardData`] method.
+pub type DataFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, DataError>> + Send + 'a>>;
+
+/// Failure of the data source; shown to the user as a 500 page with this text.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("data source: {0}")]
+    Source(String),
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+}
+
+/// Data source of the dashboard.
+pub trait DashboardData: Send + Sync + 'static {
+    /// Every sweep with its progress, in display order.
+    fn sweeps(&self) -> DataFuture<'_, Vec<SweepSummary>>;
+    /// One sweep with all of its runs, or `None` if no sweep has this name.
+    fn sweep<'a>(&'a self, name: &'a str) -> DataFuture<'a, Option<SweepDetail>>;
+    /// One run with its attempts, or `None` if no job has this id.
+    fn run(&self, job_id: i64) -> DataFuture<'_, Option<RunDetail>>;
+    /// Every metric point of a run (all attempts), in no particular order.
+    fn metrics(&self, job_id: i64) -> DataFuture<'_, Vec<MetricPoint>>;
+    /// Every embedding snapshot of these runs (all epochs), in no particular order.
+    fn snapshots<'a>(&'a self, job_ids: &'a [i64]) -> DataFuture<'a, Vec<Snapshot>>;
+    /// Registered workers with the jobs they are running.
+    fn workers(&self) -> DataFuture<'_, Vec<WorkerInfo>>;
+    /// Test-split image `index` of `dataset` (as named in the run parameters) encoded as PNG, or
+    /// `None` when the index is out of range.
+    fn test_image<'a>(&'a self, dataset: &'a str, index: u32) -> DataFuture<'a, Option<Vec<u8>>>;
+    /// A cheap value that changes whenever anything shown by the dashboard may have changed;
+    /// drives the live-update event stream.
+    fn change_token(&self) -> DataFuture<'_, String>;
+}
+
+/// Number of jobs per state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct JobCounts {
+    pub queued: u64,
+    pub running: u64,
+    pub done: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+}
+
+impl JobCounts {
+    pub fn total(&self) -> u64 {
+        self.queued + self.running + self.done + self.failed + self.cancelled
+    }
+}
+
+/// A sweep and its progress.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SweepSummary {
+    pub id: i64,
+    pub name: String,
+    /// `active` or `paused`.
+    pub state: String,
+    pub priority: i64,
+    pub created_at_ms: i64,
+    pub counts: JobCounts,
+    /// Mean wall time of the successful attempts so far (for the ETA).
+    pub mean_job_ms: Option<f64>,
+}
+
+/// A sweep with its runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepDetail {
+    pub summary: SweepSummary,
+    /// Text of the last submitted sweep file.
+    pub spec_text: String,
+    /// Every run (job) of the sweep, in expansion order.
+    pub runs: Vec<RunRow>,
+}
+
+/// One run (a job of a sweep) with its parameters and final metrics.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunRow {
+    pub job_id: i64,
+    /// Expansion order within the sweep.
+    pub seq: i64,
+    /// `queued`, `running`, `done`, `failed` or `cancelled`.
+    pub state: String,
+    pub attempts: i64,
+    /// Parameters in canonical order; values are JSON scalars (`null` when not applicable).
+    pub params: Vec<(String, serde_json::Value)>,
+    /// Final metrics (empty until the run is done).
+    pub metrics: BTreeMap<String, f64>,
+    pub last_error: Option<String>,
+}
+
+impl RunRow {
+    /// The value of a parameter, if the run has it.
+    pub fn param(&self, name: &str) -> Option<&serde_json::Value> {
+        self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
+}
+
+/// A run with its history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunDetail {
+    pub sweep_name: String,
+    pub run: RunRow,
+    pub attempts: Vec<AttemptInfo>,
+}
+
+/// One attempt at a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptInfo {
+    pub id: i64,
+    pub number: i64,
+    /// Worker name, if the attempt was leased by a registered worker.
+    pub worker: Option<String>,
+    pub state: String,
+    pub started_at_ms: i64,
+    pub ended_at_ms: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// One stored metric value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricPoint {
+    pub attempt_id: i64,
+    pub step: i64,
+    pub epoch: i64,
+    pub name: String,
+    pub value: f64,
+}
+
+/// A 2-D embedding snapshot of a fixed test subset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub job_id: i64,
+    pub attempt_id: i64,
+    pub epoch: i64,
+    /// Whether the points are a PCA projection of a higher-dimensional embedding.
+    pub projected: bool,
+    pub points: Vec<[f32; 2]>,
+    pub labels: Vec<u32>,
+    /// Positions of the points in the test split.
+    pub indices: Vec<u32>,
+    /// Class names; index = label.
+    pub class_names: Vec<String>,
+}
+
+/// A registered worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerInfo {
+    pub id: i64,
+    pub name: String,
+    pub host: String,
+    pub backend: String,
+    /// Devices as reported (one display string each).
+    pub devices: Vec<String>,
+    pub version: String,
+    pub registered_at_ms: i64,
+    pub last_seen_at_ms: i64,
+    /// Running attempts leased by this worker.
+    pub current: Vec<CurrentJob>,
+}
+
+/// A job a worker is running.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CurrentJob {
+    pub job_id: i64,
+    pub sweep_name: String,
+    pub attempt_number: i64,
+    pub started_at_ms: i64,
+    /// Short parameter label of the run.
+    pub label: String,
+}

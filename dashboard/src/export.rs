@@ -1,0 +1,455 @@
+//! Result tables (long form and pivot) and their four text formats: CSV, Markdown, LaTeX, JSON.
+//!
+//! This is the single implementation behind both `coordinator export` and the dashboard's
+//! export endpoint. Every metric we report is "higher is better", which the bolding relies on.
+
+use std::fmt::Write as _;
+use std::str::FromStr;
+
+use serde_json::{Map, Value, json};
+
+use crate::data::RunRow;
+use crate::table::{self, Stats, fmt_metric, value_text};
+
+/// Output format of a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    Markdown,
+    Latex,
+    Json,
+}
+
+impl Format {
+    /// MIME type for HTTP responses.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Csv => "text/csv; charset=utf-8",
+            Format::Markdown => "text/markdown; charset=utf-8",
+            Format::Latex => "application/x-tex; charset=utf-8",
+            Format::Json => "application/json",
+        }
+    }
+    /// Usual file extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Markdown => "md",
+            Format::Latex => "tex",
+            Format::Json => "json",
+        }
+    }
+}
+
+impl FromStr for Format {
+    type Err = TableError;
+    fn from_str(s: &str) -> Result<Self, TableError> {
+        match s {
+            "csv" => Ok(Format::Csv),
+            "md" | "markdown" => Ok(Format::Markdown),
+            "latex" | "tex" => Ok(Format::Latex),
+            "json" => Ok(Format::Json),
+            _ => Err(TableError::UnknownFormat(s.to_owned())),
+        }
+    }
+}
+
+/// How a pivot cell aggregates the runs that fall in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Agg {
+    /// The best (highest) value.
+    Best,
+    /// Mean ± sample standard deviation.
+    Mean,
+}
+
+impl FromStr for Agg {
+    type Err = TableError;
+    fn from_str(s: &str) -> Result<Self, TableError> {
+        match s {
+            "best" | "max" => Ok(Agg::Best),
+            "mean" => Ok(Agg::Mean),
+            _ => Err(TableError::UnknownAgg(s.to_owned())),
+        }
+    }
+}
+
+/// What a pivot table shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PivotSpec {
+    pub rows: String,
+    pub cols: String,
+    pub metric: String,
+    pub agg: Agg,
+}
+
+/// Invalid table request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TableError {
+    #[error("unknown format `{0}`; expected csv, md, latex or json")]
+    UnknownFormat(String),
+    #[error("unknown aggregation `{0}`; expected best or mean")]
+    UnknownAgg(String),
+    #[error("unknown axis `{0}`; the runs have: {1}")]
+    UnknownAxis(String, String),
+    #[error("unknown metric `{0}`; expected one of: {1}")]
+    UnknownMetric(String, String),
+    #[error("rows and cols must be different axes (both are `{0}`)")]
+    SameAxis(String),
+}
+
+/// One row per run: every parameter and every final metric.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LongTable {
+    pub params: Vec<String>,
+    pub metrics: Vec<String>,
+    pub runs: Vec<RunRow>,
+}
+
+/// Metric aggregated over a grid of two axes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PivotTable {
+    pub spec: PivotSpec,
+    pub row_values: Vec<Value>,
+    pub col_values: Vec<Value>,
+    /// `cells[row][col]`; `None` where no finished run has the metric.
+    pub cells: Vec<Vec<Option<Stats>>>,
+}
+
+impl PivotTable {
+    /// The number a cell shows: the maximum or the mean.
+    pub fn shown(&self, s: &Stats) -> f64 {
+        match self.spec.agg {
+            Agg::Best => s.max,
+            Agg::Mean => s.mean,
+        }
+    }
+    /// Whether cell (r, c) holds the best value of its column.
+    pub fn is_best(&self, r: usize, c: usize) -> bool {
+        let Some(me) = self.cells[r][c].as_ref().map(|s| self.shown(s)) else { return false };
+        self.cells.iter().filter_map(|row| row[c].as_ref()).all(|s| self.shown(s) <= me)
+    }
+}
+
+/// A table ready to be written in any [`Format`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResultTable {
+    Long(LongTable),
+    Pivot(PivotTable),
+}
+
+/// Builds the long table of these runs.
+pub fn long_table(runs: &[&RunRow]) -> LongTable {
+    let owned: Vec<RunRow> = runs.iter().map(|r| (*r).clone()).collect();
+    let params = table::axes(&owned).into_iter().map(|a| a.name).collect();
+    let metrics = table::metric_names(&owned);
+    LongTable { params, metrics, runs: owned }
+}
+
+/// Builds a pivot table; each cell aggregates over the other axes and the seeds.
+pub fn pivot_table(runs: &[&RunRow], spec: &PivotSpec) -> Result<PivotTable, TableError> {
+    let owned: Vec<RunRow> = runs.iter().map(|r| (*r).clone()).collect();
+    let axes = table::axes(&owned);
+    let names = axes.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ");
+    let find = |n: &str| {
+        axes.iter()
+            .find(|a| a.name == n)
+            .cloned()
+            .ok_or_else(|| TableError::UnknownAxis(n.to_owned(), names.clone()))
+    };
+    if spec.rows == spec.cols {
+        return Err(TableError::SameAxis(spec.rows.clone()));
+    }
+    let (rows, cols) = (find(&spec.rows)?, find(&spec.cols)?);
+    let metrics = table::metric_names(&owned);
+    if !metrics.contains(&spec.metric) {
+        return Err(TableError::UnknownMetric(spec.metric.clone(), metrics.join(", ")));
+    }
+    let cells = rows
+        .values
+        .iter()
+        .map(|rv| {
+            cols.values
+                .iter()
+                .map(|cv| {
+                    let vals: Vec<f64> = runs
+                        .iter()
+                        .filter(|r| r.param(&spec.rows) == Some(rv) && r.param(&spec.cols) == Some(cv))
+                        .filter_map(|r| r.metrics.get(&spec.metric).copied())
+                        .collect();
+                    Stats::of(&vals)
+                })
+                .collect()
+        })
+        .collect();
+    Ok(PivotTable { spec: spec.clone(), row_values: rows.values, col_values: cols.values, cells })
+}
+
+/// Writes a table in a format.
+pub fn render(table: &ResultTable, format: Format) -> String {
+    match (table, format) {
+        (ResultTable::Long(t), Format::Csv) => long_csv(t),
+        (ResultTable::Long(t), Format::Markdown) => long_markdown(t),
+        (ResultTable::Long(t), Format::Latex) => long_latex(t),
+        (ResultTable::Long(t), Format::Json) => long_json(t),
+        (ResultTable::Pivot(t), Format::Csv) => pivot_csv(t),
+        (ResultTable::Pivot(t), Format::Markdown) => pivot_markdown(t),
+        (ResultTable::Pivot(t), Format::Latex) => pivot_latex(t),
+        (ResultTable::Pivot(t), Format::Json) => pivot_json(t),
+    }
+}
+
+/// Quotes a CSV field when it holds a comma, quote, line break or edge whitespace (RFC 4180).
+pub fn csv_field(s: &str) -> String {
+    let needs = s.contains([',', '"', '\n', '\r']) || s.starts_with(' ') || s.ends_with(' ');
+    if needs { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
+}
+
+/// Escapes text for a Markdown table cell: pipes, Markdown punctuation, HTML brackets and
+/// line breaks (which would end the row).
+pub fn md_cell(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        match ch {
+            '\\' | '|' | '*' | '_' | '`' | '<' | '>' | '[' | ']' | '#' => {
+                out.push('\\');
+                out.push(ch);
+            }
+            '\r' => {}
+            '\n' => out.push(' '),
+            _ => out.push(ch),
+        }
+    }
+    out
+}
+
+/// Escapes text for LaTeX (text mode): `\ { } _ % & # $ ~ ^`, line breaks become spaces.
+pub fn latex_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        match ch {
+            '\\' => out.push_str("\\textbackslash{}"),
+            '~' => out.push_str("\\textasciitilde{}"),
+            '^' => out.push_str("\\textasciicircum{}"),
+            '{' | '}' | '_' | '%' | '&' | '#' | '$' => {
+                out.push('\\');
+                out.push(ch);
+            }
+            '\r' => {}
+            '\n' => out.push(' '),
+            _ => out.push(ch),
+        }
+    }
+    out
+}
+
+fn csv_line(fields: impl IntoIterator<Item = String>) -> String {
+    let mut line = fields.into_iter().map(|f| csv_field(&f)).collect::<Vec<_>>().join(",");
+    line.push('\n');
+    line
+}
+
+fn param_cell(v: Option<&Value>) -> String {
+    match v {
+        None | Some(Value::Null) => String::new(),
+        Some(v) => value_text(v),
+    }
+}
+
+fn long_header(t: &LongTable) -> Vec<String> {
+    let mut h = vec!["job_id".to_owned(), "state".to_owned()];
+    h.extend(t.params.iter().cloned());
+    h.extend(t.metrics.iter().cloned());
+    h
+}
+
+fn long_csv(t: &LongTable) -> String {
+    let mut out = csv_line(long_header(t));
+    for r in &t.runs {
+        let mut f = vec![r.job_id.to_string(), r.state.clone()];
+        f.extend(t.params.iter().map(|p| param_cell(r.param(p))));
+        // Full precision: CSV is for further analysis.
+        f.extend(t.metrics.iter().map(|m| r.metrics.get(m).map(|v| v.to_string()).unwrap_or_default()));
+        out.push_str(&csv_line(f));
+    }
+    out
+}
+
+fn md_row(cells: &[String]) -> String {
+    format!("| {} |\n", cells.join(" | "))
+}
+
+fn long_markdown(t: &LongTable) -> String {
+    let header: Vec<String> = long_header(t).iter().map(|h| md_cell(h)).collect();
+    let mut out = md_row(&header);
+    let mut align = vec!["---:".to_owned(), ":---".to_owned()];
+    align.extend(t.params.iter().map(|_| ":---".to_owned()));
+    align.extend(t.metrics.iter().map(|_| "---:".to_owned()));
+    out.push_str(&md_row(&align));
+    for r in &t.runs {
+        let mut f = vec![r.job_id.to_string(), md_cell(&r.state)];
+        f.extend(t.params.iter().map(|p| md_cell(&param_cell(r.param(p)))));
+        f.extend(t.metrics.iter().map(|m| r.metrics.get(m).map(|v| fmt_metric(m, *v)).unwrap_or_default()));
+        out.push_str(&md_row(&f));
+    }
+    out
+}
+
+const LATEX_PREAMBLE: &str = "% generated by latentsweep; needs \\usepackage{booktabs}\n";
+
+fn latex_row(cells: &[String]) -> String {
+    format!("{} \\\\\n", cells.join(" & "))
+}
+
+fn long_latex(t: &LongTable) -> String {
+    let mut out = String::from(LATEX_PREAMBLE);
+    let spec = format!("rl{}{}", "l".repeat(t.params.len()), "r".repeat(t.metrics.len()));
+    let _ = writeln!(out, "\\begin{{tabular}}{{{spec}}}\n\\toprule");
+    let header: Vec<String> = long_header(t).iter().map(|h| latex_text(h)).collect();
+    out.push_str(&latex_row(&header));
+    out.push_str("\\midrule\n");
+    for r in &t.runs {
+        let mut f = vec![r.job_id.to_string(), latex_text(&r.state)];
+        f.extend(t.params.iter().map(|p| latex_text(&param_cell(r.param(p)))));
+        f.extend(t.metrics.iter().map(|m| r.metrics.get(m).map(|v| fmt_metric(m, *v)).unwrap_or_default()));
+        out.push_str(&latex_row(&f));
+    }
+    out.push_str("\\bottomrule\n\\end{tabular}\n");
+    out
+}
+
+fn long_json(t: &LongTable) -> String {
+    let runs: Vec<Value> = t
+        .runs
+        .iter()
+        .map(|r| {
+            let params: Map<String, Value> = r.params.iter().cloned().collect();
+            json!({
+                "job_id": r.job_id,
+                "seq": r.seq,
+                "state": r.state,
+                "attempts": r.attempts,
+                "params": params,
+                "metrics": r.metrics,
+            })
+        })
+        .collect();
+    let doc = json!({ "kind": "long", "params": t.params, "metrics": t.metrics, "runs": runs });
+    let mut s = serde_json::to_string_pretty(&doc).expect("JSON values serialise");
+    s.push('\n');
+    s
+}
+
+fn corner(t: &PivotTable) -> String {
+    format!("{} / {}", t.spec.rows, t.spec.cols)
+}
+
+fn pivot_csv(t: &PivotTable) -> String {
+    let mut header = vec![t.spec.rows.clone()];
+    for c in &t.col_values {
+        header.push(value_text(c));
+        if t.spec.agg == Agg::Mean {
+            header.push(format!("{} std", value_text(c)));
+        }
+    }
+    let mut out = csv_line(header);
+    for (r, rv) in t.row_values.iter().enumerate() {
+        let mut f = vec![value_text(rv)];
+        for cell in &t.cells[r] {
+            f.push(cell.as_ref().map(|s| t.shown(s).to_string()).unwrap_or_default());
+            if t.spec.agg == Agg::Mean {
+                f.push(cell.as_ref().map(|s| s.std.to_string()).unwrap_or_default());
+            }
+        }
+        out.push_str(&csv_line(f));
+    }
+    out
+}
+
+/// Cell text without markup: `0.8123` or `0.8123 ± 0.0101` (`pm` is the LaTeX spelling).
+fn pivot_cell_text(t: &PivotTable, s: &Stats, pm: &str) -> String {
+    let m = &t.spec.metric;
+    match t.spec.agg {
+        Agg::Best => fmt_metric(m, s.max),
+        Agg::Mean => format!("{} {pm} {}", fmt_metric(m, s.mean), fmt_metric(m, s.std)),
+    }
+}
+
+fn pivot_markdown(t: &PivotTable) -> String {
+    let mut header = vec![md_cell(&corner(t))];
+    header.extend(t.col_values.iter().map(|c| md_cell(&value_text(c))));
+    let mut out = md_row(&header);
+    let mut align = vec![":---".to_owned()];
+    align.extend(t.col_values.iter().map(|_| "---:".to_owned()));
+    out.push_str(&md_row(&align));
+    for (r, rv) in t.row_values.iter().enumerate() {
+        let mut f = vec![md_cell(&value_text(rv))];
+        for (c, cell) in t.cells[r].iter().enumerate() {
+            f.push(match cell {
+                None => "–".to_owned(),
+                Some(s) if t.is_best(r, c) => format!("**{}**", pivot_cell_text(t, s, "±")),
+                Some(s) => pivot_cell_text(t, s, "±"),
+            });
+        }
+        out.push_str(&md_row(&f));
+    }
+    out
+}
+
+fn pivot_latex(t: &PivotTable) -> String {
+    let mut out = String::from(LATEX_PREAMBLE);
+    let _ = writeln!(out, "\\begin{{tabular}}{{l{}}}\n\\toprule", "r".repeat(t.col_values.len()));
+    let mut header = vec![latex_text(&corner(t))];
+    header.extend(t.col_values.iter().map(|c| latex_text(&value_text(c))));
+    out.push_str(&latex_row(&header));
+    out.push_str("\\midrule\n");
+    for (r, rv) in t.row_values.iter().enumerate() {
+        let mut f = vec![latex_text(&value_text(rv))];
+        for (c, cell) in t.cells[r].iter().enumerate() {
+            f.push(match cell {
+                None => "--".to_owned(),
+                Some(s) if t.is_best(r, c) => format!("\\textbf{{{}}}", pivot_cell_text(t, s, "$\\pm$")),
+                Some(s) => pivot_cell_text(t, s, "$\\pm$"),
+            });
+        }
+        out.push_str(&latex_row(&f));
+    }
+    out.push_str("\\bottomrule\n\\end{tabular}\n");
+    out
+}
+
+fn pivot_json(t: &PivotTable) -> String {
+    let cells: Vec<Vec<Value>> = t
+        .cells
+        .iter()
+        .enumerate()
+        .map(|(r, row)| {
+            row.iter()
+                .enumerate()
+                .map(|(c, cell)| match cell {
+                    None => Value::Null,
+                    Some(s) => {
+                        let mut o = json!({ "value": t.shown(s), "n": s.n, "best": t.is_best(r, c) });
+                        if t.spec.agg == Agg::Mean {
+                            o["std"] = json!(s.std);
+                        }
+                        o
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let doc = json!({
+        "kind": "pivot",
+        "rows": t.spec.rows,
+        "cols": t.spec.cols,
+        "metric": t.spec.metric,
+        "agg": match t.spec.agg { Agg::Best => "best", Agg::Mean => "mean" },
+        "row_values": t.row_values,
+        "col_values": t.col_values,
+        "cells": cells,
+    });
+    let mut s = serde_json::to_string_pretty(&doc).expect("JSON values serialise");
+    s.push('\n');
+    s
+}

@@ -1,0 +1,57 @@
+//! The workers page: who is connected, on which devices, running what.
+
+use leptos::prelude::*;
+
+use super::{fmt_ago, fmt_time, now_ms, run_url, sweep_url};
+use crate::data::WorkerInfo;
+
+/// A worker silent for longer than this is shown as stale.
+const STALE_MS: i64 = 60_000;
+
+/// `<main>` of the workers page.
+pub fn main_html(workers: Vec<WorkerInfo>) -> String {
+    super::render(move || {
+        let now = now_ms();
+        let rows = workers
+            .into_iter()
+            .map(|w| {
+                let stale = now - w.last_seen_at_ms > STALE_MS;
+                let status = if stale { "stale" } else if w.current.is_empty() { "idle" } else { "busy" };
+                let devices = w.devices.iter().map(|d| view! { <li>{d.clone()}</li> }).collect_view();
+                let jobs = w
+                    .current
+                    .iter()
+                    .map(|c| {
+                        view! {
+                            <div>
+                                <a href=run_url(c.job_id)>{format!("#{}", c.job_id)}</a>" "
+                                <a class="muted" href=sweep_url(&c.sweep_name)>{c.sweep_name.clone()}</a>" "
+                                <span class="small">{c.label.clone()}</span>
+                                <span class="muted small">{format!(" attempt {} · {}", c.attempt_number, fmt_ago(c.started_at_ms))}</span>
+                            </div>
+                        }
+                    })
+                    .collect_view();
+                view! {
+                    <tr>
+                        <td>{w.name.clone()}</td>
+                        <td><super::StateBadge state=status.to_owned()/></td>
+                        <td>{w.host.clone()}</td>
+                        <td>{w.backend.clone()}</td>
+                        <td><ul class="plain">{devices}</ul></td>
+                        <td>{jobs}</td>
+                        <td title=fmt_time(w.last_seen_at_ms)>{fmt_ago(w.last_seen_at_ms)}</td>
+                        <td class="muted">{w.version.clone()}</td>
+                    </tr>
+                }
+            })
+            .collect_view();
+        view! {
+            <h1>"Workers"</h1>
+            <table class="data workers">
+                <thead><tr><th>"worker"</th><th>"status"</th><th>"host"</th><th>"backend"</th><th>"devices"</th><th>"current job"</th><th>"last heartbeat"</th><th>"version"</th></tr></thead>
+                <tbody>{rows}</tbody>
+            </table>
+        }
+    })
+}

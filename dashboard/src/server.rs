@@ -1,0 +1,201 @@
+//! HTTP routes of the dashboard (axum): pages, fragments, export, images, live events, assets.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, Query as AxQuery, State};
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use futures::Stream;
+
+use crate::data::{DashboardData, DataError};
+use crate::export::{self, Agg, Format, PivotSpec, ResultTable, TableError};
+use crate::pages::{self, Nav, Query};
+use crate::table;
+
+const STYLE: &str = include_str!("../assets/style.css");
+const SCRIPT: &str = include_str!("../assets/live.js");
+
+/// How often the live-update stream polls the data source for changes.
+pub const POLL: Duration = Duration::from_millis(1000);
+
+type Data = Arc<dyn DashboardData>;
+
+/// Builds the dashboard application.
+pub fn router(data: Arc<dyn DashboardData>) -> Router {
+    Router::new()
+        .route("/", get(sweeps_page))
+        .route("/sweeps/{name}", get(sweep_page))
+        .route("/sweeps/{name}/latent", get(latent_page))
+        .route("/sweeps/{name}/export", get(export_endpoint))
+        .route("/runs/{job}", get(run_page))
+        .route("/runs/{job}/images/{index}", get(image))
+        .route("/workers", get(workers_page))
+        .route("/events", get(events))
+        .route("/assets/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
+        .route("/assets/live.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
+        .with_state(data)
+}
+
+fn asset(ct: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, ct), (header::CACHE_CONTROL, "max-age=300")], body).into_response()
+}
+
+/// Error responses of the handlers.
+#[derive(Debug, thiserror::Error)]
+enum WebError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    BadRequest(#[from] TableError),
+}
+
+impl IntoResponse for WebError {
+    fn into_response(self) -> Response {
+        let (code, title) = match &self {
+            WebError::Data(e) => {
+                tracing::error!(error = %e, "dashboard data source failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "Error")
+            }
+            WebError::NotFound(_) => (StatusCode::NOT_FOUND, "Not found"),
+            WebError::BadRequest(_) => (StatusCode::BAD_REQUEST, "Bad request"),
+        };
+        let main = match &self {
+            WebError::NotFound(what) => pages::not_found_main(what),
+            other => format!("<h1>{}</h1><pre class=\"error\">{}</pre>", pages::esc(title), pages::esc(&other.to_string())),
+        };
+        (code, Html(pages::layout(title, Nav::Sweeps, &main))).into_response()
+    }
+}
+
+type Res = Result<Response, WebError>;
+
+/// The whole page, or only `<main>`'s content when the live script asks with `?fragment=1`.
+fn page(q: &Query, title: &str, nav: Nav, main: String) -> Response {
+    if q.get("fragment").is_some() {
+        return Html(main).into_response();
+    }
+    Html(pages::layout(title, nav, &main)).into_response()
+}
+
+async fn sweeps_page(State(data): State<Data>, AxQuery(q): AxQuery<Vec<(String, String)>>) -> Res {
+    let sweeps = data.sweeps().await?;
+    Ok(page(&Query(q), "Sweeps", Nav::Sweeps, pages::sweeps::main_html(sweeps)))
+}
+
+async fn sweep_page(
+    State(data): State<Data>,
+    Path(name): Path<String>,
+    AxQuery(q): AxQuery<Vec<(String, String)>>,
+) -> Res {
+    let d = data.sweep(&name).await?.ok_or_else(|| WebError::NotFound(format!("no sweep named “{name}”")))?;
+    let q = Query(q);
+    Ok(page(&q, &name, Nav::Sweeps, pages::sweep::main_html(d, q.clone())))
+}
+
+async fn latent_page(
+    State(data): State<Data>,
+    Path(name): Path<String>,
+    AxQuery(q): AxQuery<Vec<(String, String)>>,
+) -> Res {
+    let d = data.sweep(&name).await?.ok_or_else(|| WebError::NotFound(format!("no sweep named “{name}”")))?;
+    let q = Query(q);
+    let plan = pages::latent::plan(&d, &q);
+    let snaps = data.snapshots(&plan.job_ids()).await?;
+    if q.get("fragment") == Some("grid") {
+        return Ok(Html(pages::latent::grid_html(&plan, &snaps, &q)).into_response());
+    }
+    let title = format!("{name} · latent spaces");
+    Ok(page(&q, &title, Nav::Sweeps, pages::latent::main_html(&d, &plan, &snaps, &q)))
+}
+
+async fn run_page(State(data): State<Data>, Path(job): Path<i64>, AxQuery(q): AxQuery<Vec<(String, String)>>) -> Res {
+    let d = data.run(job).await?.ok_or_else(|| WebError::NotFound(format!("no run #{job}")))?;
+    let (metrics, snaps) = futures::try_join!(data.metrics(job), data.snapshots(std::slice::from_ref(&job)))?;
+    let latest = snaps.into_iter().max_by_key(|s| (s.epoch, s.attempt_id));
+    let title = format!("run #{job} · {}", d.sweep_name);
+    Ok(page(&Query(q), &title, Nav::Sweeps, pages::run::main_html(d, metrics, latest)))
+}
+
+async fn image(State(data): State<Data>, Path((job, index)): Path<(i64, u32)>) -> Res {
+    let d = data.run(job).await?.ok_or_else(|| WebError::NotFound(format!("no run #{job}")))?;
+    // The dataset comes from the run, never from the URL, so no path can be injected.
+    let dataset = d.run.param("dataset").map(table::value_text).ok_or_else(|| WebError::NotFound("run has no dataset".into()))?;
+    let png = data.test_image(&dataset, index).await?.ok_or_else(|| WebError::NotFound(format!("no test image {index}")))?;
+    Ok(([(header::CONTENT_TYPE, "image/png"), (header::CACHE_CONTROL, "max-age=86400")], png).into_response())
+}
+
+async fn workers_page(State(data): State<Data>, AxQuery(q): AxQuery<Vec<(String, String)>>) -> Res {
+    let workers = data.workers().await?;
+    Ok(page(&Query(q), "Workers", Nav::Workers, pages::workers::main_html(workers)))
+}
+
+/// Builds the table an export request asks for: a pivot when `rows` and `cols` are given,
+/// otherwise the long table; query pairs naming a parameter filter the runs.
+pub fn table_for_query(runs: &[crate::data::RunRow], q: &[(String, String)]) -> Result<ResultTable, TableError> {
+    let q = Query(q.to_vec());
+    let axes = table::axes(runs);
+    let filters = table::filters_from_query(&q.0, &axes);
+    let shown = table::filter_runs(runs, &filters);
+    match (q.get("rows"), q.get("cols")) {
+        (Some(rows), Some(cols)) => {
+            let spec = PivotSpec {
+                rows: rows.to_owned(),
+                cols: cols.to_owned(),
+                metric: q.get("metric").unwrap_or("map_at_r").to_owned(),
+                agg: q.get("agg").unwrap_or("mean").parse::<Agg>()?,
+            };
+            Ok(ResultTable::Pivot(export::pivot_table(&shown, &spec)?))
+        }
+        _ => Ok(ResultTable::Long(export::long_table(&shown))),
+    }
+}
+
+async fn export_endpoint(
+    State(data): State<Data>,
+    Path(name): Path<String>,
+    AxQuery(q): AxQuery<Vec<(String, String)>>,
+) -> Res {
+    let d = data.sweep(&name).await?.ok_or_else(|| WebError::NotFound(format!("no sweep named “{name}”")))?;
+    let format: Format = Query(q.clone()).get("format").unwrap_or("csv").parse()?;
+    let t = table_for_query(&d.runs, &q)?;
+    let body = export::render(&t, format);
+    let file: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    let disposition = format!("inline; filename=\"{file}.{}\"", format.extension());
+    Ok(([(header::CONTENT_TYPE, format.content_type().to_owned()), (header::CONTENT_DISPOSITION, disposition)], body).into_response())
+}
+
+/// Server-sent events: `change` whenever the data source's change token moves.
+async fn events(State(data): State<Data>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let stream = futures::stream::unfold((data, None::<String>), |(data, mut last)| async move {
+        loop {
+            if last.is_some() {
+                tokio::time::sleep(POLL).await;
+            }
+            match data.change_token().await {
+                Ok(t) if last.is_none() => {
+                    last = Some(t.clone());
+                    return Some((Ok(Event::default().event("hello").data(t)), (data, last)));
+                }
+                Ok(t) if last.as_ref() != Some(&t) => {
+                    last = Some(t.clone());
+                    return Some((Ok(Event::default().event("change").data(t)), (data, last)));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "live updates: change token failed");
+                    if last.is_none() {
+                        last = Some(String::new());
+                    }
+                }
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}

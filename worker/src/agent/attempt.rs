@@ -1,0 +1,259 @@
+//! One leased attempt on one slot: fetch the resume checkpoint, train on a blocking thread,
+//! stream its events to the coordinator (reconnecting as needed), then complete, fail or
+//! release the attempt.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use proto::rpc::{self, PROTOCOL_VERSION};
+use tokio::sync::mpsc;
+use tonic::Code;
+
+use super::client::{self, Backoff, Client};
+use super::outbox::Outbox;
+use super::reporter::{self, Reported};
+use super::{AgentConfig, Trainer};
+use crate::train::{CancelToken, Outcome, RunSpec, TrainError, TrainEvent};
+
+/// Events buffered between the training thread and the network side.
+const EVENT_BUFFER: usize = 256;
+/// How long an attempt end (complete / fail / release) is retried while the coordinator is
+/// unreachable; past it, the lease runs out and the coordinator decides alone.
+const END_RETRY_FOR: Duration = Duration::from_secs(120);
+
+/// Why a running attempt is being stopped.
+pub const STOP_NONE: u8 = 0;
+/// The coordinator cancelled it (or gave it away): just stop.
+pub const STOP_COORDINATOR: u8 = 1;
+/// This worker is shutting down: stop at a safe point and hand the job back.
+pub const STOP_SHUTDOWN: u8 = 2;
+
+/// Handle of a running attempt, kept by the agent's main loop.
+pub struct Running {
+    pub attempt_id: i64,
+    pub cancel: CancelToken,
+    pub stop: Arc<AtomicU8>,
+}
+
+impl Running {
+    pub fn stop(&self, why: u8) {
+        stop_with(&self.cancel, &self.stop, why);
+    }
+}
+
+/// Records why an attempt stops (the first reason wins) and cancels its training.
+fn stop_with(cancel: &CancelToken, stop: &AtomicU8, why: u8) {
+    let _ = stop.compare_exchange(STOP_NONE, why, Ordering::SeqCst, Ordering::SeqCst);
+    cancel.cancel();
+}
+
+/// Everything an attempt task needs.
+pub struct Ctx {
+    pub cfg: Arc<AgentConfig>,
+    pub client: Client,
+    pub worker_id: i64,
+    pub trainer: Arc<dyn Trainer>,
+}
+
+/// How the attempt ended, for logs and tests.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptResult {
+    Completed,
+    Failed(String),
+    Released,
+    Stopped,
+}
+
+/// Runs one attempt to its end.
+pub async fn run(ctx: Arc<Ctx>, slot: usize, job: rpc::JobLease, cancel: CancelToken, stop: Arc<AtomicU8>) -> AttemptResult {
+    let attempt = job.attempt_id;
+    let params: proto::JobParams = match serde_json::from_str(&job.params_json) {
+        Ok(p) => p,
+        Err(e) => {
+            let error = format!("cannot read job parameters: {e}");
+            end(&ctx, attempt, End::Fail { error: error.clone(), retryable: false }).await;
+            return AttemptResult::Failed(error);
+        }
+    };
+    tracing::info!(job = job.job_id, attempt, slot, label = %params.short_label(), "starting attempt");
+    let work_dir = ctx.cfg.work_dir.join(format!("job-{}", job.job_id)).join(format!("attempt-{attempt}"));
+    if let Err(e) = tokio::fs::create_dir_all(&work_dir).await {
+        let error = format!("cannot create {}: {e}", work_dir.display());
+        end(&ctx, attempt, End::Fail { error: error.clone(), retryable: true }).await;
+        return AttemptResult::Failed(error);
+    }
+    let resume_from = match &job.resume {
+        Some(a) => fetch_resume(&ctx, a, &work_dir).await,
+        None => None,
+    };
+    let spec = RunSpec { params, data_dir: ctx.cfg.data_dir.clone(), work_dir: work_dir.clone(), resume_from };
+
+    let (events_tx, events_rx) = mpsc::channel::<TrainEvent>(EVENT_BUFFER);
+    let trainer = ctx.trainer.clone();
+    let train_cancel = cancel.clone();
+    let training = tokio::task::spawn_blocking(move || {
+        let mut on_event = |ev: TrainEvent| {
+            // Fails only once the reporter gave up on a fenced attempt; training stops soon.
+            let _ = events_tx.blocking_send(ev);
+        };
+        let first = trainer.train(slot, &spec, &mut on_event, &train_cancel);
+        match first {
+            // A checkpoint that cannot be loaded must not fail the job forever: start over.
+            Err(TrainError::Checkpoint { path, reason }) if spec.resume_from.is_some() => {
+                tracing::warn!(path = %path.display(), %reason, "resume checkpoint unusable; training from scratch");
+                let fresh = RunSpec { resume_from: None, ..spec.clone() };
+                trainer.train(slot, &fresh, &mut on_event, &train_cancel)
+            }
+            other => other,
+        }
+    });
+
+    let outbox = Outbox::new(ctx.worker_id, attempt);
+    let reported = reporter::run(&ctx, outbox, events_rx).await;
+    if let Reported::Fenced(_) = &reported {
+        stop_with(&cancel, &stop, STOP_COORDINATOR);
+    }
+    let outcome = training.await;
+
+    let result = match (reported, outcome) {
+        (Reported::Fenced(why), _) => {
+            tracing::warn!(attempt, %why, "attempt taken away by the coordinator; dropped");
+            AttemptResult::Stopped
+        }
+        (Reported::Drained { .. }, Err(join)) => {
+            let error = format!("training panicked: {join}");
+            end(&ctx, attempt, End::Fail { error: error.clone(), retryable: true }).await;
+            AttemptResult::Failed(error)
+        }
+        (Reported::Drained { .. }, Ok(Ok(Outcome::Finished { metrics }))) => {
+            end(&ctx, attempt, End::Complete(metrics)).await;
+            AttemptResult::Completed
+        }
+        (Reported::Drained { last_checkpoint }, Ok(Ok(Outcome::Cancelled { checkpoint }))) => {
+            if stop.load(Ordering::SeqCst) == STOP_SHUTDOWN {
+                let artifact = release_checkpoint(&ctx, attempt, last_checkpoint, checkpoint).await;
+                end(&ctx, attempt, End::Release(artifact)).await;
+                AttemptResult::Released
+            } else {
+                AttemptResult::Stopped
+            }
+        }
+        (Reported::Drained { .. }, Ok(Err(e))) => {
+            let retryable = !matches!(e, TrainError::Diverged { .. } | TrainError::Config(_));
+            let error = e.to_string();
+            end(&ctx, attempt, End::Fail { error: error.clone(), retryable }).await;
+            AttemptResult::Failed(error)
+        }
+    };
+    if result != AttemptResult::Released {
+        // Checkpoints of a finished attempt live on at the coordinator.
+        let _ = tokio::fs::remove_dir_all(&work_dir).await;
+    }
+    tracing::info!(job = job.job_id, attempt, ?result, "attempt over");
+    result
+}
+
+async fn fetch_resume(ctx: &Ctx, a: &rpc::ArtifactRef, work_dir: &std::path::Path) -> Option<PathBuf> {
+    let dest = work_dir.join(format!("resume-epoch-{:04}.ckpt", a.epoch));
+    let mut backoff = Backoff::new(Duration::from_millis(200), ctx.cfg.max_backoff);
+    for _ in 0..6 {
+        match client::download(&ctx.client, ctx.worker_id, a, &dest).await {
+            Ok(()) => {
+                tracing::info!(artifact = a.artifact_id, epoch = a.epoch, "resuming from checkpoint");
+                return Some(dest);
+            }
+            Err(s) if client::is_transient(&s) || s.code() == Code::DataLoss => {
+                tracing::warn!(artifact = a.artifact_id, status = %s.message(), "checkpoint download failed; retrying");
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            Err(s) => {
+                tracing::warn!(artifact = a.artifact_id, status = %s.message(), "checkpoint unavailable");
+                break;
+            }
+        }
+    }
+    tracing::warn!("starting from scratch instead of resuming");
+    None
+}
+
+/// The checkpoint to hand back with a release: the one just written on cancellation, which may
+/// be the last one already uploaded.
+async fn release_checkpoint(
+    ctx: &Ctx,
+    attempt: i64,
+    uploaded: Option<(PathBuf, i64)>,
+    cancelled_at: Option<PathBuf>,
+) -> i64 {
+    let Some(path) = cancelled_at else { return uploaded.map(|u| u.1).unwrap_or(0) };
+    if let Some((p, id)) = &uploaded
+        && *p == path
+    {
+        return *id;
+    }
+    let epoch = epoch_of(&path).unwrap_or(0);
+    reporter::upload_with_retry(ctx, attempt, epoch, &path).await.unwrap_or(0)
+}
+
+/// Epoch of a checkpoint named `epoch-NNNN.ckpt` (the training engine's naming).
+fn epoch_of(path: &std::path::Path) -> Option<u32> {
+    path.file_stem()?.to_str()?.strip_prefix("epoch-")?.parse().ok()
+}
+
+enum End {
+    Complete(std::collections::BTreeMap<String, f64>),
+    Fail { error: String, retryable: bool },
+    Release(i64),
+}
+
+/// Sends the attempt's end, retrying while the coordinator is unreachable.
+async fn end(ctx: &Ctx, attempt: i64, e: End) {
+    let mut backoff = Backoff::new(Duration::from_millis(100), ctx.cfg.max_backoff);
+    let deadline = tokio::time::Instant::now() + END_RETRY_FOR;
+    loop {
+        let mut c = ctx.client.clone();
+        let worker_id = ctx.worker_id;
+        let r = match &e {
+            End::Complete(metrics) => c
+                .complete(rpc::CompleteRequest {
+                    protocol_version: PROTOCOL_VERSION,
+                    worker_id,
+                    attempt_id: attempt,
+                    metrics: metrics.clone(),
+                })
+                .await
+                .map(|_| ()),
+            End::Fail { error, retryable } => c
+                .fail(rpc::FailRequest {
+                    protocol_version: PROTOCOL_VERSION,
+                    worker_id,
+                    attempt_id: attempt,
+                    error: error.clone(),
+                    retryable: *retryable,
+                })
+                .await
+                .map(|_| ()),
+            End::Release(artifact) => c
+                .release(rpc::ReleaseRequest {
+                    protocol_version: PROTOCOL_VERSION,
+                    worker_id,
+                    attempt_id: attempt,
+                    checkpoint_artifact_id: *artifact,
+                })
+                .await
+                .map(|_| ()),
+        };
+        match r {
+            Ok(()) => return,
+            Err(s) if client::is_transient(&s) && tokio::time::Instant::now() < deadline => {
+                tracing::debug!(attempt, status = %s.message(), "ending attempt failed; retrying");
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            Err(s) => {
+                tracing::warn!(attempt, code = ?s.code(), status = %s.message(), "coordinator refused the attempt's end");
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! The outbox of one attempt: turns training events into numbered report items and keeps each
+//! item until the coordinator acknowledges it, so a reconnect resends exactly what is missing
+//! (with the same item and metric sequence numbers; the coordinator dedupes).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use proto::rpc::{self, PROTOCOL_VERSION, report_request::Body};
+
+use crate::train::TrainEvent;
+
+/// A metric batch is sent once it holds this many points...
+pub const BATCH_POINTS: usize = 512;
+/// ...or its oldest point is this old.
+pub const BATCH_AGE: Duration = Duration::from_millis(500);
+
+/// Unacknowledged report items of one attempt.
+#[derive(Debug)]
+pub struct Outbox {
+    worker_id: i64,
+    attempt_id: i64,
+    items: VecDeque<rpc::ReportRequest>,
+    next_item: u64,
+    next_seq: i64,
+    acked: u64,
+    pending: Vec<rpc::MetricPoint>,
+    pending_since: Option<Instant>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Outbox {
+    pub fn new(worker_id: i64, attempt_id: i64) -> Self {
+        Outbox {
+            worker_id,
+            attempt_id,
+            items: VecDeque::new(),
+            next_item: 1,
+            next_seq: 0,
+            acked: 0,
+            pending: Vec::new(),
+            pending_since: None,
+        }
+    }
+
+    fn point(&mut self, epoch: u32, step: u64, name: &str, value: f64, time_ms: i64) {
+        self.pending_since.get_or_insert_with(Instant::now);
+        self.pending.push(rpc::MetricPoint {
+            step: step as i64,
+            epoch: i64::from(epoch),
+            name: name.to_owned(),
+            value,
+            time_ms,
+        });
+    }
+
+    fn push(&mut self, body: Body) {
+        let item = self.next_item;
+        self.next_item += 1;
+        self.items.push_back(rpc::ReportRequest {
+            protocol_version: PROTOCOL_VERSION,
+            worker_id: self.worker_id,
+            attempt_id: self.attempt_id,
+            item,
+            body: Some(body),
+        });
+    }
+
+    fn take_seq(&mut self) -> i64 {
+        let s = self.next_seq;
+        self.next_seq += 1;
+        s
+    }
+
+    /// Adds a training event. Checkpoints are not report items (their file is uploaded first):
+    /// they are returned for the caller to upload, then announced with [`Outbox::checkpoint`].
+    /// Metric names follow the dashboard: `loss` per step, `epoch_loss`, `lr`, `samples_per_sec`,
+    /// `epoch_secs`, the health keys per epoch, the evaluation keys per evaluation.
+    pub fn event(&mut self, ev: TrainEvent) -> Option<(u32, std::path::PathBuf)> {
+        let t = now_ms();
+        match ev {
+            TrainEvent::Step { epoch, step, loss, lr } => {
+                self.point(epoch, step, "loss", loss, t);
+                self.point(epoch, step, "lr", lr, t);
+                if self.pending.len() >= BATCH_POINTS {
+                    self.flush();
+                }
+            }
+            TrainEvent::Epoch { epoch, step, loss, lr, samples_per_sec, epoch_secs, health } => {
+                self.point(epoch, step, "epoch_loss", loss, t);
+                self.point(epoch, step, "lr", lr, t);
+                self.point(epoch, step, "samples_per_sec", samples_per_sec, t);
+                self.point(epoch, step, "epoch_secs", epoch_secs, t);
+                for (k, v) in health {
+                    self.point(epoch, step, &k, v, t);
+                }
+                self.flush();
+            }
+            TrainEvent::Eval { epoch, step, metrics } => {
+                self.flush();
+                let seq = self.take_seq();
+                self.push(Body::Eval(rpc::EvalResult { seq, epoch, step: step as i64, metrics, time_ms: t }));
+            }
+            TrainEvent::Snapshot(s) => {
+                self.flush();
+                self.push(Body::Snapshot(rpc::EpochSnapshot {
+                    epoch: s.epoch,
+                    projected: s.projected,
+                    xy: s.points.iter().flat_map(|p| [p[0], p[1]]).collect(),
+                    labels: s.labels,
+                    indices: s.indices,
+                    class_names: s.class_names,
+                }));
+            }
+            TrainEvent::Checkpoint { epoch, path } => {
+                self.flush();
+                return Some((epoch, path));
+            }
+        }
+        None
+    }
+
+    /// Announces an uploaded checkpoint.
+    pub fn checkpoint(&mut self, epoch: u32, artifact_id: i64) {
+        self.push(Body::Checkpoint(rpc::CheckpointNotice { epoch, artifact_id }));
+    }
+
+    /// Turns pending points into a numbered batch.
+    pub fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let points = std::mem::take(&mut self.pending);
+        self.pending_since = None;
+        let seq = self.take_seq();
+        self.push(Body::Metrics(rpc::MetricBatch { seq, points }));
+    }
+
+    /// Flushes pending points older than [`BATCH_AGE`].
+    pub fn flush_if_old(&mut self) {
+        if self.pending_since.is_some_and(|t| t.elapsed() >= BATCH_AGE) {
+            self.flush();
+        }
+    }
+
+    /// Drops every item up to and including `item`.
+    pub fn ack(&mut self, item: u64) {
+        while self.items.front().is_some_and(|i| i.item <= item) {
+            self.items.pop_front();
+        }
+        self.acked = self.acked.max(item);
+    }
+
+    pub fn attempt_id(&self) -> i64 {
+        self.attempt_id
+    }
+
+    /// Highest acknowledged item.
+    pub fn acked(&self) -> u64 {
+        self.acked
+    }
+
+    /// The first unacknowledged item after `after`, to send next.
+    pub fn next_after(&self, after: u64) -> Option<&rpc::ReportRequest> {
+        self.items.iter().find(|i| i.item > after)
+    }
+
+    /// Nothing left to deliver (pending points included).
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty() && self.pending.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn step(step: u64) -> TrainEvent {
+        TrainEvent::Step { epoch: 1, step, loss: 0.5, lr: 1e-3 }
+    }
+
+    #[test]
+    fn items_are_numbered_and_resent_until_acked() {
+        let mut o = Outbox::new(3, 9);
+        for s in 0..BATCH_POINTS as u64 / 2 {
+            o.event(step(s));
+        }
+        assert_eq!(o.len(), 1, "a full batch is flushed");
+        o.event(step(1000));
+        o.event(TrainEvent::Eval { epoch: 1, step: 1000, metrics: BTreeMap::from([("knn1_acc".into(), 0.8)]) });
+        assert_eq!(o.len(), 3);
+        let seqs: Vec<i64> = o
+            .items
+            .iter()
+            .map(|i| match &i.body {
+                Some(Body::Metrics(b)) => b.seq,
+                Some(Body::Eval(e)) => e.seq,
+                _ => -1,
+            })
+            .collect();
+        assert_eq!(seqs, vec![0, 1, 2], "metric batches and evaluations share one gap-free sequence");
+        assert_eq!(o.next_after(0).unwrap().item, 1);
+        o.ack(2);
+        assert_eq!(o.len(), 1);
+        assert_eq!(o.next_after(o.acked()).unwrap().item, 3);
+        // Acks are cumulative and may repeat.
+        o.ack(1);
+        assert_eq!(o.acked(), 2);
+        o.ack(3);
+        assert!(o.is_empty());
+        assert!(o.items.iter().all(|i| i.attempt_id == 9 && i.worker_id == 3));
+    }
+
+    #[test]
+    fn checkpoints_are_returned_not_queued() {
+        let mut o = Outbox::new(1, 1);
+        o.event(step(0));
+        let ck = o.event(TrainEvent::Checkpoint { epoch: 1, path: "/tmp/x.ckpt".into() });
+        assert_eq!(ck, Some((1, "/tmp/x.ckpt".into())));
+        assert_eq!(o.len(), 1, "pending points flushed before the checkpoint");
+        o.checkpoint(1, 42);
+        assert!(matches!(o.items.back().unwrap().body, Some(Body::Checkpoint(_))));
+    }
+}

@@ -1,0 +1,85 @@
+//! Glue between training and [`super::eval`]: embeds the evaluation splits with the
+//! current model (no autodiff) and turns the result into Eval metrics and a Snapshot.
+
+use std::collections::BTreeMap;
+
+use burn::module::AutodiffModule;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
+
+use super::Snapshot;
+use super::data::Prepared;
+use super::eval::{self, EmbeddingSet};
+use super::model::MetricNet;
+
+/// Images embedded per forward pass during evaluation.
+const EMBED_CHUNK: usize = 500;
+
+/// Embeds every image of `set` (`[N, D]` row-major) without building a graph.
+pub fn embed_all<B: Backend>(model: &MetricNet<B>, set: &Prepared, device: &B::Device) -> Vec<f32> {
+    let px = set.pixels_per_image();
+    let mut out = Vec::new();
+    for start in (0..set.len()).step_by(EMBED_CHUNK) {
+        let n = EMBED_CHUNK.min(set.len() - start);
+        let chunk = set.data[start * px..(start + n) * px].to_vec();
+        let x = Tensor::<B, 4>::from_data(TensorData::new(chunk, [n, 1, set.h, set.w]), device);
+        let emb = model.embed(x); // [n, D]
+        out.extend(emb.into_data().to_vec::<f32>().expect("f32 embeddings"));
+    }
+    out
+}
+
+/// The fixed inputs of every evaluation of a run.
+pub struct EvalPlan<'a> {
+    pub train: &'a Prepared,
+    pub test: &'a Prepared,
+    pub snapshot_indices: &'a [u32],
+    pub class_names: &'a [String],
+    pub dim: usize,
+    pub seed: u64,
+}
+
+/// Evaluates `model` and builds the snapshot of `epoch`.
+pub fn evaluate<B: AutodiffBackend>(
+    model: &MetricNet<B>,
+    plan: &EvalPlan<'_>,
+    epoch: u32,
+    device: &B::Device,
+) -> (BTreeMap<String, f64>, Snapshot) {
+    let valid = model.valid();
+    // The inner backend shares the autodiff backend's device type.
+    let train_emb = embed_all(&valid, plan.train, device);
+    let test_emb = embed_all(&valid, plan.test, device);
+    let d = plan.dim;
+    let metrics = eval::evaluate(
+        &EmbeddingSet {
+            data: &train_emb,
+            dim: d,
+            labels: &plan.train.labels,
+        },
+        &EmbeddingSet {
+            data: &test_emb,
+            dim: d,
+            labels: &plan.test.labels,
+        },
+        plan.seed,
+    );
+    let mut rows = Vec::with_capacity(plan.snapshot_indices.len() * d);
+    for &i in plan.snapshot_indices {
+        rows.extend_from_slice(&test_emb[i as usize * d..(i as usize + 1) * d]);
+    }
+    let (points, projected) = eval::project_2d(&rows, d);
+    let snapshot = Snapshot {
+        epoch,
+        projected,
+        points,
+        labels: plan
+            .snapshot_indices
+            .iter()
+            .map(|&i| plan.test.labels[i as usize])
+            .collect(),
+        indices: plan.snapshot_indices.to_vec(),
+        class_names: plan.class_names.to_vec(),
+    };
+    (metrics, snapshot)
+}

@@ -1,0 +1,83 @@
+//! The trained model: an embedding network (backbone) plus the parameters some losses add
+//! (the `ce` classifier, the `bce` siamese head).
+
+pub mod nets;
+
+use burn::module::Module;
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+use proto::{Loss, Network};
+
+use crate::train::loss::ce::{CeHead, CeHeadConfig};
+use crate::train::loss::pair::{BceHead, BceHeadConfig};
+pub use nets::{
+    EmbeddingNet, EmbeddingNetConfig, KochSiamese, KochSiameseConfig, LenetHadsell,
+    LenetHadsellConfig,
+};
+
+/// One of the embedding networks.
+#[derive(Module, Debug)]
+pub enum Backbone<B: Backend> {
+    Embedding(EmbeddingNet<B>),
+    Koch(KochSiamese<B>),
+    Lenet(LenetHadsell<B>),
+}
+
+impl<B: Backend> Backbone<B> {
+    /// `[N, 1, H, W] -> [N, D]`
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
+        match self {
+            Backbone::Embedding(m) => m.forward(x),
+            Backbone::Koch(m) => m.forward(x),
+            Backbone::Lenet(m) => m.forward(x),
+        }
+    }
+}
+
+/// Backbone plus loss-specific heads (absent for losses that do not need them).
+#[derive(Module, Debug)]
+pub struct MetricNet<B: Backend> {
+    pub backbone: Backbone<B>,
+    pub ce_head: Option<CeHead<B>>,
+    pub bce_head: Option<BceHead<B>>,
+}
+
+/// What the model is built for.
+#[derive(Debug, Clone, Copy)]
+pub struct ModelShape {
+    pub network: Network,
+    pub loss: Loss,
+    pub height: usize,
+    pub width: usize,
+    pub dim: usize,
+    pub n_classes: usize,
+}
+
+impl<B: Backend> MetricNet<B> {
+    pub fn new(shape: &ModelShape, device: &B::Device) -> Result<Self, String> {
+        let (h, w, d) = (shape.height, shape.width, shape.dim);
+        if d == 0 {
+            return Err("embedding dimension must be at least 1".into());
+        }
+        let backbone = match shape.network {
+            Network::EmbeddingNet => {
+                Backbone::Embedding(EmbeddingNetConfig::new(h, w, d).init(device)?)
+            }
+            Network::KochSiamese => Backbone::Koch(KochSiameseConfig::new(h, w, d).init(device)?),
+            Network::LenetHadsell => {
+                Backbone::Lenet(LenetHadsellConfig::new(h, w, d).init(device)?)
+            }
+        };
+        Ok(MetricNet {
+            backbone,
+            ce_head: (shape.loss == Loss::Ce)
+                .then(|| CeHeadConfig::new(d, shape.n_classes).init(device)),
+            bce_head: (shape.loss == Loss::Bce).then(|| BceHeadConfig::new(d).init(device)),
+        })
+    }
+
+    /// The embedding that is evaluated and plotted. `[N, 1, H, W] -> [N, D]`
+    pub fn embed(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
+        self.backbone.forward(x)
+    }
+}
