@@ -36,7 +36,8 @@ pub fn spawn_local_workers(
     let url = format!("http://{}", SocketAddr::new(ip, opts.grpc_addr.port()));
     (0..opts.count)
         .map(|i| {
-            let mut cfg = AgentConfig::cpu(url.clone(), 1, opts.work_root.join(format!("local-{i}")));
+            let mut cfg =
+                AgentConfig::cpu(url.clone(), 1, opts.work_root.join(format!("local-{i}")));
             cfg.name = format!("local-{i}");
             cfg.token = opts.token.clone();
             cfg.data_dir = opts.data_dir.clone();

@@ -60,7 +60,14 @@ async fn main() -> anyhow::Result<()> {
             match (target.job, target.sweep) {
                 (Some(job), _) => {
                     let changed = store.cancel_job(proto::JobId(job)).await?;
-                    println!("job {job}: {}", if changed { "cancelled" } else { "already finished" });
+                    println!(
+                        "job {job}: {}",
+                        if changed {
+                            "cancelled"
+                        } else {
+                            "already finished"
+                        }
+                    );
                 }
                 (None, Some(name)) => {
                     let n = store.cancel_sweep(store.sweep_id(&name).await?).await?;
@@ -90,15 +97,33 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(Command::Priority { sweep, priority }) => {
             let store = open(&db).await?;
-            store.set_priority(store.sweep_id(&sweep).await?, priority).await?;
+            store
+                .set_priority(store.sweep_id(&sweep).await?, priority)
+                .await?;
             println!("sweep `{sweep}`: priority {priority}");
         }
-        Some(Command::Export { sweep, format, rows, cols, metric, agg, out }) => {
+        Some(Command::Export {
+            sweep,
+            format,
+            rows,
+            cols,
+            metric,
+            agg,
+            out,
+        }) => {
             let store = open(&db).await?;
-            let req = ExportRequest::parse(&sweep, &format, rows.as_deref(), cols.as_deref(), metric.as_deref(), agg.as_deref())?;
+            let req = ExportRequest::parse(
+                &sweep,
+                &format,
+                rows.as_deref(),
+                cols.as_deref(),
+                metric.as_deref(),
+                agg.as_deref(),
+            )?;
             let table = run_export(&store, req).await?;
             match out {
-                Some(path) => std::fs::write(&path, table).with_context(|| format!("writing {}", path.display()))?,
+                Some(path) => std::fs::write(&path, table)
+                    .with_context(|| format!("writing {}", path.display()))?,
                 None => print!("{table}"),
             }
         }

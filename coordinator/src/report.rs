@@ -7,7 +7,12 @@ pub fn status_table(sweeps: &[SweepStatus]) -> String {
     if sweeps.is_empty() {
         return "no sweeps\n".to_owned();
     }
-    let width = sweeps.iter().map(|s| s.name.len()).max().unwrap_or(0).max(5);
+    let width = sweeps
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(5);
     let mut out = format!(
         "{:<width$}  {:>6}  {:>8}  {:>7}  {:>6}  {:>6}  {:>9}\n",
         "sweep", "state", "queued", "running", "done", "failed", "cancelled"

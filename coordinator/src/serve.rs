@@ -46,19 +46,32 @@ pub async fn run(
     let grpc_listener = TcpListener::bind(opts.grpc.addr)
         .await
         .map_err(|e| ServeError::Grpc(grpc::ServeError::Bind(opts.grpc.addr, e)))?;
-    let grpc_addr = grpc_listener.local_addr().map_err(|e| ServeError::HttpBind(opts.grpc.addr, e))?;
+    let grpc_addr = grpc_listener
+        .local_addr()
+        .map_err(|e| ServeError::HttpBind(opts.grpc.addr, e))?;
     let http_listener = TcpListener::bind(opts.http_addr)
         .await
         .map_err(|e| ServeError::HttpBind(opts.http_addr, e))?;
-    let http_addr = http_listener.local_addr().map_err(|e| ServeError::HttpBind(opts.http_addr, e))?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|e| ServeError::HttpBind(opts.http_addr, e))?;
     tracing::info!(%grpc_addr, dashboard = %format!("http://{http_addr}/"), "coordinator serving");
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut grpc_stop = stop_rx.clone();
-    let grpc_task = tokio::spawn(grpc::serve_on(grpc_listener, store.clone(), opts.grpc.clone(), async move {
-        let _ = grpc_stop.wait_for(|s| *s).await;
-    }));
-    let http_task = tokio::spawn(crate::web::serve(http_listener, store.clone(), opts.data_dir.clone()));
+    let grpc_task = tokio::spawn(grpc::serve_on(
+        grpc_listener,
+        store.clone(),
+        opts.grpc.clone(),
+        async move {
+            let _ = grpc_stop.wait_for(|s| *s).await;
+        },
+    ));
+    let http_task = tokio::spawn(crate::web::serve(
+        http_listener,
+        store.clone(),
+        opts.data_dir.clone(),
+    ));
     let workers = spawn_local_workers(
         &LocalWorkers {
             count: opts.local_workers,

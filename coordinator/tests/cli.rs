@@ -13,9 +13,17 @@ fn coordinator(db: &Path, args: &[&str]) -> serde_json::Value {
         .env("RUST_LOG", "warn")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(stdout.lines().count(), 1, "exactly one JSON object: {stdout}");
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "exactly one JSON object: {stdout}"
+    );
     serde_json::from_str(&stdout).unwrap()
 }
 
@@ -29,14 +37,26 @@ fn submit_twice_then_extend() {
     assert_eq!(created, 48);
     assert_eq!(first["existing"], 0);
     let second = coordinator(&db, &["submit", "sweeps/mnist.toml", "--json"]);
-    assert_eq!(second, serde_json::json!({"sweep": "mnist-classic", "created": 0, "existing": created}));
+    assert_eq!(
+        second,
+        serde_json::json!({"sweep": "mnist-classic", "created": 0, "existing": created})
+    );
 
     // One more margin: 2 margin losses x 2 lrs x 3 seeds new cells, nothing else.
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../sweeps/mnist.toml")).unwrap();
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../sweeps/mnist.toml"))
+            .unwrap();
     let wider = dir.path().join("wider.toml");
-    std::fs::write(&wider, text.replace("margin = [0.5, 1.0, 2.0]", "margin = [0.5, 1.0, 2.0, 4.0]")).unwrap();
+    std::fs::write(
+        &wider,
+        text.replace("margin = [0.5, 1.0, 2.0]", "margin = [0.5, 1.0, 2.0, 4.0]"),
+    )
+    .unwrap();
     let third = coordinator(&db, &["submit", wider.to_str().unwrap(), "--json"]);
-    assert_eq!(third, serde_json::json!({"sweep": "mnist-classic", "created": 12, "existing": created}));
+    assert_eq!(
+        third,
+        serde_json::json!({"sweep": "mnist-classic", "created": 12, "existing": created})
+    );
 
     let status = coordinator(&db, &["status", "--json"]);
     assert_eq!(

@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use coordinator::export::{ExportRequest, Format, run_export};
 
 fn golden_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn check_golden(name: &str, actual: &str) {
@@ -20,10 +22,18 @@ fn check_golden(name: &str, actual: &str) {
         std::fs::write(&path, actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; run with UPDATE_GOLDEN=1 to create it", path.display()));
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run with UPDATE_GOLDEN=1 to create it",
+            path.display()
+        )
+    });
     if expected != actual {
-        let line = expected.lines().zip(actual.lines()).position(|(a, b)| a != b).unwrap_or(0);
+        let line = expected
+            .lines()
+            .zip(actual.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(0);
         panic!(
             "{name} differs from the golden file at line {}:\n  golden: {:?}\n  actual: {:?}\n(UPDATE_GOLDEN=1 regenerates)",
             line + 1,
@@ -34,17 +44,66 @@ fn check_golden(name: &str, actual: &str) {
 }
 
 /// Every golden table: (file, format, rows, cols, metric, agg).
-const CASES: &[(&str, &str, Option<&str>, Option<&str>, Option<&str>, Option<&str>)] = &[
+const CASES: &[(
+    &str,
+    &str,
+    Option<&str>,
+    Option<&str>,
+    Option<&str>,
+    Option<&str>,
+)] = &[
     ("long.csv", "csv", None, None, None, None),
     ("long.md", "md", None, None, None, None),
     ("long.tex", "latex", None, None, None, None),
     ("long.json", "json", None, None, None, None),
-    ("pivot_mean.csv", "csv", Some("loss"), Some("dataset"), Some("map_at_r"), Some("mean")),
-    ("pivot_mean.md", "md", Some("loss"), Some("dataset"), Some("map_at_r"), Some("mean")),
-    ("pivot_mean.tex", "latex", Some("loss"), Some("dataset"), Some("map_at_r"), Some("mean")),
-    ("pivot_mean.json", "json", Some("loss"), Some("dataset"), Some("map_at_r"), Some("mean")),
-    ("pivot_best.md", "md", Some("loss"), Some("margin"), Some("knn1_acc"), Some("best")),
-    ("pivot_best.tex", "latex", Some("loss"), Some("margin"), Some("knn1_acc"), Some("best")),
+    (
+        "pivot_mean.csv",
+        "csv",
+        Some("loss"),
+        Some("dataset"),
+        Some("map_at_r"),
+        Some("mean"),
+    ),
+    (
+        "pivot_mean.md",
+        "md",
+        Some("loss"),
+        Some("dataset"),
+        Some("map_at_r"),
+        Some("mean"),
+    ),
+    (
+        "pivot_mean.tex",
+        "latex",
+        Some("loss"),
+        Some("dataset"),
+        Some("map_at_r"),
+        Some("mean"),
+    ),
+    (
+        "pivot_mean.json",
+        "json",
+        Some("loss"),
+        Some("dataset"),
+        Some("map_at_r"),
+        Some("mean"),
+    ),
+    (
+        "pivot_best.md",
+        "md",
+        Some("loss"),
+        Some("margin"),
+        Some("knn1_acc"),
+        Some("best"),
+    ),
+    (
+        "pivot_best.tex",
+        "latex",
+        Some("loss"),
+        Some("margin"),
+        Some("knn1_acc"),
+        Some("best"),
+    ),
 ];
 
 #[tokio::test]
@@ -63,11 +122,28 @@ async fn csv_reads_back_with_every_value_intact() {
     let dir = tempfile::tempdir().unwrap();
     let (store, sweep) = builder::build_fixture(dir.path()).await;
     let (_, jobs) = builder::submit(&store, builder::FIXTURE_TOML).await; // idempotent: same cells
-    let out = run_export(&store, ExportRequest::parse(&sweep, "csv", None, None, None, None).unwrap()).await.unwrap();
+    let out = run_export(
+        &store,
+        ExportRequest::parse(&sweep, "csv", None, None, None, None).unwrap(),
+    )
+    .await
+    .unwrap();
     let mut rd = csv::Reader::from_reader(out.as_bytes());
     let header: Vec<String> = rd.headers().unwrap().iter().map(str::to_owned).collect();
-    for col in ["job_id", "state", "loss", "dataset", "margin", "seed", "map_at_r", "one_shot_20way"] {
-        assert!(header.contains(&col.to_owned()), "missing column {col} in {header:?}");
+    for col in [
+        "job_id",
+        "state",
+        "loss",
+        "dataset",
+        "margin",
+        "seed",
+        "map_at_r",
+        "one_shot_20way",
+    ] {
+        assert!(
+            header.contains(&col.to_owned()),
+            "missing column {col} in {header:?}"
+        );
     }
     let col = |n: &str| header.iter().position(|h| h == n).unwrap();
     let records: Vec<csv::StringRecord> = rd.records().map(Result::unwrap).collect();
@@ -84,7 +160,15 @@ async fn csv_reads_back_with_every_value_intact() {
         }
     }
     // The pivot's CSV has a value and a std column per data set.
-    let req = ExportRequest::parse(&sweep, "csv", Some("loss"), Some("dataset"), None, Some("mean")).unwrap();
+    let req = ExportRequest::parse(
+        &sweep,
+        "csv",
+        Some("loss"),
+        Some("dataset"),
+        None,
+        Some("mean"),
+    )
+    .unwrap();
     let pivot = run_export(&store, req).await.unwrap();
     let mut rd = csv::Reader::from_reader(pivot.as_bytes());
     assert_eq!(rd.headers().unwrap().len(), 1 + 2 * 2);
@@ -95,20 +179,49 @@ async fn csv_reads_back_with_every_value_intact() {
 async fn pivot_marks_the_best_cell_of_each_column() {
     let dir = tempfile::tempdir().unwrap();
     let (store, sweep) = builder::build_fixture(dir.path()).await;
-    let req = ExportRequest::parse(&sweep, "md", Some("loss"), Some("dataset"), Some("map_at_r"), Some("mean")).unwrap();
+    let req = ExportRequest::parse(
+        &sweep,
+        "md",
+        Some("loss"),
+        Some("dataset"),
+        Some("map_at_r"),
+        Some("mean"),
+    )
+    .unwrap();
     let md = run_export(&store, req).await.unwrap();
     // Triplet has the highest fixture scores on both data sets.
     let triplet = md.lines().find(|l| l.starts_with("| triplet")).unwrap();
     assert_eq!(triplet.matches("**").count(), 4, "{md}");
     assert!(triplet.contains(" ± "), "{triplet}");
-    assert!(!md.lines().find(|l| l.starts_with("| ce")).unwrap().contains("**"));
+    assert!(
+        !md.lines()
+            .find(|l| l.starts_with("| ce"))
+            .unwrap()
+            .contains("**")
+    );
     let tex = run_export(
         &store,
-        ExportRequest::parse(&sweep, "latex", Some("loss"), Some("dataset"), Some("map_at_r"), Some("best")).unwrap(),
+        ExportRequest::parse(
+            &sweep,
+            "latex",
+            Some("loss"),
+            Some("dataset"),
+            Some("map_at_r"),
+            Some("best"),
+        )
+        .unwrap(),
     )
     .await
     .unwrap();
-    assert_eq!(tex.lines().find(|l| l.starts_with("triplet")).unwrap().matches("\\textbf{").count(), 2, "{tex}");
+    assert_eq!(
+        tex.lines()
+            .find(|l| l.starts_with("triplet"))
+            .unwrap()
+            .matches("\\textbf{")
+            .count(),
+        2,
+        "{tex}"
+    );
 }
 
 #[tokio::test]
@@ -117,15 +230,34 @@ async fn bad_requests_are_errors() {
     let (store, sweep) = builder::build_fixture(dir.path()).await;
     assert!(ExportRequest::parse(&sweep, "xlsx", None, None, None, None).is_err());
     assert!(ExportRequest::parse(&sweep, "csv", Some("loss"), None, None, None).is_err());
-    let e = run_export(&store, ExportRequest::parse("nope", "csv", None, None, None, None).unwrap()).await.unwrap_err();
+    let e = run_export(
+        &store,
+        ExportRequest::parse("nope", "csv", None, None, None, None).unwrap(),
+    )
+    .await
+    .unwrap_err();
     assert!(e.to_string().contains("nope"), "{e}");
-    let e = run_export(&store, ExportRequest::parse(&sweep, "csv", Some("loss"), Some("colour"), None, None).unwrap())
-        .await
-        .unwrap_err();
+    let e = run_export(
+        &store,
+        ExportRequest::parse(&sweep, "csv", Some("loss"), Some("colour"), None, None).unwrap(),
+    )
+    .await
+    .unwrap_err();
     assert!(e.to_string().contains("colour"), "{e}");
-    let e = run_export(&store, ExportRequest::parse(&sweep, "csv", Some("loss"), Some("dataset"), Some("f1"), None).unwrap())
-        .await
-        .unwrap_err();
+    let e = run_export(
+        &store,
+        ExportRequest::parse(
+            &sweep,
+            "csv",
+            Some("loss"),
+            Some("dataset"),
+            Some("f1"),
+            None,
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap_err();
     assert!(e.to_string().contains("f1"), "{e}");
 }
 
@@ -136,27 +268,59 @@ async fn http_export_serves_the_same_tables() {
     let addr = builder::serve(store.clone(), None).await;
     for (file, format, rows, cols, metric, agg) in CASES {
         let mut q = vec![format!("format={format}")];
-        for (k, v) in [("rows", rows), ("cols", cols), ("metric", metric), ("agg", agg)] {
+        for (k, v) in [
+            ("rows", rows),
+            ("cols", cols),
+            ("metric", metric),
+            ("agg", agg),
+        ] {
             if let Some(v) = v {
                 q.push(format!("{k}={v}"));
             }
         }
-        let resp = builder::http_get(addr, &format!("/sweeps/{sweep}/export?{}", q.join("&"))).await;
+        let resp =
+            builder::http_get(addr, &format!("/sweeps/{sweep}/export?{}", q.join("&"))).await;
         assert_eq!(resp.status, 200, "{file}: {}", resp.text());
-        let want = run_export(&store, ExportRequest::parse(&sweep, format, *rows, *cols, *metric, *agg).unwrap())
-            .await
-            .unwrap();
+        let want = run_export(
+            &store,
+            ExportRequest::parse(&sweep, format, *rows, *cols, *metric, *agg).unwrap(),
+        )
+        .await
+        .unwrap();
         assert_eq!(resp.text(), want, "{file}");
         let ct = resp.header("content-type").unwrap();
-        assert!(ct.starts_with(Format::from_str_checked(format).content_type().split(';').next().unwrap()), "{ct}");
+        assert!(
+            ct.starts_with(
+                Format::from_str_checked(format)
+                    .content_type()
+                    .split(';')
+                    .next()
+                    .unwrap()
+            ),
+            "{ct}"
+        );
     }
     // Filters from the dashboard narrow the export.
-    let resp = builder::http_get(addr, &format!("/sweeps/{sweep}/export?format=csv&loss=triplet")).await;
+    let resp = builder::http_get(
+        addr,
+        &format!("/sweeps/{sweep}/export?format=csv&loss=triplet"),
+    )
+    .await;
     let mut rd = csv::Reader::from_reader(resp.body.as_slice());
-    let loss = rd.headers().unwrap().iter().position(|h| h == "loss").unwrap();
+    let loss = rd
+        .headers()
+        .unwrap()
+        .iter()
+        .position(|h| h == "loss")
+        .unwrap();
     let rows: Vec<_> = rd.records().map(Result::unwrap).collect();
     assert!(!rows.is_empty() && rows.iter().all(|r| &r[loss] == "triplet"));
-    assert_eq!(builder::http_get(addr, &format!("/sweeps/{sweep}/export?format=pdf")).await.status, 400);
+    assert_eq!(
+        builder::http_get(addr, &format!("/sweeps/{sweep}/export?format=pdf"))
+            .await
+            .status,
+        400
+    );
 }
 
 trait FromStrChecked {

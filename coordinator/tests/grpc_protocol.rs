@@ -21,11 +21,12 @@ async fn lease_report_complete_round_trip() {
     let w = register(&c, "w1").await;
 
     let job = lease_one(&c, w, &[]).await;
-    let first_job: i64 = sqlx::query_scalar("SELECT id FROM jobs WHERE sweep_id = ?1 ORDER BY seq LIMIT 1")
-        .bind(sweep.0)
-        .fetch_one(srv.store.reader())
-        .await
-        .unwrap();
+    let first_job: i64 =
+        sqlx::query_scalar("SELECT id FROM jobs WHERE sweep_id = ?1 ORDER BY seq LIMIT 1")
+            .bind(sweep.0)
+            .fetch_one(srv.store.reader())
+            .await
+            .unwrap();
     assert_eq!(job.job_id, first_job, "jobs run in expansion order");
     assert_eq!(job.attempt_number, 1);
     let params: proto::JobParams = serde_json::from_str(&job.params_json).unwrap();
@@ -63,14 +64,28 @@ async fn lease_report_complete_round_trip() {
     };
     let acks = send_reports(
         &c,
-        vec![report(w, a, 1, points(0, 10)), report(w, a, 2, points(1, 10)), report(w, a, 3, points(1, 10)), eval, snap],
+        vec![
+            report(w, a, 1, points(0, 10)),
+            report(w, a, 2, points(1, 10)),
+            report(w, a, 3, points(1, 10)),
+            eval,
+            snap,
+        ],
     )
     .await
     .unwrap();
-    assert_eq!(acks.iter().map(|a| a.item).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+    assert_eq!(
+        acks.iter().map(|a| a.item).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
     assert!(acks.iter().all(|a| a.warning.is_empty()), "{acks:?}");
-    let acks = send_reports(&c, vec![report(w, a, 6, points(4, 3))]).await.unwrap();
-    assert!(acks[0].warning.contains("missing"), "gap reported: {acks:?}");
+    let acks = send_reports(&c, vec![report(w, a, 6, points(4, 3))])
+        .await
+        .unwrap();
+    assert!(
+        acks[0].warning.contains("missing"),
+        "gap reported: {acks:?}"
+    );
 
     c.clone()
         .complete(rpc::CompleteRequest {
@@ -83,21 +98,33 @@ async fn lease_report_complete_round_trip() {
         .unwrap();
     // A retried Complete (lost reply) succeeds again without changing anything.
     c.clone()
-        .complete(rpc::CompleteRequest { protocol_version: PROTOCOL_VERSION, worker_id: w, attempt_id: a, metrics: BTreeMap::new() })
+        .complete(rpc::CompleteRequest {
+            protocol_version: PROTOCOL_VERSION,
+            worker_id: w,
+            attempt_id: a,
+            metrics: BTreeMap::new(),
+        })
         .await
         .unwrap();
     // Reports after the end are refused.
-    let late = send_reports(&c, vec![report(w, a, 7, points(5, 1))]).await.unwrap_err();
+    let late = send_reports(&c, vec![report(w, a, 7, points(5, 1))])
+        .await
+        .unwrap_err();
     assert_eq!(late.code(), Code::FailedPrecondition, "{late:?}");
 
     let db = srv.store.reader();
-    let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM metric_batches WHERE attempt_id = ?1 ORDER BY seq")
+    let seqs: Vec<i64> =
+        sqlx::query_scalar("SELECT seq FROM metric_batches WHERE attempt_id = ?1 ORDER BY seq")
+            .bind(a)
+            .fetch_all(db)
+            .await
+            .unwrap();
+    assert_eq!(seqs, vec![0, 1, 2, 4]);
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM metrics WHERE attempt_id = ?1")
         .bind(a)
-        .fetch_all(db)
+        .fetch_one(db)
         .await
         .unwrap();
-    assert_eq!(seqs, vec![0, 1, 2, 4]);
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM metrics WHERE attempt_id = ?1").bind(a).fetch_one(db).await.unwrap();
     assert_eq!(n, 10 + 10 + 1 + 3, "the resent batch is stored once");
     let row = sqlx::query("SELECT j.state, r.metrics_json, a.state AS astate FROM jobs j JOIN results r ON r.job_id = j.id
                            JOIN attempts a ON a.id = r.attempt_id WHERE j.id = ?1")
@@ -108,7 +135,11 @@ async fn lease_report_complete_round_trip() {
     assert_eq!(row.get::<String, _>("state"), "done");
     assert_eq!(row.get::<String, _>("astate"), "done");
     assert!(row.get::<String, _>("metrics_json").contains("knn1_acc"));
-    let snaps: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM snapshots WHERE attempt_id = ?1").bind(a).fetch_one(db).await.unwrap();
+    let snaps: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM snapshots WHERE attempt_id = ?1")
+        .bind(a)
+        .fetch_one(db)
+        .await
+        .unwrap();
     assert_eq!(snaps, 1);
     srv.stop().await;
 }
@@ -120,7 +151,12 @@ async fn protocol_version_mismatch_is_failed_precondition() {
     let c = client(&srv.url, None);
     let err = c
         .clone()
-        .register(rpc::RegisterRequest { protocol_version: 99, name: "w".into(), backend: "cpu".into(), ..Default::default() })
+        .register(rpc::RegisterRequest {
+            protocol_version: 99,
+            name: "w".into(),
+            backend: "cpu".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
@@ -128,9 +164,19 @@ async fn protocol_version_mismatch_is_failed_precondition() {
     let w = register(&c, "w").await;
     let mut req = lease_req(w, 0, vec![], 0);
     req.protocol_version = 0;
-    assert_eq!(c.clone().lease(req).await.unwrap_err().code(), Code::FailedPrecondition);
+    assert_eq!(
+        c.clone().lease(req).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
     // Unknown worker ids are NotFound (the agent registers again).
-    assert_eq!(c.clone().lease(lease_req(w + 100, 0, vec![], 0)).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(
+        c.clone()
+            .lease(lease_req(w + 100, 0, vec![], 0))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
     srv.stop().await;
 }
 
@@ -148,7 +194,12 @@ async fn leases_expire_requeue_then_fail_and_stale_attempts_are_fenced() {
     assert_ne!(first.job_id, kept.job_id);
     let t0 = std::time::Instant::now();
     loop {
-        let r = c.clone().lease(lease_req(b, 0, vec![kept.attempt_id], 100)).await.unwrap().into_inner();
+        let r = c
+            .clone()
+            .lease(lease_req(b, 0, vec![kept.attempt_id], 100))
+            .await
+            .unwrap()
+            .into_inner();
         assert!(r.cancel_attempts.is_empty(), "heartbeats keep the lease");
         if t0.elapsed() > Duration::from_millis(1500) {
             break;
@@ -162,16 +213,28 @@ async fn leases_expire_requeue_then_fail_and_stale_attempts_are_fenced() {
         .await
         .unwrap();
     assert_eq!(state, "expired");
-    let stale = send_reports(&c, vec![report(a, first.attempt_id, 1, points(0, 1))]).await.unwrap_err();
+    let stale = send_reports(&c, vec![report(a, first.attempt_id, 1, points(0, 1))])
+        .await
+        .unwrap_err();
     assert_eq!(stale.code(), Code::FailedPrecondition, "{stale:?}");
     let stale = c
         .clone()
-        .complete(rpc::CompleteRequest { protocol_version: PROTOCOL_VERSION, worker_id: a, attempt_id: first.attempt_id, metrics: BTreeMap::new() })
+        .complete(rpc::CompleteRequest {
+            protocol_version: PROTOCOL_VERSION,
+            worker_id: a,
+            attempt_id: first.attempt_id,
+            metrics: BTreeMap::new(),
+        })
         .await
         .unwrap_err();
     assert_eq!(stale.code(), Code::FailedPrecondition);
     // ...and a's heartbeat tells it to stop.
-    let r = c.clone().lease(lease_req(a, 0, vec![first.attempt_id], 0)).await.unwrap().into_inner();
+    let r = c
+        .clone()
+        .lease(lease_req(a, 0, vec![first.attempt_id], 0))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(r.cancel_attempts, vec![first.attempt_id]);
 
     // Second (last) attempt of the same job, on the other worker, also expires: the job fails.
@@ -179,7 +242,9 @@ async fn leases_expire_requeue_then_fail_and_stale_attempts_are_fenced() {
     assert_eq!(again.job_id, first.job_id);
     assert_eq!(again.attempt_number, 2);
     // Another worker's report for b's attempt is fenced too.
-    let other = send_reports(&c, vec![report(a, again.attempt_id, 1, points(0, 1))]).await.unwrap_err();
+    let other = send_reports(&c, vec![report(a, again.attempt_id, 1, points(0, 1))])
+        .await
+        .unwrap_err();
     assert_eq!(other.code(), Code::FailedPrecondition);
     let t0 = std::time::Instant::now();
     loop {
@@ -200,7 +265,10 @@ async fn leases_expire_requeue_then_fail_and_stale_attempts_are_fenced() {
     let t0 = std::time::Instant::now();
     loop {
         let states = job_states(&srv.store, sweep).await;
-        if states.iter().any(|(id, s)| *id == kept.job_id && s == "queued") {
+        if states
+            .iter()
+            .any(|(id, s)| *id == kept.job_id && s == "queued")
+        {
             break;
         }
         assert!(t0.elapsed() < Duration::from_secs(10), "{states:?}");
@@ -245,7 +313,12 @@ async fn failures_retry_until_attempts_run_out_and_keep_the_last_error() {
     assert_eq!(j.attempt_number, 3);
     // A release does not count as a failure.
     c.clone()
-        .release(rpc::ReleaseRequest { protocol_version: PROTOCOL_VERSION, worker_id: w, attempt_id: j.attempt_id, checkpoint_artifact_id: 0 })
+        .release(rpc::ReleaseRequest {
+            protocol_version: PROTOCOL_VERSION,
+            worker_id: w,
+            attempt_id: j.attempt_id,
+            checkpoint_artifact_id: 0,
+        })
         .await
         .unwrap();
     assert_eq!(job_states(&srv.store, sweep).await[0].1, "queued");
@@ -277,9 +350,23 @@ async fn queue_order_priority_pause_and_cancel() {
     assert_eq!(sweep_of(j2.job_id).await, s2.0, "priority overtakes");
     srv.store.pause_sweep(s2).await.unwrap();
     let j3 = lease_one(&c, w, &[j.attempt_id, j2.attempt_id]).await;
-    assert_eq!(sweep_of(j3.job_id).await, s1.0, "paused sweeps lend nothing");
+    assert_eq!(
+        sweep_of(j3.job_id).await,
+        s1.0,
+        "paused sweeps lend nothing"
+    );
     // s1 is exhausted, s2 paused: nothing to lease.
-    let r = c.clone().lease(lease_req(w, 1, vec![j.attempt_id, j2.attempt_id, j3.attempt_id], 300)).await.unwrap().into_inner();
+    let r = c
+        .clone()
+        .lease(lease_req(
+            w,
+            1,
+            vec![j.attempt_id, j2.attempt_id, j3.attempt_id],
+            300,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(r.jobs.is_empty());
     srv.store.resume_sweep(s2).await.unwrap();
 
@@ -290,10 +377,23 @@ async fn queue_order_priority_pause_and_cancel() {
         store.cancel_job(JobId(j.job_id)).await.unwrap()
     });
     let t0 = std::time::Instant::now();
-    let r = c.clone().lease(lease_req(w, 0, vec![j.attempt_id, j2.attempt_id, j3.attempt_id], 5000)).await.unwrap().into_inner();
+    let r = c
+        .clone()
+        .lease(lease_req(
+            w,
+            0,
+            vec![j.attempt_id, j2.attempt_id, j3.attempt_id],
+            5000,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(canceller.await.unwrap());
     assert_eq!(r.cancel_attempts, vec![j.attempt_id]);
-    assert!(t0.elapsed() < Duration::from_secs(3), "long-poll woke on the cancellation");
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "long-poll woke on the cancellation"
+    );
     assert!(srv.store.cancel_sweep(s2).await.unwrap() >= 1);
     let states = job_states(&srv.store, s2).await;
     assert!(states.iter().all(|(_, s)| s == "cancelled"), "{states:?}");
@@ -330,9 +430,16 @@ async fn checkpoints_upload_verified_and_download_for_resume() {
     let file = dir.path().join("epoch-0001.ckpt");
     let data: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(&file, &data).unwrap();
-    let id = worker::agent::client::upload(&c, w, j.attempt_id, 1, &file).await.unwrap();
+    let id = worker::agent::client::upload(&c, w, j.attempt_id, 1, &file)
+        .await
+        .unwrap();
     // Idempotent: the same upload again finds the same artifact.
-    assert_eq!(worker::agent::client::upload(&c, w, j.attempt_id, 1, &file).await.unwrap(), id);
+    assert_eq!(
+        worker::agent::client::upload(&c, w, j.attempt_id, 1, &file)
+            .await
+            .unwrap(),
+        id
+    );
     let stored = srv.store.artifact(id).await.unwrap().unwrap();
     let on_disk = coordinator::grpc::GrpcConfig::artifact_dir_for(&srv.db).join(&stored.path);
     assert_eq!(std::fs::read(&on_disk).unwrap(), data);
@@ -351,27 +458,47 @@ async fn checkpoints_upload_verified_and_download_for_resume() {
     })
     .await
     .unwrap();
-    tx.send(rpc::UploadChunk { part: Some(rpc::upload_chunk::Part::Data(vec![1, 2, 3])) }).await.unwrap();
+    tx.send(rpc::UploadChunk {
+        part: Some(rpc::upload_chunk::Part::Data(vec![1, 2, 3])),
+    })
+    .await
+    .unwrap();
     drop(tx);
-    let err = c.clone().upload_checkpoint(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap_err();
+    let err = c
+        .clone()
+        .upload_checkpoint(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
 
     // The worker hands the job back; the next lease offers the checkpoint, which downloads intact.
     c.clone()
-        .release(rpc::ReleaseRequest { protocol_version: PROTOCOL_VERSION, worker_id: w, attempt_id: j.attempt_id, checkpoint_artifact_id: id })
+        .release(rpc::ReleaseRequest {
+            protocol_version: PROTOCOL_VERSION,
+            worker_id: w,
+            attempt_id: j.attempt_id,
+            checkpoint_artifact_id: id,
+        })
         .await
         .unwrap();
     let again = lease_one(&c, w, &[]).await;
     let resume = again.resume.expect("resume reference");
-    assert_eq!((resume.artifact_id, resume.epoch, resume.size), (id, 1, data.len() as u64));
+    assert_eq!(
+        (resume.artifact_id, resume.epoch, resume.size),
+        (id, 1, data.len() as u64)
+    );
     let dest = dir.path().join("resume.ckpt");
-    worker::agent::client::download(&c, w, &resume, &dest).await.unwrap();
-    assert_eq!(std::fs::read(&dest).unwrap(), data);
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM artifacts a JOIN jobs j ON j.id = a.job_id WHERE j.sweep_id = ?1")
-        .bind(sweep.0)
-        .fetch_one(srv.store.reader())
+    worker::agent::client::download(&c, w, &resume, &dest)
         .await
         .unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM artifacts a JOIN jobs j ON j.id = a.job_id WHERE j.sweep_id = ?1",
+    )
+    .bind(sweep.0)
+    .fetch_one(srv.store.reader())
+    .await
+    .unwrap();
     assert_eq!(n, 1);
     let _ = AttemptId(again.attempt_id);
     srv.stop().await;

@@ -42,7 +42,11 @@ async fn submission_is_idempotent_and_additive() {
     let store = store(dir.path()).await;
     let sweep = parse_sweep(SWEEP, "s.toml", DEFAULT_MAX_CELLS).unwrap();
     let first = store.submit(&sweep, SWEEP, None).await.unwrap();
-    assert_eq!((first.created, first.existing), (3, 0), "ce once, contrastive x 2 margins");
+    assert_eq!(
+        (first.created, first.existing),
+        (3, 0),
+        "ce once, contrastive x 2 margins"
+    );
     let again = store.submit(&sweep, SWEEP, None).await.unwrap();
     assert_eq!((again.created, again.existing), (0, 3));
 
@@ -50,7 +54,11 @@ async fn submission_is_idempotent_and_additive() {
     let (job, attempt) = first_attempt(&store).await;
     let metrics = [("map_at_r".to_owned(), 0.5)].into_iter().collect();
     store.record_result(job, attempt, &metrics).await.unwrap();
-    sqlx::query("UPDATE jobs SET state = 'done' WHERE id = ?1").bind(job.0).execute(store.writer()).await.unwrap();
+    sqlx::query("UPDATE jobs SET state = 'done' WHERE id = ?1")
+        .bind(job.0)
+        .execute(store.writer())
+        .await
+        .unwrap();
     let wider_text = SWEEP.replace("[1.0, 2.0]", "[1.0, 2.0, 4.0]");
     let wider = parse_sweep(&wider_text, "s.toml", DEFAULT_MAX_CELLS).unwrap();
     let extended = store.submit(&wider, &wider_text, None).await.unwrap();
@@ -58,7 +66,10 @@ async fn submission_is_idempotent_and_additive() {
     let status = store.status().await.unwrap();
     assert_eq!(status.len(), 1);
     assert_eq!((status[0].jobs.queued, status[0].jobs.done), (3, 1));
-    let kept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM results").fetch_one(store.reader()).await.unwrap();
+    let kept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM results")
+        .fetch_one(store.reader())
+        .await
+        .unwrap();
     assert_eq!(kept, 1);
 }
 
@@ -71,24 +82,50 @@ async fn metric_batches_are_stored_exactly_once() {
     let (job, attempt) = first_attempt(&store).await;
     let batch = |seq: i64| -> Vec<MetricPoint> {
         (0..10)
-            .map(|i| MetricPoint { step: seq * 10 + i, epoch: 0, name: "loss".into(), value: i as f64, time_ms: 0 })
+            .map(|i| MetricPoint {
+                step: seq * 10 + i,
+                epoch: 0,
+                name: "loss".into(),
+                value: i as f64,
+                time_ms: 0,
+            })
             .collect()
     };
     assert_eq!(
-        store.record_metrics(job, attempt, 0, &batch(0)).await.unwrap(),
+        store
+            .record_metrics(job, attempt, 0, &batch(0))
+            .await
+            .unwrap(),
         BatchOutcome::Stored { gap_before: None }
     );
-    assert_eq!(store.record_metrics(job, attempt, 0, &batch(0)).await.unwrap(), BatchOutcome::Duplicate);
     assert_eq!(
-        store.record_metrics(job, attempt, 2, &batch(2)).await.unwrap(),
-        BatchOutcome::Stored { gap_before: Some((1, 2)) }
+        store
+            .record_metrics(job, attempt, 0, &batch(0))
+            .await
+            .unwrap(),
+        BatchOutcome::Duplicate
+    );
+    assert_eq!(
+        store
+            .record_metrics(job, attempt, 2, &batch(2))
+            .await
+            .unwrap(),
+        BatchOutcome::Stored {
+            gap_before: Some((1, 2))
+        }
     );
     // The late batch fills the gap without moving the high-water mark back.
     assert_eq!(
-        store.record_metrics(job, attempt, 1, &batch(1)).await.unwrap(),
+        store
+            .record_metrics(job, attempt, 1, &batch(1))
+            .await
+            .unwrap(),
         BatchOutcome::Stored { gap_before: None }
     );
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM metrics").fetch_one(store.reader()).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM metrics")
+        .fetch_one(store.reader())
+        .await
+        .unwrap();
     assert_eq!(n, 30);
     let last: i64 = sqlx::query_scalar("SELECT last_seq FROM attempts WHERE id = ?1")
         .bind(attempt.0)
@@ -131,11 +168,16 @@ async fn upgrade_from_first_migration_keeps_rows() {
     let first_only = dir.path().join("first");
     std::fs::create_dir(&first_only).unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations");
-    let mut names: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let mut names: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     names.sort();
     assert!(names.len() >= 2, "this test needs at least two migrations");
     std::fs::copy(root.join(&names[0]), first_only.join(&names[0])).unwrap();
-    let old = sqlx::migrate::Migrator::new(first_only.as_path()).await.unwrap();
+    let old = sqlx::migrate::Migrator::new(first_only.as_path())
+        .await
+        .unwrap();
 
     let db = dir.path().join("old.db");
     let store = Store::open_with(&db, &old).await.unwrap();
@@ -154,13 +196,22 @@ async fn upgrade_from_first_migration_keeps_rows() {
     store.close().await;
 
     let store = Store::open(&db).await.unwrap();
-    let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs").fetch_one(store.reader()).await.unwrap();
+    let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs")
+        .fetch_one(store.reader())
+        .await
+        .unwrap();
     assert_eq!(jobs, 3);
-    let names: String = sqlx::query_scalar("SELECT class_names FROM snapshots").fetch_one(store.reader()).await.unwrap();
+    let names: String = sqlx::query_scalar("SELECT class_names FROM snapshots")
+        .fetch_one(store.reader())
+        .await
+        .unwrap();
     assert_eq!(names, "[]", "the new column gets its default on old rows");
     let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
         .fetch_one(store.reader())
         .await
         .unwrap();
-    assert_eq!(applied as usize, coordinator::store::MIGRATOR.migrations.len());
+    assert_eq!(
+        applied as usize,
+        coordinator::store::MIGRATOR.migrations.len()
+    );
 }

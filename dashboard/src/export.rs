@@ -126,8 +126,13 @@ impl PivotTable {
     }
     /// Whether cell (r, c) holds the best value of its column.
     pub fn is_best(&self, r: usize, c: usize) -> bool {
-        let Some(me) = self.cells[r][c].as_ref().map(|s| self.shown(s)) else { return false };
-        self.cells.iter().filter_map(|row| row[c].as_ref()).all(|s| self.shown(s) <= me)
+        let Some(me) = self.cells[r][c].as_ref().map(|s| self.shown(s)) else {
+            return false;
+        };
+        self.cells
+            .iter()
+            .filter_map(|row| row[c].as_ref())
+            .all(|s| self.shown(s) <= me)
     }
 }
 
@@ -143,14 +148,22 @@ pub fn long_table(runs: &[&RunRow]) -> LongTable {
     let owned: Vec<RunRow> = runs.iter().map(|r| (*r).clone()).collect();
     let params = table::axes(&owned).into_iter().map(|a| a.name).collect();
     let metrics = table::metric_names(&owned);
-    LongTable { params, metrics, runs: owned }
+    LongTable {
+        params,
+        metrics,
+        runs: owned,
+    }
 }
 
 /// Builds a pivot table; each cell aggregates over the other axes and the seeds.
 pub fn pivot_table(runs: &[&RunRow], spec: &PivotSpec) -> Result<PivotTable, TableError> {
     let owned: Vec<RunRow> = runs.iter().map(|r| (*r).clone()).collect();
     let axes = table::axes(&owned);
-    let names = axes.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ");
+    let names = axes
+        .iter()
+        .map(|a| a.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
     let find = |n: &str| {
         axes.iter()
             .find(|a| a.name == n)
@@ -163,7 +176,10 @@ pub fn pivot_table(runs: &[&RunRow], spec: &PivotSpec) -> Result<PivotTable, Tab
     let (rows, cols) = (find(&spec.rows)?, find(&spec.cols)?);
     let metrics = table::metric_names(&owned);
     if !metrics.contains(&spec.metric) {
-        return Err(TableError::UnknownMetric(spec.metric.clone(), metrics.join(", ")));
+        return Err(TableError::UnknownMetric(
+            spec.metric.clone(),
+            metrics.join(", "),
+        ));
     }
     let cells = rows
         .values
@@ -174,7 +190,9 @@ pub fn pivot_table(runs: &[&RunRow], spec: &PivotSpec) -> Result<PivotTable, Tab
                 .map(|cv| {
                     let vals: Vec<f64> = runs
                         .iter()
-                        .filter(|r| r.param(&spec.rows) == Some(rv) && r.param(&spec.cols) == Some(cv))
+                        .filter(|r| {
+                            r.param(&spec.rows) == Some(rv) && r.param(&spec.cols) == Some(cv)
+                        })
                         .filter_map(|r| r.metrics.get(&spec.metric).copied())
                         .collect();
                     Stats::of(&vals)
@@ -182,7 +200,12 @@ pub fn pivot_table(runs: &[&RunRow], spec: &PivotSpec) -> Result<PivotTable, Tab
                 .collect()
         })
         .collect();
-    Ok(PivotTable { spec: spec.clone(), row_values: rows.values, col_values: cols.values, cells })
+    Ok(PivotTable {
+        spec: spec.clone(),
+        row_values: rows.values,
+        col_values: cols.values,
+        cells,
+    })
 }
 
 /// Writes a table in a format.
@@ -202,7 +225,11 @@ pub fn render(table: &ResultTable, format: Format) -> String {
 /// Quotes a CSV field when it holds a comma, quote, line break or edge whitespace (RFC 4180).
 pub fn csv_field(s: &str) -> String {
     let needs = s.contains([',', '"', '\n', '\r']) || s.starts_with(' ') || s.ends_with(' ');
-    if needs { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
+    if needs {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
 }
 
 /// Escapes text for a Markdown table cell: pipes, Markdown punctuation, HTML brackets and
@@ -244,7 +271,11 @@ pub fn latex_text(s: &str) -> String {
 }
 
 fn csv_line(fields: impl IntoIterator<Item = String>) -> String {
-    let mut line = fields.into_iter().map(|f| csv_field(&f)).collect::<Vec<_>>().join(",");
+    let mut line = fields
+        .into_iter()
+        .map(|f| csv_field(&f))
+        .collect::<Vec<_>>()
+        .join(",");
     line.push('\n');
     line
 }
@@ -269,7 +300,11 @@ fn long_csv(t: &LongTable) -> String {
         let mut f = vec![r.job_id.to_string(), r.state.clone()];
         f.extend(t.params.iter().map(|p| param_cell(r.param(p))));
         // Full precision: CSV is for further analysis.
-        f.extend(t.metrics.iter().map(|m| r.metrics.get(m).map(|v| v.to_string()).unwrap_or_default()));
+        f.extend(
+            t.metrics
+                .iter()
+                .map(|m| r.metrics.get(m).map(|v| v.to_string()).unwrap_or_default()),
+        );
         out.push_str(&csv_line(f));
     }
     out
@@ -289,7 +324,12 @@ fn long_markdown(t: &LongTable) -> String {
     for r in &t.runs {
         let mut f = vec![r.job_id.to_string(), md_cell(&r.state)];
         f.extend(t.params.iter().map(|p| md_cell(&param_cell(r.param(p)))));
-        f.extend(t.metrics.iter().map(|m| r.metrics.get(m).map(|v| fmt_metric(m, *v)).unwrap_or_default()));
+        f.extend(t.metrics.iter().map(|m| {
+            r.metrics
+                .get(m)
+                .map(|v| fmt_metric(m, *v))
+                .unwrap_or_default()
+        }));
         out.push_str(&md_row(&f));
     }
     out
@@ -303,7 +343,11 @@ fn latex_row(cells: &[String]) -> String {
 
 fn long_latex(t: &LongTable) -> String {
     let mut out = String::from(LATEX_PREAMBLE);
-    let spec = format!("rl{}{}", "l".repeat(t.params.len()), "r".repeat(t.metrics.len()));
+    let spec = format!(
+        "rl{}{}",
+        "l".repeat(t.params.len()),
+        "r".repeat(t.metrics.len())
+    );
     let _ = writeln!(out, "\\begin{{tabular}}{{{spec}}}\n\\toprule");
     let header: Vec<String> = long_header(t).iter().map(|h| latex_text(h)).collect();
     out.push_str(&latex_row(&header));
@@ -311,7 +355,12 @@ fn long_latex(t: &LongTable) -> String {
     for r in &t.runs {
         let mut f = vec![r.job_id.to_string(), latex_text(&r.state)];
         f.extend(t.params.iter().map(|p| latex_text(&param_cell(r.param(p)))));
-        f.extend(t.metrics.iter().map(|m| r.metrics.get(m).map(|v| fmt_metric(m, *v)).unwrap_or_default()));
+        f.extend(t.metrics.iter().map(|m| {
+            r.metrics
+                .get(m)
+                .map(|v| fmt_metric(m, *v))
+                .unwrap_or_default()
+        }));
         out.push_str(&latex_row(&f));
     }
     out.push_str("\\bottomrule\n\\end{tabular}\n");
@@ -356,7 +405,11 @@ fn pivot_csv(t: &PivotTable) -> String {
     for (r, rv) in t.row_values.iter().enumerate() {
         let mut f = vec![value_text(rv)];
         for cell in &t.cells[r] {
-            f.push(cell.as_ref().map(|s| t.shown(s).to_string()).unwrap_or_default());
+            f.push(
+                cell.as_ref()
+                    .map(|s| t.shown(s).to_string())
+                    .unwrap_or_default(),
+            );
             if t.spec.agg == Agg::Mean {
                 f.push(cell.as_ref().map(|s| s.std.to_string()).unwrap_or_default());
             }
@@ -398,7 +451,11 @@ fn pivot_markdown(t: &PivotTable) -> String {
 
 fn pivot_latex(t: &PivotTable) -> String {
     let mut out = String::from(LATEX_PREAMBLE);
-    let _ = writeln!(out, "\\begin{{tabular}}{{l{}}}\n\\toprule", "r".repeat(t.col_values.len()));
+    let _ = writeln!(
+        out,
+        "\\begin{{tabular}}{{l{}}}\n\\toprule",
+        "r".repeat(t.col_values.len())
+    );
     let mut header = vec![latex_text(&corner(t))];
     header.extend(t.col_values.iter().map(|c| latex_text(&value_text(c))));
     out.push_str(&latex_row(&header));
@@ -408,7 +465,9 @@ fn pivot_latex(t: &PivotTable) -> String {
         for (c, cell) in t.cells[r].iter().enumerate() {
             f.push(match cell {
                 None => "--".to_owned(),
-                Some(s) if t.is_best(r, c) => format!("\\textbf{{{}}}", pivot_cell_text(t, s, "$\\pm$")),
+                Some(s) if t.is_best(r, c) => {
+                    format!("\\textbf{{{}}}", pivot_cell_text(t, s, "$\\pm$"))
+                }
                 Some(s) => pivot_cell_text(t, s, "$\\pm$"),
             });
         }
@@ -429,7 +488,8 @@ fn pivot_json(t: &PivotTable) -> String {
                 .map(|(c, cell)| match cell {
                     None => Value::Null,
                     Some(s) => {
-                        let mut o = json!({ "value": t.shown(s), "n": s.n, "best": t.is_best(r, c) });
+                        let mut o =
+                            json!({ "value": t.shown(s), "n": s.n, "best": t.is_best(r, c) });
                         if t.spec.agg == Agg::Mean {
                             o["std"] = json!(s.std);
                         }

@@ -9,10 +9,15 @@ pub struct Orth2 {
 }
 
 impl Orth2 {
-    pub const IDENTITY: Orth2 = Orth2 { m: [[1.0, 0.0], [0.0, 1.0]] };
+    pub const IDENTITY: Orth2 = Orth2 {
+        m: [[1.0, 0.0], [0.0, 1.0]],
+    };
 
     pub fn apply(&self, p: [f64; 2]) -> [f64; 2] {
-        [p[0] * self.m[0][0] + p[1] * self.m[1][0], p[0] * self.m[0][1] + p[1] * self.m[1][1]]
+        [
+            p[0] * self.m[0][0] + p[1] * self.m[1][0],
+            p[0] * self.m[0][1] + p[1] * self.m[1][1],
+        ]
     }
 }
 
@@ -40,16 +45,22 @@ pub fn procrustes(b: &[[f64; 2]], a: &[[f64; 2]]) -> Orth2 {
     }
     if rot >= refl {
         let (c, s) = (rc / rot, rs / rot);
-        Orth2 { m: [[c, -s], [s, c]] }
+        Orth2 {
+            m: [[c, -s], [s, c]],
+        }
     } else {
         let (c, s) = (fc / refl, fs / refl);
-        Orth2 { m: [[c, s], [s, -c]] }
+        Orth2 {
+            m: [[c, s], [s, -c]],
+        }
     }
 }
 
 fn centroid(p: &[[f64; 2]]) -> [f64; 2] {
     let n = p.len().max(1) as f64;
-    let s = p.iter().fold([0.0, 0.0], |acc, q| [acc[0] + q[0], acc[1] + q[1]]);
+    let s = p
+        .iter()
+        .fold([0.0, 0.0], |acc, q| [acc[0] + q[0], acc[1] + q[1]]);
     [s[0] / n, s[1] / n]
 }
 
@@ -105,7 +116,8 @@ pub fn stratified_sample(labels: &[u32], max: usize) -> Vec<usize> {
     let n = labels.len() as f64;
     let mut out = Vec::with_capacity(max);
     for members in by_class.values() {
-        let quota = ((members.len() as f64 * max as f64 / n).floor() as usize).clamp(1, members.len());
+        let quota =
+            ((members.len() as f64 * max as f64 / n).floor() as usize).clamp(1, members.len());
         for k in 0..quota {
             out.push(members[k * members.len() / quota]);
         }
@@ -153,21 +165,28 @@ mod tests {
         let a: Vec<[f64; 2]> = vec![[1.0, 0.0], [0.0, 2.0], [-1.5, -0.5], [0.5, -1.5]];
         let a = {
             let c = centroid(&a);
-            a.iter().map(|p| [p[0] - c[0], p[1] - c[1]]).collect::<Vec<_>>()
+            a.iter()
+                .map(|p| [p[0] - c[0], p[1] - c[1]])
+                .collect::<Vec<_>>()
         };
         for (deg, flip) in [(37.0, false), (-120.0, false), (75.0, true), (180.0, true)] {
             let b = rotate(&a, deg, flip);
             let r = procrustes(&b, &a);
             for (p, q) in b.iter().zip(&a) {
                 let back = r.apply(*p);
-                assert!((back[0] - q[0]).abs() < 1e-9 && (back[1] - q[1]).abs() < 1e-9, "{deg} {flip}");
+                assert!(
+                    (back[0] - q[0]).abs() < 1e-9 && (back[1] - q[1]).abs() < 1e-9,
+                    "{deg} {flip}"
+                );
             }
         }
     }
 
     #[test]
     fn stratified_sample_is_bounded_and_keeps_every_class() {
-        let labels: Vec<u32> = (0..5000).map(|i| if i % 50 == 0 { 9 } else { (i % 3) as u32 }).collect();
+        let labels: Vec<u32> = (0..5000)
+            .map(|i| if i % 50 == 0 { 9 } else { (i % 3) as u32 })
+            .collect();
         let s = stratified_sample(&labels, 1000);
         assert!(s.len() <= 1000 && s.len() > 900, "{}", s.len());
         for class in [0, 1, 2, 9] {

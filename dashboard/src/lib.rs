@@ -16,7 +16,7 @@ pub mod server;
 pub mod table;
 
 pub use data::{
-    AttemptInfo, CurrentJob, DashboardData, DataError, DataFuture, JobCounts, MetricPoint, RunDetail, RunRow,
-    Snapshot, SweepDetail, SweepSummary, WorkerInfo,
+    AttemptInfo, CurrentJob, DashboardData, DataError, DataFuture, JobCounts, MetricPoint,
+    RunDetail, RunRow, Snapshot, SweepDetail, SweepSummary, WorkerInfo,
 };
 pub use server::{router, table_for_query};

@@ -5,8 +5,8 @@ use leptos::prelude::*;
 /// Class colours: Tableau 10, then evenly spread hues for datasets with more classes.
 pub fn class_color(label: u32) -> String {
     const TAB10: [&str; 10] = [
-        "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-        "#17becf",
+        "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+        "#bcbd22", "#17becf",
     ];
     match TAB10.get(label as usize) {
         Some(c) => (*c).to_owned(),
@@ -22,21 +22,38 @@ pub fn series_color(i: usize) -> String {
 
 /// A sequential colour for `t` in [0, 1] (viridis, piecewise linear) for heatmaps.
 pub fn heat_color(t: f64) -> String {
-    const STOPS: [(f64, f64, f64); 5] =
-        [(68.0, 1.0, 84.0), (59.0, 82.0, 139.0), (33.0, 145.0, 140.0), (94.0, 201.0, 98.0), (253.0, 231.0, 37.0)];
-    let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 };
+    const STOPS: [(f64, f64, f64); 5] = [
+        (68.0, 1.0, 84.0),
+        (59.0, 82.0, 139.0),
+        (33.0, 145.0, 140.0),
+        (94.0, 201.0, 98.0),
+        (253.0, 231.0, 37.0),
+    ];
+    let t = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
     let x = t * (STOPS.len() - 1) as f64;
     let i = (x.floor() as usize).min(STOPS.len() - 2);
     let f = x - i as f64;
     let (a, b) = (STOPS[i], STOPS[i + 1]);
     let mix = |p: f64, q: f64| (p + (q - p) * f).round() as u8;
-    format!("#{:02x}{:02x}{:02x}", mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
+    format!(
+        "#{:02x}{:02x}{:02x}",
+        mix(a.0, b.0),
+        mix(a.1, b.1),
+        mix(a.2, b.2)
+    )
 }
 
 /// Bounds of points with a margin, equal on both axes so that distances are not distorted.
 fn square_bounds(points: &[[f64; 2]]) -> ([f64; 2], f64) {
     let (mut lo, mut hi) = ([f64::INFINITY; 2], [f64::NEG_INFINITY; 2]);
-    for p in points.iter().filter(|p| p[0].is_finite() && p[1].is_finite()) {
+    for p in points
+        .iter()
+        .filter(|p| p[0].is_finite() && p[1].is_finite())
+    {
         for k in 0..2 {
             lo[k] = lo[k].min(p[k]);
             hi[k] = hi[k].max(p[k]);
@@ -52,7 +69,11 @@ fn square_bounds(points: &[[f64; 2]]) -> ([f64; 2], f64) {
 
 /// A scatter plot of 2-D points coloured by label. `points` are already downsampled.
 #[component]
-pub fn Scatter(points: Vec<[f64; 2]>, labels: Vec<u32>, #[prop(default = 260)] size: u32) -> impl IntoView {
+pub fn Scatter(
+    points: Vec<[f64; 2]>,
+    labels: Vec<u32>,
+    #[prop(default = 260)] size: u32,
+) -> impl IntoView {
     let (origin, span) = square_bounds(&points);
     let s = size as f64;
     let circles = points
@@ -84,7 +105,10 @@ pub fn Legend(class_names: Vec<String>, labels: Vec<u32>) -> impl IntoView {
     let items = used
         .into_iter()
         .map(|l| {
-            let name = class_names.get(l as usize).cloned().unwrap_or_else(|| format!("class {l}"));
+            let name = class_names
+                .get(l as usize)
+                .cloned()
+                .unwrap_or_else(|| format!("class {l}"));
             let style = format!("background:{}", class_color(l));
             view! { <li><span class="swatch" style=style></span>{name}</li> }
         })
@@ -106,10 +130,16 @@ pub fn downsample(points: &[(f64, f64)], max: usize) -> Vec<(f64, f64)> {
     }
     (0..max)
         .map(|b| {
-            let (lo, hi) = (b * points.len() / max, ((b + 1) * points.len() / max).max(b * points.len() / max + 1));
+            let (lo, hi) = (
+                b * points.len() / max,
+                ((b + 1) * points.len() / max).max(b * points.len() / max + 1),
+            );
             let chunk = &points[lo..hi];
             let n = chunk.len() as f64;
-            (chunk.iter().map(|p| p.0).sum::<f64>() / n, chunk.iter().map(|p| p.1).sum::<f64>() / n)
+            (
+                chunk.iter().map(|p| p.0).sum::<f64>() / n,
+                chunk.iter().map(|p| p.1).sum::<f64>() / n,
+            )
         })
         .collect()
 }
@@ -119,7 +149,11 @@ fn ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
     let span = (hi - lo).abs().max(1e-12);
     let raw = span / n.max(1) as f64;
     let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag);
+    let step = [1.0, 2.0, 2.5, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * mag);
     let mut t = (lo / step).ceil() * step;
     let mut out = Vec::new();
     while t <= hi + step * 1e-9 && out.len() < 20 {
@@ -162,13 +196,24 @@ pub fn LineChart(
     let series: Vec<Series> = series
         .into_iter()
         .map(|s| Series {
-            points: downsample(&s.points.into_iter().filter(|p| p.0.is_finite() && p.1.is_finite()).collect::<Vec<_>>(), 400),
+            points: downsample(
+                &s.points
+                    .into_iter()
+                    .filter(|p| p.0.is_finite() && p.1.is_finite())
+                    .collect::<Vec<_>>(),
+                400,
+            ),
             name: s.name,
         })
         .filter(|s| !s.points.is_empty())
         .collect();
     let all = series.iter().flat_map(|s| s.points.iter());
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
+    let (mut x0, mut x1, mut y0, mut y1) = (
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    );
     for p in all {
         x0 = x0.min(p.0);
         x1 = x1.max(p.0);
@@ -195,7 +240,12 @@ pub fn LineChart(
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let pts = s.points.iter().map(|p| format!("{:.1},{:.1}", sx(p.0), sy(p.1))).collect::<Vec<_>>().join(" ");
+            let pts = s
+                .points
+                .iter()
+                .map(|p| format!("{:.1},{:.1}", sx(p.0), sy(p.1)))
+                .collect::<Vec<_>>()
+                .join(" ");
             view! { <polyline class="line" points=pts stroke=series_color(i)></polyline> }
         })
         .collect_view();

@@ -36,13 +36,26 @@ pub fn router(data: Arc<dyn DashboardData>) -> Router {
         .route("/runs/{job}/images/{index}", get(image))
         .route("/workers", get(workers_page))
         .route("/events", get(events))
-        .route("/assets/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
-        .route("/assets/live.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
+        .route(
+            "/assets/style.css",
+            get(|| async { asset("text/css; charset=utf-8", STYLE) }),
+        )
+        .route(
+            "/assets/live.js",
+            get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
+        )
         .with_state(data)
 }
 
 fn asset(ct: &'static str, body: &'static str) -> Response {
-    ([(header::CONTENT_TYPE, ct), (header::CACHE_CONTROL, "max-age=300")], body).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, ct),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// Error responses of the handlers.
@@ -68,7 +81,11 @@ impl IntoResponse for WebError {
         };
         let main = match &self {
             WebError::NotFound(what) => pages::not_found_main(what),
-            other => format!("<h1>{}</h1><pre class=\"error\">{}</pre>", pages::esc(title), pages::esc(&other.to_string())),
+            other => format!(
+                "<h1>{}</h1><pre class=\"error\">{}</pre>",
+                pages::esc(title),
+                pages::esc(&other.to_string())
+            ),
         };
         (code, Html(pages::layout(title, Nav::Sweeps, &main))).into_response()
     }
@@ -86,7 +103,12 @@ fn page(q: &Query, title: &str, nav: Nav, main: String) -> Response {
 
 async fn sweeps_page(State(data): State<Data>, AxQuery(q): AxQuery<Vec<(String, String)>>) -> Res {
     let sweeps = data.sweeps().await?;
-    Ok(page(&Query(q), "Sweeps", Nav::Sweeps, pages::sweeps::main_html(sweeps)))
+    Ok(page(
+        &Query(q),
+        "Sweeps",
+        Nav::Sweeps,
+        pages::sweeps::main_html(sweeps),
+    ))
 }
 
 async fn sweep_page(
@@ -94,9 +116,17 @@ async fn sweep_page(
     Path(name): Path<String>,
     AxQuery(q): AxQuery<Vec<(String, String)>>,
 ) -> Res {
-    let d = data.sweep(&name).await?.ok_or_else(|| WebError::NotFound(format!("no sweep named “{name}”")))?;
+    let d = data
+        .sweep(&name)
+        .await?
+        .ok_or_else(|| WebError::NotFound(format!("no sweep named “{name}”")))?;
     let q = Query(q);
-    Ok(page(&q, &name, Nav::Sweeps, pages::sweep::main_html(d, q.clone())))
+    Ok(page(
+        &q,
+        &name,
+        Nav::Sweeps,
+        pages::sweep::main_html(d, q.clone()),
+    ))
 }
 
 async fn latent_page(
@@ -104,7 +134,10 @@ async fn latent_page(
     Path(name): Path<String>,
     AxQuery(q): AxQuery<Vec<(String, String)>>,
 ) -> Res {
-    let d = data.sweep(&name).await?.ok_or_else(|| WebError::NotFound(format!("no sweep named “{name}”")))?;
+    let d = data
+        .sweep(&name)
+        .await?
+        .ok_or_else(|| WebError::NotFound(format!("no sweep named “{name}”")))?;
     let q = Query(q);
     let plan = pages::latent::plan(&d, &q);
     let snaps = data.snapshots(&plan.job_ids()).await?;
@@ -112,33 +145,78 @@ async fn latent_page(
         return Ok(Html(pages::latent::grid_html(&plan, &snaps, &q)).into_response());
     }
     let title = format!("{name} · latent spaces");
-    Ok(page(&q, &title, Nav::Sweeps, pages::latent::main_html(&d, &plan, &snaps, &q)))
+    Ok(page(
+        &q,
+        &title,
+        Nav::Sweeps,
+        pages::latent::main_html(&d, &plan, &snaps, &q),
+    ))
 }
 
-async fn run_page(State(data): State<Data>, Path(job): Path<i64>, AxQuery(q): AxQuery<Vec<(String, String)>>) -> Res {
-    let d = data.run(job).await?.ok_or_else(|| WebError::NotFound(format!("no run #{job}")))?;
-    let (metrics, snaps) = futures::try_join!(data.metrics(job), data.snapshots(std::slice::from_ref(&job)))?;
+async fn run_page(
+    State(data): State<Data>,
+    Path(job): Path<i64>,
+    AxQuery(q): AxQuery<Vec<(String, String)>>,
+) -> Res {
+    let d = data
+        .run(job)
+        .await?
+        .ok_or_else(|| WebError::NotFound(format!("no run #{job}")))?;
+    let (metrics, snaps) = futures::try_join!(
+        data.metrics(job),
+        data.snapshots(std::slice::from_ref(&job))
+    )?;
     let latest = snaps.into_iter().max_by_key(|s| (s.epoch, s.attempt_id));
     let title = format!("run #{job} · {}", d.sweep_name);
-    Ok(page(&Query(q), &title, Nav::Sweeps, pages::run::main_html(d, metrics, latest)))
+    Ok(page(
+        &Query(q),
+        &title,
+        Nav::Sweeps,
+        pages::run::main_html(d, metrics, latest),
+    ))
 }
 
 async fn image(State(data): State<Data>, Path((job, index)): Path<(i64, u32)>) -> Res {
-    let d = data.run(job).await?.ok_or_else(|| WebError::NotFound(format!("no run #{job}")))?;
+    let d = data
+        .run(job)
+        .await?
+        .ok_or_else(|| WebError::NotFound(format!("no run #{job}")))?;
     // The dataset comes from the run, never from the URL, so no path can be injected.
-    let dataset = d.run.param("dataset").map(table::value_text).ok_or_else(|| WebError::NotFound("run has no dataset".into()))?;
-    let png = data.test_image(&dataset, index).await?.ok_or_else(|| WebError::NotFound(format!("no test image {index}")))?;
-    Ok(([(header::CONTENT_TYPE, "image/png"), (header::CACHE_CONTROL, "max-age=86400")], png).into_response())
+    let dataset = d
+        .run
+        .param("dataset")
+        .map(table::value_text)
+        .ok_or_else(|| WebError::NotFound("run has no dataset".into()))?;
+    let png = data
+        .test_image(&dataset, index)
+        .await?
+        .ok_or_else(|| WebError::NotFound(format!("no test image {index}")))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/png"),
+            (header::CACHE_CONTROL, "max-age=86400"),
+        ],
+        png,
+    )
+        .into_response())
 }
 
 async fn workers_page(State(data): State<Data>, AxQuery(q): AxQuery<Vec<(String, String)>>) -> Res {
     let workers = data.workers().await?;
-    Ok(page(&Query(q), "Workers", Nav::Workers, pages::workers::main_html(workers)))
+    Ok(page(
+        &Query(q),
+        "Workers",
+        Nav::Workers,
+        pages::workers::main_html(workers),
+    ))
 }
 
 /// Builds the table an export request asks for: a pivot when `rows` and `cols` are given,
 /// otherwise the long table; query pairs naming a parameter filter the runs.
-pub fn table_for_query(runs: &[crate::data::RunRow], q: &[(String, String)]) -> Result<ResultTable, TableError> {
+pub fn table_for_query(
+    runs: &[crate::data::RunRow],
+    q: &[(String, String)],
+) -> Result<ResultTable, TableError> {
     let q = Query(q.to_vec());
     let axes = table::axes(runs);
     let filters = table::filters_from_query(&q.0, &axes);
@@ -162,13 +240,32 @@ async fn export_endpoint(
     Path(name): Path<String>,
     AxQuery(q): AxQuery<Vec<(String, String)>>,
 ) -> Res {
-    let d = data.sweep(&name).await?.ok_or_else(|| WebError::NotFound(format!("no sweep named “{name}”")))?;
+    let d = data
+        .sweep(&name)
+        .await?
+        .ok_or_else(|| WebError::NotFound(format!("no sweep named “{name}”")))?;
     let format: Format = Query(q.clone()).get("format").unwrap_or("csv").parse()?;
     let t = table_for_query(&d.runs, &q)?;
     let body = export::render(&t, format);
-    let file: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    let file: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     let disposition = format!("inline; filename=\"{file}.{}\"", format.extension());
-    Ok(([(header::CONTENT_TYPE, format.content_type().to_owned()), (header::CONTENT_DISPOSITION, disposition)], body).into_response())
+    Ok((
+        [
+            (header::CONTENT_TYPE, format.content_type().to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 /// Server-sent events: `change` whenever the data source's change token moves.

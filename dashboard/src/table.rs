@@ -38,7 +38,10 @@ pub fn cmp_values(a: &Value, b: &Value) -> Ordering {
         (Value::Null, _) => Ordering::Less,
         (_, Value::Null) => Ordering::Greater,
         (Value::Number(x), Value::Number(y)) => {
-            let (x, y) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
+            let (x, y) = (
+                x.as_f64().unwrap_or(f64::NAN),
+                y.as_f64().unwrap_or(f64::NAN),
+            );
             x.total_cmp(&y)
         }
         _ => value_text(a).cmp(&value_text(b)),
@@ -79,7 +82,10 @@ pub fn axes(runs: &[RunRow]) -> Vec<Axis> {
             let axis = match out.iter_mut().position(|a| &a.name == k) {
                 Some(i) => &mut out[i],
                 None => {
-                    out.push(Axis { name: k.clone(), values: Vec::new() });
+                    out.push(Axis {
+                        name: k.clone(),
+                        values: Vec::new(),
+                    });
                     out.last_mut().unwrap()
                 }
             };
@@ -121,7 +127,10 @@ pub fn filter_runs<'a>(runs: &'a [RunRow], filters: &[(String, String)]) -> Vec<
     runs.iter()
         .filter(|r| {
             by_axis.iter().all(|(axis, wanted)| {
-                let have = r.param(axis).map(value_text).unwrap_or_else(|| "none".to_owned());
+                let have = r
+                    .param(axis)
+                    .map(value_text)
+                    .unwrap_or_else(|| "none".to_owned());
                 wanted.iter().any(|w| *w == have)
             })
         })
@@ -198,7 +207,12 @@ impl Stats {
             0.0
         };
         let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        Some(Stats { n, mean, std: var.sqrt(), max })
+        Some(Stats {
+            n,
+            mean,
+            std: var.sqrt(),
+            max,
+        })
     }
 }
 
@@ -207,9 +221,16 @@ pub fn group_runs<'a>(runs: &[&'a RunRow], by: &[&str]) -> Vec<(Vec<Value>, Vec<
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut groups: Vec<(Vec<Value>, Vec<&'a RunRow>)> = Vec::new();
     for r in runs {
-        let key: Vec<Value> = by.iter().map(|a| r.param(a).cloned().unwrap_or(Value::Null)).collect();
+        let key: Vec<Value> = by
+            .iter()
+            .map(|a| r.param(a).cloned().unwrap_or(Value::Null))
+            .collect();
         // Hash the text form: JSON values are not `Hash`, and sweeps can hold thousands of groups.
-        let text = key.iter().map(value_text).collect::<Vec<_>>().join("\u{1f}");
+        let text = key
+            .iter()
+            .map(value_text)
+            .collect::<Vec<_>>()
+            .join("\u{1f}");
         match index.get(&text) {
             Some(&i) => groups[i].1.push(r),
             None => {
@@ -219,12 +240,18 @@ pub fn group_runs<'a>(runs: &[&'a RunRow], by: &[&str]) -> Vec<(Vec<Value>, Vec<
         }
     }
     groups.sort_by(|(a, _), (b, _)| {
-        a.iter().zip(b).map(|(x, y)| cmp_values(x, y)).find(|o| o.is_ne()).unwrap_or(Ordering::Equal)
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| cmp_values(x, y))
+            .find(|o| o.is_ne())
+            .unwrap_or(Ordering::Equal)
     });
     groups
 }
 
 /// Values of `metric` over runs.
 pub fn metric_values(runs: &[&RunRow], metric: &str) -> Vec<f64> {
-    runs.iter().filter_map(|r| r.metrics.get(metric).copied()).collect()
+    runs.iter()
+        .filter_map(|r| r.metrics.get(metric).copied())
+        .collect()
 }

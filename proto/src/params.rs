@@ -231,7 +231,10 @@ impl JobParams {
         if let Some(k) = self.mining {
             s.push_str(&format!(" {k}"));
         }
-        s.push_str(&format!(" lr={} d={} s={}", self.lr, self.embedding_dim, self.seed));
+        s.push_str(&format!(
+            " lr={} d={} s={}",
+            self.lr, self.embedding_dim, self.seed
+        ));
         s
     }
 }

@@ -26,15 +26,29 @@ fn mnist_sweep_is_the_classic_grid() {
     let (sweep, _) = load_sweep(&path, DEFAULT_MAX_CELLS).unwrap();
     // (ce + bce) x 2 lrs + (contrastive + triplet) x 3 margins x 2 lrs, times 3 seeds.
     assert_eq!(sweep.cells.len(), (2 * 2 + 2 * 3 * 2) * 3);
-    assert!(sweep.cells.iter().all(|c| c.dataset == Dataset::Mnist && c.embedding_dim == 2));
-    assert_eq!(sweep.cells.iter().filter(|c| c.loss == Loss::Ce).count(), 2 * 3);
+    assert!(
+        sweep
+            .cells
+            .iter()
+            .all(|c| c.dataset == Dataset::Mnist && c.embedding_dim == 2)
+    );
+    assert_eq!(
+        sweep.cells.iter().filter(|c| c.loss == Loss::Ce).count(),
+        2 * 3
+    );
 }
 
 #[test]
 fn folder_paths_resolve_against_the_sweep_file() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sweeps/att-faces.toml");
     let (sweep, _) = load_sweep(&path, DEFAULT_MAX_CELLS).unwrap();
-    let Dataset::Folder(dir) = &sweep.cells[0].dataset else { panic!("not a folder dataset") };
+    let Dataset::Folder(dir) = &sweep.cells[0].dataset else {
+        panic!("not a folder dataset")
+    };
     assert!(dir.is_absolute(), "{}", dir.display());
-    assert!(dir.ends_with("shared/datasets/att_faces"), "{}", dir.display());
+    assert!(
+        dir.ends_with("shared/datasets/att_faces"),
+        "{}",
+        dir.display()
+    );
 }

@@ -12,7 +12,11 @@ use proto::{Dataset, JobParams, Loss, Mining, Network, Optimizer};
 use worker::train::{self, CancelToken, Outcome, RunSpec, TrainEvent};
 
 #[derive(Debug, Parser)]
-#[command(name = "worker", version, about = "latentsweep worker: trains metric-learning networks with Burn")]
+#[command(
+    name = "worker",
+    version,
+    about = "latentsweep worker: trains metric-learning networks with Burn"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -108,7 +112,10 @@ impl TrainArgs {
             epochs: self.epochs,
             optimizer: self.optimizer,
             seed: self.seed,
-            mining: self.loss.uses_mining().then(|| self.mining.unwrap_or(Mining::Random)),
+            mining: self
+                .loss
+                .uses_mining()
+                .then(|| self.mining.unwrap_or(Mining::Random)),
             train_limit: self.train_limit,
             eval_every: self.eval_every,
         })
@@ -140,7 +147,9 @@ fn train_cuda(args: &TrainArgs) -> anyhow::Result<()> {
 
 #[cfg(not(feature = "cuda"))]
 fn train_cuda(_args: &TrainArgs) -> anyhow::Result<()> {
-    bail!("--backend cuda: this worker was built without CUDA support (rebuild with `--features cuda`)")
+    bail!(
+        "--backend cuda: this worker was built without CUDA support (rebuild with `--features cuda`)"
+    )
 }
 
 /// Writes events as they come and drives the per-epoch progress bar.
@@ -179,13 +188,22 @@ impl Reporter {
         serde_json::to_writer(&mut self.jsonl, event)?;
         self.jsonl.write_all(b"\n")?;
         match event {
-            TrainEvent::Step { epoch, step, loss, .. } => {
+            TrainEvent::Step {
+                epoch, step, loss, ..
+            } => {
                 let first = self.epoch_first_step;
                 let bar = self.bar_for(*epoch);
                 bar.set_position(step.saturating_sub(first));
                 bar.set_message(format!("loss {loss:.4}"));
             }
-            TrainEvent::Epoch { epoch, step, loss, samples_per_sec, health, .. } => {
+            TrainEvent::Epoch {
+                epoch,
+                step,
+                loss,
+                samples_per_sec,
+                health,
+                ..
+            } => {
                 let first = self.epoch_first_step;
                 let bar = self.bar_for(*epoch).clone();
                 bar.set_position(step - first);

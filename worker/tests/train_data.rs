@@ -10,8 +10,14 @@ use proto::Dataset;
 use worker::train::data::{self, DataError, builtin::Builtin, download, idx};
 
 fn shared(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets").join(name);
-    assert!(p.exists(), "test data missing: {} (see BRIEF: shared datasets)", p.display());
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/datasets")
+        .join(name);
+    assert!(
+        p.exists(),
+        "test data missing: {} (see BRIEF: shared datasets)",
+        p.display()
+    );
     p
 }
 
@@ -31,7 +37,10 @@ fn idx_truncated_and_bad_magic_name_the_file() {
     let truncated = dir.path().join("truncated-labels-idx1-ubyte");
     std::fs::write(&truncated, &labels[..labels.len() - 10]).unwrap();
     let e = idx::read_idx(&truncated).unwrap_err().to_string();
-    assert!(e.contains("truncated-labels-idx1-ubyte") && e.contains("truncated"), "{e}");
+    assert!(
+        e.contains("truncated-labels-idx1-ubyte") && e.contains("truncated"),
+        "{e}"
+    );
 
     // Truncated *gzip* stream: the decoder must fail, not return a short array.
     let gz = std::fs::read(shared("mnist").join("t10k-labels-idx1-ubyte.gz")).unwrap();
@@ -45,7 +54,10 @@ fn idx_truncated_and_bad_magic_name_the_file() {
     let bad_magic = dir.path().join("bad-magic-idx1-ubyte");
     std::fs::write(&bad_magic, &bad).unwrap();
     let e = idx::read_idx(&bad_magic).unwrap_err().to_string();
-    assert!(e.contains("bad-magic-idx1-ubyte") && e.contains("magic"), "{e}");
+    assert!(
+        e.contains("bad-magic-idx1-ubyte") && e.contains("magic"),
+        "{e}"
+    );
 
     let ok = idx::read_idx(&shared("mnist").join("t10k-labels-idx1-ubyte.gz")).unwrap();
     assert_eq!(ok.dims, vec![10_000]);
@@ -84,9 +96,14 @@ fn handle(mut stream: TcpStream, dir: &Path, mode: Mode) {
         req.push(byte[0]);
     }
     let req = String::from_utf8_lossy(&req);
-    let path = req.split_whitespace().nth(1).unwrap_or("/").trim_start_matches('/');
+    let path = req
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("/")
+        .trim_start_matches('/');
     let Ok(mut body) = std::fs::read(dir.join(path)) else {
-        let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        let _ = stream
+            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         return;
     };
     if mode == Mode::Corrupt {
@@ -99,7 +116,11 @@ fn handle(mut stream: TcpStream, dir: &Path, mode: Mode) {
         body.len()
     );
     let _ = stream.write_all(head.as_bytes());
-    let send = if mode == Mode::DropMidBody { body.len() / 2 } else { body.len() };
+    let send = if mode == Mode::DropMidBody {
+        body.len() / 2
+    } else {
+        body.len()
+    };
     let _ = stream.write_all(&body[..send]);
     let _ = stream.flush();
     // Dropping the stream closes the connection (mid-body for DropMidBody).
@@ -107,7 +128,9 @@ fn handle(mut stream: TcpStream, dir: &Path, mode: Mode) {
 
 fn dir_entries(dir: &Path) -> Vec<String> {
     match std::fs::read_dir(dir) {
-        Ok(rd) => rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect(),
+        Ok(rd) => rd
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
         Err(_) => Vec::new(),
     }
 }
@@ -117,7 +140,10 @@ fn downloader_fetches_verifies_and_caches_real_files() {
     let url = serve(shared("mnist"), Mode::Serve);
     let cache = tempfile::tempdir().unwrap();
     let ds = data::load_with_mirror(&Dataset::Mnist, Some(cache.path()), Some(&url)).unwrap();
-    assert_eq!((ds.train.len(), ds.test.len(), ds.h, ds.w), (60_000, 10_000, 28, 28));
+    assert_eq!(
+        (ds.train.len(), ds.test.len(), ds.h, ds.w),
+        (60_000, 10_000, 28, 28)
+    );
     let mut files = dir_entries(&cache.path().join("mnist"));
     files.sort();
     assert_eq!(
@@ -130,7 +156,12 @@ fn downloader_fetches_verifies_and_caches_real_files() {
         ]
     );
     // Second load uses the cache: a dead mirror is never contacted.
-    let again = data::load_with_mirror(&Dataset::Mnist, Some(cache.path()), Some("http://127.0.0.1:9/")).unwrap();
+    let again = data::load_with_mirror(
+        &Dataset::Mnist,
+        Some(cache.path()),
+        Some("http://127.0.0.1:9/"),
+    )
+    .unwrap();
     assert_eq!(again.test.labels, ds.test.labels);
 }
 
@@ -142,7 +173,10 @@ fn downloader_rejects_corrupted_file_and_leaves_nothing() {
     let err = download::download_verified(&url, file, cache.path()).unwrap_err();
     assert!(matches!(err, DataError::Checksum { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("t10k-labels-idx1-ubyte.gz") && msg.contains("checksum"), "{msg}");
+    assert!(
+        msg.contains("t10k-labels-idx1-ubyte.gz") && msg.contains("checksum"),
+        "{msg}"
+    );
     assert_eq!(dir_entries(cache.path()), Vec::<String>::new());
 }
 
@@ -153,8 +187,14 @@ fn downloader_reports_dropped_connection_and_leaves_nothing() {
     let err = data::load_with_mirror(&Dataset::Mnist, Some(cache.path()), Some(&url)).unwrap_err();
     assert!(matches!(err, DataError::Download { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("127.0.0.1") && msg.contains("train-images-idx3-ubyte.gz"), "{msg}");
-    assert_eq!(dir_entries(&cache.path().join("mnist")), Vec::<String>::new());
+    assert!(
+        msg.contains("127.0.0.1") && msg.contains("train-images-idx3-ubyte.gz"),
+        "{msg}"
+    );
+    assert_eq!(
+        dir_entries(&cache.path().join("mnist")),
+        Vec::<String>::new()
+    );
 }
 
 #[test]

@@ -88,8 +88,17 @@ fn faces_end_to_end_event_stream() {
     let (out, events) = run(&faces_params(), work.path(), None, false);
     let metrics = final_metrics(out);
     for key in [
-        "knn1_acc", "knn5_acc", "precision_at_1", "r_precision", "map_at_r", "roc_auc",
-        "one_shot_5way", "one_shot_10way", "one_shot_20way", "samples_per_sec", "epochs",
+        "knn1_acc",
+        "knn5_acc",
+        "precision_at_1",
+        "r_precision",
+        "map_at_r",
+        "roc_auc",
+        "one_shot_5way",
+        "one_shot_10way",
+        "one_shot_20way",
+        "samples_per_sec",
+        "epochs",
     ] {
         assert!(metrics.contains_key(key), "missing {key}: {metrics:?}");
     }
@@ -108,7 +117,16 @@ fn faces_end_to_end_event_stream() {
         .collect();
     assert_eq!(
         kinds,
-        ["epoch", "checkpoint", "eval", "snapshot", "epoch", "checkpoint", "eval", "snapshot"]
+        [
+            "epoch",
+            "checkpoint",
+            "eval",
+            "snapshot",
+            "epoch",
+            "checkpoint",
+            "eval",
+            "snapshot"
+        ]
     );
     let snapshots: Vec<_> = events
         .iter()
@@ -170,14 +188,22 @@ fn resume_runs_only_the_remaining_epoch_and_matches_an_uninterrupted_run() {
     let loss_of = |ev: &[TrainEvent]| {
         ev.iter()
             .find_map(|e| match e {
-                TrainEvent::Epoch { epoch: 2, loss, step, .. } => Some((*loss, *step)),
+                TrainEvent::Epoch {
+                    epoch: 2,
+                    loss,
+                    step,
+                    ..
+                } => Some((*loss, *step)),
                 _ => None,
             })
             .unwrap()
     };
     let (a, b) = (loss_of(&resumed_events), loss_of(&fresh_events));
     assert_eq!(a.1, b.1, "step counter continues across resume");
-    assert!((a.0 - b.0).abs() <= 1e-3 * b.0.abs().max(1.0), "epoch-2 loss {a:?} vs {b:?}");
+    assert!(
+        (a.0 - b.0).abs() <= 1e-3 * b.0.abs().max(1.0),
+        "epoch-2 loss {a:?} vs {b:?}"
+    );
     assert!((resumed["map_at_r"] - fresh["map_at_r"]).abs() < 1e-3);
 }
 
@@ -188,7 +214,9 @@ fn cancellation_returns_the_last_checkpoint() {
     let work = tempfile::tempdir().unwrap();
     let (out, events) = run(&p, work.path(), None, true);
     match out.unwrap() {
-        Outcome::Cancelled { checkpoint: Some(path) } => {
+        Outcome::Cancelled {
+            checkpoint: Some(path),
+        } => {
             assert!(path.is_file());
             assert!(path.to_string_lossy().contains("epoch-0001"));
         }
@@ -207,7 +235,10 @@ fn divergence_is_reported_with_its_step() {
     match out {
         Err(e @ TrainError::Diverged { step, .. }) => {
             assert!(step <= 5, "{e}");
-            assert!(e.to_string().starts_with(&format!("diverged at step {step} (loss=")));
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("diverged at step {step} (loss="))
+            );
         }
         other => panic!("expected divergence, got {other:?}"),
     }
@@ -254,6 +285,9 @@ fn every_loss_learns_on_fashion_mnist() {
     }
     eprintln!("untrained map@r {before:.4}; trained: {report:?}");
     for (loss, after) in report {
-        assert!(after > before + 0.1, "{loss}: map@r {after:.4} vs untrained {before:.4}");
+        assert!(
+            after > before + 0.1,
+            "{loss}: map@r {after:.4} vs untrained {before:.4}"
+        );
     }
 }

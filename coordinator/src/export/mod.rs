@@ -45,7 +45,12 @@ impl ExportRequest {
             (None, None) => None,
             _ => return Err(ExportError::Usage("--rows and --cols go together".into())),
         };
-        Ok(ExportRequest { sweep: sweep.to_owned(), format: format.parse()?, pivot, filters: Vec::new() })
+        Ok(ExportRequest {
+            sweep: sweep.to_owned(),
+            format: format.parse()?,
+            pivot,
+            filters: Vec::new(),
+        })
     }
 }
 
@@ -64,7 +69,9 @@ pub enum ExportError {
 
 /// Builds the requested table of a sweep and writes it in the requested format.
 pub async fn run_export(store: &Store, req: ExportRequest) -> Result<String, ExportError> {
-    let d = queries::sweep(store.reader(), &req.sweep).await?.ok_or_else(|| ExportError::NoSweep(req.sweep.clone()))?;
+    let d = queries::sweep(store.reader(), &req.sweep)
+        .await?
+        .ok_or_else(|| ExportError::NoSweep(req.sweep.clone()))?;
     let axes = dashboard::table::axes(&d.runs);
     let filters = dashboard::table::filters_from_query(&req.filters, &axes);
     let runs = dashboard::table::filter_runs(&d.runs, &filters);

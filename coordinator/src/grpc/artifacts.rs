@@ -21,7 +21,9 @@ pub const CHUNK: usize = 256 * 1024;
 /// Largest accepted checkpoint.
 pub const MAX_CHECKPOINT: u64 = 4 * 1024 * 1024 * 1024;
 
-async fn next_chunk(inbound: &mut Streaming<rpc::UploadChunk>) -> Result<Option<upload_chunk::Part>, RpcError> {
+async fn next_chunk(
+    inbound: &mut Streaming<rpc::UploadChunk>,
+) -> Result<Option<upload_chunk::Part>, RpcError> {
     match inbound.message().await {
         Ok(Some(c)) => Ok(c.part),
         Ok(None) => Ok(None),
@@ -29,32 +31,50 @@ async fn next_chunk(inbound: &mut Streaming<rpc::UploadChunk>) -> Result<Option<
             let s = remap_codec_status(s);
             match s.code() {
                 tonic::Code::ResourceExhausted => Err(RpcError::TooLarge("upload chunk".into())),
-                _ => Err(RpcError::InvalidArgument(format!("upload stream broke: {}", s.message()))),
+                _ => Err(RpcError::InvalidArgument(format!(
+                    "upload stream broke: {}",
+                    s.message()
+                ))),
             }
         }
     }
 }
 
 /// Receives one upload; returns the artifact id (the same id again for a repeated upload).
-pub(super) async fn upload(shared: &Shared, mut inbound: Streaming<rpc::UploadChunk>) -> Result<i64, RpcError> {
+pub(super) async fn upload(
+    shared: &Shared,
+    mut inbound: Streaming<rpc::UploadChunk>,
+) -> Result<i64, RpcError> {
     let Some(upload_chunk::Part::Header(h)) = next_chunk(&mut inbound).await? else {
-        return Err(RpcError::InvalidArgument("an upload starts with its header".into()));
+        return Err(RpcError::InvalidArgument(
+            "an upload starts with its header".into(),
+        ));
     };
     convert::check_version(h.protocol_version)?;
     let worker = convert::worker_id(h.worker_id)?;
     let attempt = convert::attempt_id(h.attempt_id)?;
     let sha = convert::sha256_hex(&h.sha256)?;
     if h.size > MAX_CHECKPOINT {
-        return Err(RpcError::TooLarge(format!("checkpoint of {} bytes", h.size)));
+        return Err(RpcError::TooLarge(format!(
+            "checkpoint of {} bytes",
+            h.size
+        )));
     }
     let store = &shared.store;
     let view = store.attempt_view(attempt).await?;
     fencing::check(attempt.0, view.as_ref(), worker.0).map_err(RpcError::Fenced)?;
     let job = JobId(view.map(|v| v.job).unwrap_or_default());
-    if let Some(a) = store.find_artifact(attempt, i64::from(h.epoch), &sha).await? {
+    if let Some(a) = store
+        .find_artifact(attempt, i64::from(h.epoch), &sha)
+        .await?
+    {
         return Ok(a.id);
     }
-    let rel = PathBuf::from(format!("job-{job}")).join(format!("attempt-{attempt}-epoch-{:04}-{}.ckpt", h.epoch, &sha[..12]));
+    let rel = PathBuf::from(format!("job-{job}")).join(format!(
+        "attempt-{attempt}-epoch-{:04}-{}.ckpt",
+        h.epoch,
+        &sha[..12]
+    ));
     let path = shared.cfg.artifact_dir.join(&rel);
     let part = path.with_extension("part");
     if let Some(dir) = path.parent() {
@@ -110,7 +130,9 @@ async fn receive(
         };
         size += bytes.len() as u64;
         if size > declared {
-            return Err(RpcError::InvalidArgument("more bytes than the header announced".into()));
+            return Err(RpcError::InvalidArgument(
+                "more bytes than the header announced".into(),
+            ));
         }
         hasher.update(&bytes);
         file.write_all(&bytes).await?;
@@ -139,7 +161,11 @@ pub(super) async fn download(
     let attempt: AttemptId = a.attempt;
     tokio::spawn(async move {
         let chunk = |part| Ok(rpc::DownloadChunk { part: Some(part) });
-        if tx.send(chunk(download_chunk::Part::Header(header))).await.is_err() {
+        if tx
+            .send(chunk(download_chunk::Part::Header(header)))
+            .await
+            .is_err()
+        {
             return;
         }
         let mut buf = vec![0u8; CHUNK];
@@ -147,7 +173,11 @@ pub(super) async fn download(
             match file.read(&mut buf).await {
                 Ok(0) => return,
                 Ok(n) => {
-                    if tx.send(chunk(download_chunk::Part::Data(buf[..n].to_vec()))).await.is_err() {
+                    if tx
+                        .send(chunk(download_chunk::Part::Data(buf[..n].to_vec())))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }

@@ -19,7 +19,9 @@ pub struct TokenCheck {
 
 impl TokenCheck {
     pub fn new(token: Option<&str>) -> Self {
-        TokenCheck { expected: token.map(|t| format!("Bearer {t}").into_bytes()) }
+        TokenCheck {
+            expected: token.map(|t| format!("Bearer {t}").into_bytes()),
+        }
     }
 }
 
@@ -33,11 +35,15 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 
 impl Interceptor for TokenCheck {
     fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
-        let Some(expected) = &self.expected else { return Ok(req) };
+        let Some(expected) = &self.expected else {
+            return Ok(req);
+        };
         match req.metadata().get(proto::rpc::AUTH_HEADER) {
             Some(v) if same_bytes(v.as_bytes(), expected) => Ok(req),
             Some(_) => Err(Status::unauthenticated("wrong token")),
-            None => Err(Status::unauthenticated("missing token (authorization: Bearer ...)")),
+            None => Err(Status::unauthenticated(
+                "missing token (authorization: Bearer ...)",
+            )),
         }
     }
 }
@@ -103,12 +109,17 @@ mod tests {
         let mut open = TokenCheck::new(None);
         assert!(open.call(Request::new(())).is_ok());
         let mut guarded = TokenCheck::new(Some("s3cret"));
-        assert_eq!(guarded.call(Request::new(())).unwrap_err().code(), tonic::Code::Unauthenticated);
+        assert_eq!(
+            guarded.call(Request::new(())).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
         let mut req = Request::new(());
-        req.metadata_mut().insert("authorization", "Bearer s3cret".parse().unwrap());
+        req.metadata_mut()
+            .insert("authorization", "Bearer s3cret".parse().unwrap());
         assert!(guarded.call(req).is_ok());
         let mut req = Request::new(());
-        req.metadata_mut().insert("authorization", "Bearer s3cre".parse().unwrap());
+        req.metadata_mut()
+            .insert("authorization", "Bearer s3cre".parse().unwrap());
         assert!(guarded.call(req).is_err());
     }
 }

@@ -22,7 +22,10 @@ pub fn check_version(got: u32) -> Result<(), RpcError> {
     if got == PROTOCOL_VERSION {
         Ok(())
     } else {
-        Err(RpcError::ProtocolVersion { got, want: PROTOCOL_VERSION })
+        Err(RpcError::ProtocolVersion {
+            got,
+            want: PROTOCOL_VERSION,
+        })
     }
 }
 
@@ -31,14 +34,22 @@ fn label(field: &str, s: &str, required: bool) -> Result<String, RpcError> {
         return Err(RpcError::InvalidArgument(format!("{field} is empty")));
     }
     if s.len() > MAX_LABEL {
-        return Err(RpcError::InvalidArgument(format!("{field} is longer than {MAX_LABEL} bytes")));
+        return Err(RpcError::InvalidArgument(format!(
+            "{field} is longer than {MAX_LABEL} bytes"
+        )));
     }
     Ok(s.to_owned())
 }
 
 /// Positive row id from the wire.
 pub fn id(field: &str, v: i64) -> Result<i64, RpcError> {
-    if v > 0 { Ok(v) } else { Err(RpcError::InvalidArgument(format!("{field} must be positive"))) }
+    if v > 0 {
+        Ok(v)
+    } else {
+        Err(RpcError::InvalidArgument(format!(
+            "{field} must be positive"
+        )))
+    }
 }
 
 pub fn worker_id(v: i64) -> Result<WorkerId, RpcError> {
@@ -101,7 +112,9 @@ fn metric_name(name: &str) -> Result<(), RpcError> {
 /// through `Fail`.
 pub fn metric_points(b: &rpc::MetricBatch) -> Result<Vec<MetricPoint>, RpcError> {
     if b.seq < 0 {
-        return Err(RpcError::InvalidArgument("metric batch seq must be >= 0".into()));
+        return Err(RpcError::InvalidArgument(
+            "metric batch seq must be >= 0".into(),
+        ));
     }
     let mut out = Vec::with_capacity(b.points.len());
     for p in &b.points {
@@ -122,7 +135,9 @@ pub fn metric_points(b: &rpc::MetricBatch) -> Result<Vec<MetricPoint>, RpcError>
 /// An evaluation becomes one metric point per key, at its epoch and step.
 pub fn eval_points(e: &rpc::EvalResult) -> Result<Vec<MetricPoint>, RpcError> {
     if e.seq < 0 {
-        return Err(RpcError::InvalidArgument("evaluation seq must be >= 0".into()));
+        return Err(RpcError::InvalidArgument(
+            "evaluation seq must be >= 0".into(),
+        ));
     }
     let mut out = Vec::with_capacity(e.metrics.len());
     for (name, value) in &e.metrics {
@@ -142,7 +157,9 @@ pub fn eval_points(e: &rpc::EvalResult) -> Result<Vec<MetricPoint>, RpcError> {
 
 pub fn snapshot(s: &rpc::EpochSnapshot) -> Result<SnapshotData, RpcError> {
     if s.xy.len() % 2 != 0 {
-        return Err(RpcError::InvalidArgument("snapshot xy has an odd length".into()));
+        return Err(RpcError::InvalidArgument(
+            "snapshot xy has an odd length".into(),
+        ));
     }
     let n = s.xy.len() / 2;
     if s.labels.len() != n || s.indices.len() != n {
@@ -174,15 +191,23 @@ pub fn failure(r: &rpc::FailRequest) -> AttemptEnd {
     if error.trim().is_empty() {
         error = "worker reported a failure without a message".into();
     }
-    AttemptEnd::Failed { error, retryable: r.retryable }
+    AttemptEnd::Failed {
+        error,
+        retryable: r.retryable,
+    }
 }
 
 /// Validates a lowercase hex sha256.
 pub fn sha256_hex(s: &str) -> Result<String, RpcError> {
-    if s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         Ok(s.to_owned())
     } else {
-        Err(RpcError::InvalidArgument("sha256 must be 64 lowercase hex digits".into()))
+        Err(RpcError::InvalidArgument(
+            "sha256 must be 64 lowercase hex digits".into(),
+        ))
     }
 }
 
@@ -208,22 +233,49 @@ mod tests {
 
     #[test]
     fn metrics_drop_non_finite_and_check_names() {
-        let p = |name: &str, value: f64| rpc::MetricPoint { step: 1, epoch: 0, name: name.into(), value, time_ms: 0 };
-        let b = rpc::MetricBatch { seq: 0, points: vec![p("loss", 1.0), p("loss", f64::NAN)] };
+        let p = |name: &str, value: f64| rpc::MetricPoint {
+            step: 1,
+            epoch: 0,
+            name: name.into(),
+            value,
+            time_ms: 0,
+        };
+        let b = rpc::MetricBatch {
+            seq: 0,
+            points: vec![p("loss", 1.0), p("loss", f64::NAN)],
+        };
         assert_eq!(metric_points(&b).unwrap().len(), 1);
-        let b = rpc::MetricBatch { seq: 0, points: vec![p("", 1.0)] };
+        let b = rpc::MetricBatch {
+            seq: 0,
+            points: vec![p("", 1.0)],
+        };
         assert!(metric_points(&b).is_err());
-        assert!(metric_points(&rpc::MetricBatch { seq: -1, points: vec![] }).is_err());
+        assert!(
+            metric_points(&rpc::MetricBatch {
+                seq: -1,
+                points: vec![]
+            })
+            .is_err()
+        );
     }
 
     #[test]
     fn versions_and_ids() {
         assert!(check_version(PROTOCOL_VERSION).is_ok());
-        assert!(matches!(check_version(0), Err(RpcError::ProtocolVersion { got: 0, .. })));
+        assert!(matches!(
+            check_version(0),
+            Err(RpcError::ProtocolVersion { got: 0, .. })
+        ));
         assert!(attempt_id(0).is_err());
         assert!(sha256_hex(&"a".repeat(64)).is_ok());
         assert!(sha256_hex("xyz").is_err());
-        let f = failure(&rpc::FailRequest { error: "é".repeat(10_000), retryable: true, ..Default::default() });
-        assert!(matches!(f, AttemptEnd::Failed { ref error, .. } if error.ends_with("[truncated]")));
+        let f = failure(&rpc::FailRequest {
+            error: "é".repeat(10_000),
+            retryable: true,
+            ..Default::default()
+        });
+        assert!(
+            matches!(f, AttemptEnd::Failed { ref error, .. } if error.ends_with("[truncated]"))
+        );
     }
 }

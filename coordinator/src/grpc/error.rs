@@ -87,10 +87,15 @@ mod tests {
 
     #[test]
     fn codec_statuses_are_remapped() {
-        let big = Status::out_of_range("Error, decoded message length too large: found 9 bytes, the limit is: 4 bytes");
+        let big = Status::out_of_range(
+            "Error, decoded message length too large: found 9 bytes, the limit is: 4 bytes",
+        );
         assert_eq!(remap_codec_status(big).code(), Code::ResourceExhausted);
         let bad = Status::internal("failed to decode Protobuf message: invalid wire type");
         assert_eq!(remap_codec_status(bad).code(), Code::InvalidArgument);
-        assert_eq!(remap_codec_status(Status::internal("x")).code(), Code::Internal);
+        assert_eq!(
+            remap_codec_status(Status::internal("x")).code(),
+            Code::Internal
+        );
     }
 }

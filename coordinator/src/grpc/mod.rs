@@ -56,7 +56,10 @@ impl GrpcConfig {
 
     /// `<dir of db>/<file name of db>.artifacts`.
     pub fn artifact_dir_for(db: &std::path::Path) -> PathBuf {
-        let mut name = db.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| "latentsweep".into());
+        let mut name = db
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_else(|| "latentsweep".into());
         name.push(".artifacts");
         db.with_file_name(name)
     }
@@ -95,7 +98,9 @@ pub async fn serve(
     cfg: GrpcConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let listener = TcpListener::bind(cfg.addr).await.map_err(|e| ServeError::Bind(cfg.addr, e))?;
+    let listener = TcpListener::bind(cfg.addr)
+        .await
+        .map_err(|e| ServeError::Bind(cfg.addr, e))?;
     serve_on(listener, store, cfg, shutdown).await
 }
 
@@ -106,19 +111,30 @@ pub async fn serve_on(
     mut cfg: GrpcConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let local = listener.local_addr().map_err(|e| ServeError::Bind(cfg.addr, e))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| ServeError::Bind(cfg.addr, e))?;
     cfg.addr = local;
     if !local.ip().is_loopback() && cfg.token.as_deref().is_none_or(str::is_empty) {
         return Err(ServeError::TokenRequired(local));
     }
     std::fs::create_dir_all(&cfg.artifact_dir)
         .map_err(|e| ServeError::ArtifactDir(cfg.artifact_dir.clone(), e))?;
-    let shared = Arc::new(Shared { store, cfg: cfg.clone(), changed: Notify::new() });
+    let shared = Arc::new(Shared {
+        store,
+        cfg: cfg.clone(),
+        changed: Notify::new(),
+    });
     let reaper = tokio::spawn(reap_leases(shared.clone()));
-    let svc = CoordinatorServer::new(service::Service { shared: shared.clone() })
-        .max_decoding_message_size(cfg.max_message_bytes)
-        .max_encoding_message_size(cfg.max_message_bytes);
-    let svc = tonic::service::interceptor::InterceptedService::new(svc, auth::TokenCheck::new(cfg.token.as_deref()));
+    let svc = CoordinatorServer::new(service::Service {
+        shared: shared.clone(),
+    })
+    .max_decoding_message_size(cfg.max_message_bytes)
+    .max_encoding_message_size(cfg.max_message_bytes);
+    let svc = tonic::service::interceptor::InterceptedService::new(
+        svc,
+        auth::TokenCheck::new(cfg.token.as_deref()),
+    );
     tracing::info!(addr = %local, ttl_ms = cfg.sched.lease_ttl.as_millis() as u64, auth = cfg.token.is_some(), "gRPC service listening");
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
@@ -138,8 +154,10 @@ async fn reap_leases(shared: Arc<Shared>) {
     // After a restart, leases may have run out while nobody could renew them; give every worker
     // one TTL to reconnect and heartbeat before its jobs are taken away.
     if shared.store.has_running_attempts().await.unwrap_or(true) {
-        tracing::info!(grace_ms = shared.cfg.sched.lease_ttl.as_millis() as u64,
-            "running attempts found at startup; waiting one lease TTL for their workers");
+        tracing::info!(
+            grace_ms = shared.cfg.sched.lease_ttl.as_millis() as u64,
+            "running attempts found at startup; waiting one lease TTL for their workers"
+        );
         tokio::time::sleep(shared.cfg.sched.lease_ttl).await;
     }
     let mut tick = tokio::time::interval(shared.cfg.sched.reaper_period());

@@ -80,7 +80,9 @@ async fn handle(
     match pinned {
         None => *pinned = Some(Pinned { worker, attempt }),
         Some(p) if p.attempt != attempt || p.worker != worker => {
-            return Err(RpcError::InvalidArgument("a report stream carries one attempt".into()));
+            return Err(RpcError::InvalidArgument(
+                "a report stream carries one attempt".into(),
+            ));
         }
         Some(_) => {}
     }
@@ -96,17 +98,27 @@ async fn handle(
         }
         Some(Body::Snapshot(s)) => {
             // Keyed by (attempt, epoch): a resent snapshot replaces itself.
-            store.record_snapshot(job, attempt, &convert::snapshot(&s)?).await?;
+            store
+                .record_snapshot(job, attempt, &convert::snapshot(&s)?)
+                .await?;
         }
         Some(Body::Checkpoint(c)) => match store.artifact(c.artifact_id).await? {
             Some(a) if a.job == job => {
                 tracing::info!(%job, %attempt, epoch = c.epoch, artifact = a.id, "checkpoint noted");
             }
-            _ => return Err(RpcError::InvalidArgument(format!("unknown checkpoint artifact {}", c.artifact_id))),
+            _ => {
+                return Err(RpcError::InvalidArgument(format!(
+                    "unknown checkpoint artifact {}",
+                    c.artifact_id
+                )));
+            }
         },
         None => return Err(RpcError::InvalidArgument("report without a body".into())),
     }
-    Ok(rpc::ReportAck { item: m.item, warning })
+    Ok(rpc::ReportAck {
+        item: m.item,
+        warning,
+    })
 }
 
 /// Stores a metric batch once; a gap in the sequence is logged (by the store) and echoed.
@@ -117,10 +129,16 @@ async fn store_batch(
     seq: i64,
     points: &[crate::store::MetricPoint],
 ) -> Result<String, RpcError> {
-    match shared.store.record_metrics(job, attempt, seq, points).await? {
-        BatchOutcome::Stored { gap_before: Some((expected, got)) } => {
-            Ok(format!("metric batches {expected}..{got} of attempt {attempt} are missing"))
-        }
+    match shared
+        .store
+        .record_metrics(job, attempt, seq, points)
+        .await?
+    {
+        BatchOutcome::Stored {
+            gap_before: Some((expected, got)),
+        } => Ok(format!(
+            "metric batches {expected}..{got} of attempt {attempt} are missing"
+        )),
         BatchOutcome::Stored { gap_before: None } => Ok(String::new()),
         BatchOutcome::Duplicate => {
             tracing::debug!(%attempt, seq, "duplicate metric batch ignored");

@@ -40,7 +40,9 @@ impl Service {
         convert::check_version(r.protocol_version)?;
         let worker = convert::worker_id(r.worker_id)?;
         if r.running_attempts.len() > MAX_SLOTS {
-            return Err(RpcError::InvalidArgument(format!("more than {MAX_SLOTS} running attempts")));
+            return Err(RpcError::InvalidArgument(format!(
+                "more than {MAX_SLOTS} running attempts"
+            )));
         }
         let running = r
             .running_attempts
@@ -62,7 +64,9 @@ impl Service {
             tokio::pin!(woken);
             woken.as_mut().enable();
             if free > 0 && store.has_queued().await? {
-                jobs = store.lease_jobs(worker, free, sched.lease_expiry(now_ms())).await?;
+                jobs = store
+                    .lease_jobs(worker, free, sched.lease_expiry(now_ms()))
+                    .await?;
             }
             let now = tokio::time::Instant::now();
             if !jobs.is_empty() || !stop.is_empty() || now >= deadline {
@@ -122,9 +126,15 @@ impl Service {
         }
         fencing::check(attempt.0, view.as_ref(), worker.0).map_err(RpcError::Fenced)?;
         let job = proto::JobId(view.map(|v| v.job).unwrap_or_default());
-        let metrics = r.metrics.into_iter().filter(|(_, v)| v.is_finite()).collect();
+        let metrics = r
+            .metrics
+            .into_iter()
+            .filter(|(_, v)| v.is_finite())
+            .collect();
         store.record_result(job, attempt, &metrics).await?;
-        self.end(worker.0, attempt.0, AttemptEnd::Done).await.map(|_| ())
+        self.end(worker.0, attempt.0, AttemptEnd::Done)
+            .await
+            .map(|_| ())
     }
 }
 
@@ -139,7 +149,12 @@ impl rpc::coordinator_server::Coordinator for Service {
         let r = request.into_inner();
         convert::check_version(r.protocol_version)?;
         let w = convert::new_worker(&r)?;
-        let id = self.shared.store.register_worker(&w).await.map_err(RpcError::from)?;
+        let id = self
+            .shared
+            .store
+            .register_worker(&w)
+            .await
+            .map_err(RpcError::from)?;
         tracing::info!(worker = %id, name = %w.name, host = %w.host, backend = %w.backend,
             slots = r.slots, version = %w.version, "worker registered");
         Ok(Response::new(rpc::RegisterReply {
@@ -150,7 +165,10 @@ impl rpc::coordinator_server::Coordinator for Service {
         }))
     }
 
-    async fn lease(&self, request: Request<rpc::LeaseRequest>) -> Result<Response<rpc::LeaseReply>, Status> {
+    async fn lease(
+        &self,
+        request: Request<rpc::LeaseRequest>,
+    ) -> Result<Response<rpc::LeaseReply>, Status> {
         Ok(Response::new(self.do_lease(request.into_inner()).await?))
     }
 
@@ -161,7 +179,9 @@ impl rpc::coordinator_server::Coordinator for Service {
         request: Request<Streaming<rpc::ReportRequest>>,
     ) -> Result<Response<Self::ReportStream>, Status> {
         let rx = super::report::spawn(self.shared.clone(), request.into_inner());
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn upload_checkpoint(
@@ -179,7 +199,9 @@ impl rpc::coordinator_server::Coordinator for Service {
         request: Request<rpc::DownloadRequest>,
     ) -> Result<Response<Self::DownloadCheckpointStream>, Status> {
         let rx = super::artifacts::download(&self.shared, request.into_inner()).await?;
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn complete(
@@ -190,10 +212,15 @@ impl rpc::coordinator_server::Coordinator for Service {
         Ok(Response::new(rpc::CompleteReply {}))
     }
 
-    async fn fail(&self, request: Request<rpc::FailRequest>) -> Result<Response<rpc::FailReply>, Status> {
+    async fn fail(
+        &self,
+        request: Request<rpc::FailRequest>,
+    ) -> Result<Response<rpc::FailReply>, Status> {
         let r = request.into_inner();
         convert::check_version(r.protocol_version)?;
-        let job_state = self.end(r.worker_id, r.attempt_id, convert::failure(&r)).await?;
+        let job_state = self
+            .end(r.worker_id, r.attempt_id, convert::failure(&r))
+            .await?;
         Ok(Response::new(rpc::FailReply { job_state }))
     }
 
@@ -204,9 +231,14 @@ impl rpc::coordinator_server::Coordinator for Service {
         let r = request.into_inner();
         convert::check_version(r.protocol_version)?;
         if r.checkpoint_artifact_id > 0 {
-            tracing::info!(attempt = r.attempt_id, artifact = r.checkpoint_artifact_id, "released with a checkpoint");
+            tracing::info!(
+                attempt = r.attempt_id,
+                artifact = r.checkpoint_artifact_id,
+                "released with a checkpoint"
+            );
         }
-        self.end(r.worker_id, r.attempt_id, AttemptEnd::Released).await?;
+        self.end(r.worker_id, r.attempt_id, AttemptEnd::Released)
+            .await?;
         Ok(Response::new(rpc::ReleaseReply {}))
     }
 }

@@ -25,20 +25,31 @@ impl fmt::Display for Fence {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Fence::Unknown { attempt } => write!(f, "attempt {attempt} does not exist"),
-            Fence::OtherWorker { attempt } => write!(f, "attempt {attempt} is leased to another worker"),
-            Fence::Ended { attempt, state } => write!(f, "attempt {attempt} is no longer running ({state})"),
+            Fence::OtherWorker { attempt } => {
+                write!(f, "attempt {attempt} is leased to another worker")
+            }
+            Fence::Ended { attempt, state } => {
+                write!(f, "attempt {attempt} is no longer running ({state})")
+            }
         }
     }
 }
 
 /// May `worker` report for this attempt now?
 pub fn check(attempt_id: i64, attempt: Option<&AttemptView>, worker: i64) -> Result<(), Fence> {
-    let a = attempt.ok_or(Fence::Unknown { attempt: attempt_id })?;
+    let a = attempt.ok_or(Fence::Unknown {
+        attempt: attempt_id,
+    })?;
     if a.worker != Some(worker) {
-        return Err(Fence::OtherWorker { attempt: attempt_id });
+        return Err(Fence::OtherWorker {
+            attempt: attempt_id,
+        });
     }
     if a.state != "running" {
-        return Err(Fence::Ended { attempt: attempt_id, state: a.state.clone() });
+        return Err(Fence::Ended {
+            attempt: attempt_id,
+            state: a.state.clone(),
+        });
     }
     Ok(())
 }
@@ -54,19 +65,35 @@ mod tests {
     use super::*;
 
     fn view(worker: i64, state: &str) -> AttemptView {
-        AttemptView { id: 5, job: 1, worker: Some(worker), state: state.into() }
+        AttemptView {
+            id: 5,
+            job: 1,
+            worker: Some(worker),
+            state: state.into(),
+        }
     }
 
     #[test]
     fn only_the_holder_of_a_running_attempt_passes() {
         assert_eq!(check(5, Some(&view(2, "running")), 2), Ok(()));
-        assert_eq!(check(5, Some(&view(2, "running")), 3), Err(Fence::OtherWorker { attempt: 5 }));
+        assert_eq!(
+            check(5, Some(&view(2, "running")), 3),
+            Err(Fence::OtherWorker { attempt: 5 })
+        );
         assert_eq!(
             check(5, Some(&view(2, "expired")), 2),
-            Err(Fence::Ended { attempt: 5, state: "expired".into() })
+            Err(Fence::Ended {
+                attempt: 5,
+                state: "expired".into()
+            })
         );
         assert_eq!(check(5, None, 2), Err(Fence::Unknown { attempt: 5 }));
-        assert!(check(5, Some(&view(2, "done")), 2).unwrap_err().to_string().contains("done"));
+        assert!(
+            check(5, Some(&view(2, "done")), 2)
+                .unwrap_err()
+                .to_string()
+                .contains("done")
+        );
     }
 
     #[test]

@@ -40,13 +40,21 @@ mod tests {
     use super::*;
 
     fn c(sweep_priority: i64, sweep_id: i64, job_seq: i64) -> Candidate {
-        Candidate { sweep_priority, sweep_id, job_seq, job_id: sweep_id * 100 + job_seq }
+        Candidate {
+            sweep_priority,
+            sweep_id,
+            job_seq,
+            job_id: sweep_id * 100 + job_seq,
+        }
     }
 
     #[test]
     fn submission_order_then_priority() {
         let q = vec![c(0, 2, 0), c(0, 1, 1), c(0, 1, 0)];
-        assert_eq!(next_jobs(q.clone(), 3), vec![c(0, 1, 0), c(0, 1, 1), c(0, 2, 0)]);
+        assert_eq!(
+            next_jobs(q.clone(), 3),
+            vec![c(0, 1, 0), c(0, 1, 1), c(0, 2, 0)]
+        );
         // Raising the later sweep's priority lets it overtake.
         let q = vec![c(5, 2, 0), c(0, 1, 1), c(0, 1, 0)];
         assert_eq!(next_jobs(q, 2), vec![c(5, 2, 0), c(0, 1, 0)]);

@@ -19,17 +19,25 @@ pub struct SchedConfig {
 
 impl Default for SchedConfig {
     fn default() -> Self {
-        SchedConfig { lease_ttl: DEFAULT_LEASE_TTL, max_long_poll: MAX_LONG_POLL }
+        SchedConfig {
+            lease_ttl: DEFAULT_LEASE_TTL,
+            max_long_poll: MAX_LONG_POLL,
+        }
     }
 }
 
 impl SchedConfig {
     pub fn with_ttl(lease_ttl: Duration) -> Self {
-        SchedConfig { lease_ttl, ..Self::default() }
+        SchedConfig {
+            lease_ttl,
+            ..Self::default()
+        }
     }
 
     fn ttl_ms(&self) -> i64 {
-        i64::try_from(self.lease_ttl.as_millis()).unwrap_or(i64::MAX).max(1)
+        i64::try_from(self.lease_ttl.as_millis())
+            .unwrap_or(i64::MAX)
+            .max(1)
     }
 
     /// When a lease granted or renewed at `now_ms` runs out.
@@ -69,7 +77,10 @@ mod tests {
         let short = SchedConfig::with_ttl(Duration::from_secs(2));
         assert!(short.poll_wait(20_000) < short.lease_ttl / 2);
         assert_eq!(short.reaper_period(), Duration::from_millis(500));
-        assert_eq!(SchedConfig::with_ttl(Duration::from_millis(100)).reaper_period(), Duration::from_millis(50));
+        assert_eq!(
+            SchedConfig::with_ttl(Duration::from_millis(100)).reaper_period(),
+            Duration::from_millis(50)
+        );
     }
 
     #[test]

@@ -5,9 +5,14 @@
 #[derive(Debug, Clone, PartialEq)]
 pub enum AttemptEnd {
     Done,
-    Failed { error: String, retryable: bool },
+    Failed {
+        error: String,
+        retryable: bool,
+    },
     /// Its lease ran out: the worker died, hung or lost the network for a whole TTL.
-    Expired { worker: Option<i64> },
+    Expired {
+        worker: Option<i64>,
+    },
     /// The worker handed the job back (shutdown); not the job's fault.
     Released,
     /// Cancelled by an operator.
@@ -59,8 +64,12 @@ pub struct JobView {
 pub enum JobNext {
     Done,
     /// Back to the queue; `last_error` is kept (or set) when the attempt failed.
-    Requeue { last_error: Option<String> },
-    Fail { last_error: String },
+    Requeue {
+        last_error: Option<String>,
+    },
+    Fail {
+        last_error: String,
+    },
     /// The job already left `running` (e.g. cancelled): only the attempt row changes.
     Unchanged,
 }
@@ -88,13 +97,23 @@ pub fn after_attempt(job: &JobView, end: &AttemptEnd) -> JobNext {
         // Cancelling a job moves it to `cancelled` before its attempt ends; an attempt
         // cancelled on its own (e.g. by a stale worker) just goes back to the queue.
         AttemptEnd::Cancelled => JobNext::Requeue { last_error: None },
-        AttemptEnd::Failed { retryable: false, error } => JobNext::Fail { last_error: error.clone() },
-        AttemptEnd::Failed { retryable: true, .. } | AttemptEnd::Expired { .. } => {
+        AttemptEnd::Failed {
+            retryable: false,
+            error,
+        } => JobNext::Fail {
+            last_error: error.clone(),
+        },
+        AttemptEnd::Failed {
+            retryable: true, ..
+        }
+        | AttemptEnd::Expired { .. } => {
             let error = end.error_text().unwrap_or_default();
             if job.failures + 1 >= job.max_attempts.max(1) {
                 JobNext::Fail { last_error: error }
             } else {
-                JobNext::Requeue { last_error: Some(error) }
+                JobNext::Requeue {
+                    last_error: Some(error),
+                }
             }
         }
     }
@@ -105,48 +124,92 @@ mod tests {
     use super::*;
 
     fn running(failures: u32, max_attempts: u32) -> JobView {
-        JobView { state: "running".into(), failures, max_attempts }
+        JobView {
+            state: "running".into(),
+            failures,
+            max_attempts,
+        }
     }
 
     #[test]
     fn expiry_requeues_until_attempts_run_out() {
         let end = AttemptEnd::Expired { worker: Some(7) };
-        assert!(matches!(after_attempt(&running(0, 3), &end), JobNext::Requeue { last_error: Some(_) }));
-        assert!(matches!(after_attempt(&running(1, 3), &end), JobNext::Requeue { .. }));
+        assert!(matches!(
+            after_attempt(&running(0, 3), &end),
+            JobNext::Requeue {
+                last_error: Some(_)
+            }
+        ));
+        assert!(matches!(
+            after_attempt(&running(1, 3), &end),
+            JobNext::Requeue { .. }
+        ));
         match after_attempt(&running(2, 3), &end) {
-            JobNext::Fail { last_error } => assert!(last_error.contains("worker 7"), "{last_error}"),
+            JobNext::Fail { last_error } => {
+                assert!(last_error.contains("worker 7"), "{last_error}")
+            }
             other => panic!("{other:?}"),
         }
     }
 
     #[test]
     fn failures_keep_the_last_error() {
-        let end = AttemptEnd::Failed { error: "diverged at step 3 (loss=NaN)".into(), retryable: true };
+        let end = AttemptEnd::Failed {
+            error: "diverged at step 3 (loss=NaN)".into(),
+            retryable: true,
+        };
         assert_eq!(
             after_attempt(&running(2, 3), &end),
-            JobNext::Fail { last_error: "diverged at step 3 (loss=NaN)".into() }
+            JobNext::Fail {
+                last_error: "diverged at step 3 (loss=NaN)".into()
+            }
         );
-        let fatal = AttemptEnd::Failed { error: "bad params".into(), retryable: false };
-        assert_eq!(after_attempt(&running(0, 3), &fatal).job_state(), Some("failed"));
+        let fatal = AttemptEnd::Failed {
+            error: "bad params".into(),
+            retryable: false,
+        };
+        assert_eq!(
+            after_attempt(&running(0, 3), &fatal).job_state(),
+            Some("failed")
+        );
     }
 
     #[test]
     fn release_never_counts() {
         assert!(!AttemptEnd::Released.counts_as_failure());
-        assert_eq!(after_attempt(&running(2, 3), &AttemptEnd::Released), JobNext::Requeue { last_error: None });
+        assert_eq!(
+            after_attempt(&running(2, 3), &AttemptEnd::Released),
+            JobNext::Requeue { last_error: None }
+        );
     }
 
     #[test]
     fn ended_jobs_stay_put() {
-        let cancelled = JobView { state: "cancelled".into(), failures: 0, max_attempts: 3 };
-        assert_eq!(after_attempt(&cancelled, &AttemptEnd::Done), JobNext::Unchanged);
-        assert_eq!(after_attempt(&cancelled, &AttemptEnd::Expired { worker: None }), JobNext::Unchanged);
-        assert_eq!(after_attempt(&running(0, 3), &AttemptEnd::Done), JobNext::Done);
+        let cancelled = JobView {
+            state: "cancelled".into(),
+            failures: 0,
+            max_attempts: 3,
+        };
+        assert_eq!(
+            after_attempt(&cancelled, &AttemptEnd::Done),
+            JobNext::Unchanged
+        );
+        assert_eq!(
+            after_attempt(&cancelled, &AttemptEnd::Expired { worker: None }),
+            JobNext::Unchanged
+        );
+        assert_eq!(
+            after_attempt(&running(0, 3), &AttemptEnd::Done),
+            JobNext::Done
+        );
     }
 
     #[test]
     fn zero_max_attempts_still_allows_one() {
         let end = AttemptEnd::Expired { worker: None };
-        assert!(matches!(after_attempt(&running(0, 0), &end), JobNext::Fail { .. }));
+        assert!(matches!(
+            after_attempt(&running(0, 0), &end),
+            JobNext::Fail { .. }
+        ));
     }
 }

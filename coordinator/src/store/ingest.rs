@@ -45,7 +45,10 @@ pub struct SnapshotData {
 impl SnapshotData {
     /// Little-endian f32 (x, y) pairs.
     pub fn points_blob(&self) -> Vec<u8> {
-        self.points.iter().flat_map(|p| p.iter().flat_map(|v| v.to_le_bytes())).collect()
+        self.points
+            .iter()
+            .flat_map(|p| p.iter().flat_map(|v| v.to_le_bytes()))
+            .collect()
     }
 
     /// Decodes the blobs written by [`SnapshotData::points_blob`] and [`u32_blob`].
@@ -58,7 +61,10 @@ impl SnapshotData {
         class_names: Vec<String>,
     ) -> Result<SnapshotData, StoreError> {
         if points.len() % 8 != 0 {
-            return Err(StoreError::Corrupt(format!("snapshot points blob of {} bytes", points.len())));
+            return Err(StoreError::Corrupt(format!(
+                "snapshot points blob of {} bytes",
+                points.len()
+            )));
         }
         let pts = points
             .chunks_exact(8)
@@ -72,9 +78,18 @@ impl SnapshotData {
         let labels = decode_u32s(labels)?;
         let indices = decode_u32s(indices)?;
         if labels.len() != pts.len() || indices.len() != pts.len() {
-            return Err(StoreError::Corrupt("snapshot blobs of different lengths".into()));
+            return Err(StoreError::Corrupt(
+                "snapshot blobs of different lengths".into(),
+            ));
         }
-        Ok(SnapshotData { epoch, projected, points: pts, labels, indices, class_names })
+        Ok(SnapshotData {
+            epoch,
+            projected,
+            points: pts,
+            labels,
+            indices,
+            class_names,
+        })
     }
 }
 
@@ -85,9 +100,15 @@ pub fn u32_blob(values: &[u32]) -> Vec<u8> {
 
 fn decode_u32s(blob: &[u8]) -> Result<Vec<u32>, StoreError> {
     if blob.len() % 4 != 0 {
-        return Err(StoreError::Corrupt(format!("u32 blob of {} bytes", blob.len())));
+        return Err(StoreError::Corrupt(format!(
+            "u32 blob of {} bytes",
+            blob.len()
+        )));
     }
-    Ok(blob.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    Ok(blob
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
 }
 
 /// A stored checkpoint file.
@@ -173,7 +194,9 @@ impl Store {
         snap: &SnapshotData,
     ) -> Result<(), StoreError> {
         if snap.labels.len() != snap.points.len() || snap.indices.len() != snap.points.len() {
-            return Err(StoreError::Conflict("snapshot arrays of different lengths".into()));
+            return Err(StoreError::Conflict(
+                "snapshot arrays of different lengths".into(),
+            ));
         }
         let names = serde_json::to_string(&snap.class_names)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -207,7 +230,8 @@ impl Store {
         attempt: AttemptId,
         metrics: &BTreeMap<String, f64>,
     ) -> Result<(), StoreError> {
-        let json = serde_json::to_string(metrics).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let json =
+            serde_json::to_string(metrics).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         sqlx::query(
             "INSERT INTO results (job_id, attempt_id, metrics_json, finished_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(job_id) DO UPDATE SET attempt_id = excluded.attempt_id,

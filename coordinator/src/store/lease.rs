@@ -62,7 +62,8 @@ pub struct Expired {
 }
 
 fn ids_json(ids: &[AttemptId]) -> String {
-    serde_json::to_string(&ids.iter().map(|a| a.0).collect::<Vec<_>>()).unwrap_or_else(|_| "[]".into())
+    serde_json::to_string(&ids.iter().map(|a| a.0).collect::<Vec<_>>())
+        .unwrap_or_else(|_| "[]".into())
 }
 
 fn artifact_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ArtifactInfo, sqlx::Error> {
@@ -156,9 +157,10 @@ impl Store {
 
     /// Whether any attempt is running (at startup: left over from a previous coordinator).
     pub async fn has_running_attempts(&self) -> Result<bool, StoreError> {
-        let any: Option<i64> = sqlx::query_scalar("SELECT 1 FROM attempts WHERE state = 'running' LIMIT 1")
-            .fetch_optional(&self.reader)
-            .await?;
+        let any: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM attempts WHERE state = 'running' LIMIT 1")
+                .fetch_optional(&self.reader)
+                .await?;
         Ok(any.is_some())
     }
 
@@ -248,7 +250,10 @@ impl Store {
     }
 
     /// The attempt as fencing sees it.
-    pub async fn attempt_view(&self, attempt: AttemptId) -> Result<Option<AttemptView>, StoreError> {
+    pub async fn attempt_view(
+        &self,
+        attempt: AttemptId,
+    ) -> Result<Option<AttemptView>, StoreError> {
         let row = sqlx::query("SELECT id, job_id, worker_id, state FROM attempts WHERE id = ?1")
             .bind(attempt.0)
             .fetch_optional(&self.reader)
@@ -294,7 +299,10 @@ impl Store {
         if let (Some(v), Some(r)) = (&view, &row)
             && sched::fencing::is_repeat_of(v, worker.0, end.attempt_state())
         {
-            return Ok(Ended::Repeat { job: JobId(v.job), job_state: r.try_get("job_state")? });
+            return Ok(Ended::Repeat {
+                job: JobId(v.job),
+                job_state: r.try_get("job_state")?,
+            });
         }
         if let Err(fence) = sched::fencing::check(attempt.0, view.as_ref(), worker.0) {
             return Ok(Ended::Fenced(fence));
@@ -334,7 +342,9 @@ impl Store {
         for r in rows {
             let attempt = AttemptId(r.try_get("id")?);
             let job = JobId(r.try_get("job_id")?);
-            let end = AttemptEnd::Expired { worker: r.try_get("worker_id")? };
+            let end = AttemptEnd::Expired {
+                worker: r.try_get("worker_id")?,
+            };
             let next = end_in(&mut tx, attempt, job, &end).await?;
             out.push(Expired { attempt, job, next });
         }
@@ -356,10 +366,12 @@ impl Store {
 
     /// One artifact by id.
     pub async fn artifact(&self, id: i64) -> Result<Option<ArtifactInfo>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE id = ?1"))
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE id = ?1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await?;
         Ok(row.as_ref().map(artifact_from_row).transpose()?)
     }
 

@@ -14,7 +14,9 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 pub use error::StoreError;
 pub use ingest::{ArtifactRow, BatchOutcome, MetricPoint, SnapshotData};
@@ -57,9 +59,13 @@ impl Store {
     }
 
     /// Opens the database and applies the migrations of `migrator` (tests use a subset).
-    pub async fn open_with(path: &Path, migrator: &sqlx::migrate::Migrator) -> Result<Store, StoreError> {
+    pub async fn open_with(
+        path: &Path,
+        migrator: &sqlx::migrate::Migrator,
+    ) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(dir.display().to_string(), e))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Io(dir.display().to_string(), e))?;
         }
         let opts = connect_options(path)?;
         let writer = SqlitePoolOptions::new()

@@ -14,7 +14,8 @@ impl Store {
             .bind(name)
             .fetch_optional(&self.reader)
             .await?;
-        id.map(SweepId).ok_or_else(|| StoreError::NotFound(format!("sweep `{name}`")))
+        id.map(SweepId)
+            .ok_or_else(|| StoreError::NotFound(format!("sweep `{name}`")))
     }
 
     /// Cancels a queued or running job (its running attempt is told to stop). Returns whether

@@ -19,11 +19,18 @@ pub struct ImageCache {
 
 impl ImageCache {
     pub fn new(data_dir: Option<PathBuf>) -> ImageCache {
-        ImageCache { data_dir, sets: Mutex::default() }
+        ImageCache {
+            data_dir,
+            sets: Mutex::default(),
+        }
     }
 
     fn cached(&self, dataset: &str) -> Option<Arc<TestImages>> {
-        self.sets.lock().unwrap_or_else(|e| e.into_inner()).get(dataset).cloned()
+        self.sets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(dataset)
+            .cloned()
     }
 
     /// PNG of test image `index` of `dataset` (`None` if out of range). Blocks: call from
@@ -32,13 +39,22 @@ impl ImageCache {
         let set = match self.cached(dataset) {
             Some(s) => s,
             None => {
-                let ds: proto::Dataset = dataset.parse().map_err(|e: proto::params::UnknownName| e.to_string())?;
-                let loaded = Arc::new(load_test_images(&ds, self.data_dir.as_deref()).map_err(|e| e.to_string())?);
-                self.sets.lock().unwrap_or_else(|e| e.into_inner()).insert(dataset.to_owned(), loaded.clone());
+                let ds: proto::Dataset = dataset
+                    .parse()
+                    .map_err(|e: proto::params::UnknownName| e.to_string())?;
+                let loaded = Arc::new(
+                    load_test_images(&ds, self.data_dir.as_deref()).map_err(|e| e.to_string())?,
+                );
+                self.sets
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(dataset.to_owned(), loaded.clone());
                 loaded
             }
         };
-        let Some(pixels) = set.images.get(index as usize) else { return Ok(None) };
+        let Some(pixels) = set.images.get(index as usize) else {
+            return Ok(None);
+        };
         encode_gray_png(pixels, set.w, set.h).map(Some)
     }
 }
@@ -48,6 +64,7 @@ pub fn encode_gray_png(pixels: &[u8], w: usize, h: usize) -> Result<Vec<u8>, Ima
     let img = image::GrayImage::from_raw(w as u32, h as u32, pixels.to_vec())
         .ok_or_else(|| format!("image buffer of {} bytes is not {w}x{h}", pixels.len()))?;
     let mut out = Vec::new();
-    img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png).map_err(|e| e.to_string())?;
+    img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
+        .map_err(|e| e.to_string())?;
     Ok(out)
 }

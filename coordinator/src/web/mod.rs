@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use dashboard::{
-    DashboardData, DataError, DataFuture, MetricPoint, RunDetail, Snapshot, SweepDetail, SweepSummary, WorkerInfo,
+    DashboardData, DataError, DataFuture, MetricPoint, RunDetail, Snapshot, SweepDetail,
+    SweepSummary, WorkerInfo,
 };
 use tokio::net::TcpListener;
 
@@ -32,7 +33,10 @@ pub struct StoreData {
 impl StoreData {
     /// `data_dir` is where test images of built-in data sets are looked up (as for workers).
     pub fn new(store: Store, data_dir: Option<PathBuf>) -> StoreData {
-        StoreData { store, images: Arc::new(images::ImageCache::new(data_dir)) }
+        StoreData {
+            store,
+            images: Arc::new(images::ImageCache::new(data_dir)),
+        }
     }
 }
 
@@ -42,23 +46,43 @@ impl DashboardData for StoreData {
     }
 
     fn sweep<'a>(&'a self, name: &'a str) -> DataFuture<'a, Option<SweepDetail>> {
-        Box::pin(async move { queries::sweep(self.store.reader(), name).await.map_err(data_err) })
+        Box::pin(async move {
+            queries::sweep(self.store.reader(), name)
+                .await
+                .map_err(data_err)
+        })
     }
 
     fn run(&self, job_id: i64) -> DataFuture<'_, Option<RunDetail>> {
-        Box::pin(async move { queries::run(self.store.reader(), job_id).await.map_err(data_err) })
+        Box::pin(async move {
+            queries::run(self.store.reader(), job_id)
+                .await
+                .map_err(data_err)
+        })
     }
 
     fn metrics(&self, job_id: i64) -> DataFuture<'_, Vec<MetricPoint>> {
-        Box::pin(async move { queries::metrics(self.store.reader(), job_id).await.map_err(data_err) })
+        Box::pin(async move {
+            queries::metrics(self.store.reader(), job_id)
+                .await
+                .map_err(data_err)
+        })
     }
 
     fn snapshots<'a>(&'a self, job_ids: &'a [i64]) -> DataFuture<'a, Vec<Snapshot>> {
-        Box::pin(async move { queries::snapshots(self.store.reader(), job_ids).await.map_err(data_err) })
+        Box::pin(async move {
+            queries::snapshots(self.store.reader(), job_ids)
+                .await
+                .map_err(data_err)
+        })
     }
 
     fn workers(&self) -> DataFuture<'_, Vec<WorkerInfo>> {
-        Box::pin(async move { queries::workers(self.store.reader()).await.map_err(data_err) })
+        Box::pin(async move {
+            queries::workers(self.store.reader())
+                .await
+                .map_err(data_err)
+        })
     }
 
     fn test_image<'a>(&'a self, dataset: &'a str, index: u32) -> DataFuture<'a, Option<Vec<u8>>> {
@@ -72,7 +96,11 @@ impl DashboardData for StoreData {
     }
 
     fn change_token(&self) -> DataFuture<'_, String> {
-        Box::pin(async move { queries::change_token(self.store.reader()).await.map_err(data_err) })
+        Box::pin(async move {
+            queries::change_token(self.store.reader())
+                .await
+                .map_err(data_err)
+        })
     }
 }
 
@@ -82,7 +110,11 @@ pub fn router(store: Store, data_dir: Option<PathBuf>) -> axum::Router {
 }
 
 /// Serves the dashboard on `listener` until the future is dropped or the server fails.
-pub async fn serve(listener: TcpListener, store: Store, data_dir: Option<PathBuf>) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    store: Store,
+    data_dir: Option<PathBuf>,
+) -> std::io::Result<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?addr, "dashboard listening");
     axum::serve(listener, router(store, data_dir)).await

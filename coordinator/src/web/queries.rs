@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use dashboard::{
-    AttemptInfo, CurrentJob, JobCounts, MetricPoint, RunDetail, RunRow, Snapshot, SweepDetail, SweepSummary,
-    WorkerInfo,
+    AttemptInfo, CurrentJob, JobCounts, MetricPoint, RunDetail, RunRow, Snapshot, SweepDetail,
+    SweepSummary, WorkerInfo,
 };
 use serde_json::{Map, Value};
 use sqlx::{Row, SqlitePool};
@@ -47,10 +47,15 @@ pub fn params_from_json(text: &str) -> Result<Vec<(String, Value)>, StoreError> 
 
 /// Final metrics of a result row; non-numbers (e.g. a NaN stored as null) are left out.
 pub fn metrics_from_json(text: Option<&str>) -> Result<BTreeMap<String, f64>, StoreError> {
-    let Some(text) = text else { return Ok(BTreeMap::new()) };
-    let map: Map<String, Value> =
-        serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("metrics_json: {e}")))?;
-    Ok(map.into_iter().filter_map(|(k, v)| v.as_f64().map(|x| (k, x))).collect())
+    let Some(text) = text else {
+        return Ok(BTreeMap::new());
+    };
+    let map: Map<String, Value> = serde_json::from_str(text)
+        .map_err(|e| StoreError::Corrupt(format!("metrics_json: {e}")))?;
+    Ok(map
+        .into_iter()
+        .filter_map(|(k, v)| v.as_f64().map(|x| (k, x)))
+        .collect())
 }
 
 fn run_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<RunRow, StoreError> {
@@ -80,12 +85,15 @@ fn add_count(c: &mut JobCounts, state: &str, n: u64) {
 
 /// All sweeps, highest priority first, with job counts and mean successful attempt time.
 pub async fn sweeps(db: &SqlitePool) -> Result<Vec<SweepSummary>, StoreError> {
-    let rows = sqlx::query("SELECT id, name, state, priority, created_at FROM sweeps ORDER BY priority DESC, id")
-        .fetch_all(db)
-        .await?;
-    let counts = sqlx::query("SELECT sweep_id, state, COUNT(*) AS n FROM jobs GROUP BY sweep_id, state")
-        .fetch_all(db)
-        .await?;
+    let rows = sqlx::query(
+        "SELECT id, name, state, priority, created_at FROM sweeps ORDER BY priority DESC, id",
+    )
+    .fetch_all(db)
+    .await?;
+    let counts =
+        sqlx::query("SELECT sweep_id, state, COUNT(*) AS n FROM jobs GROUP BY sweep_id, state")
+            .fetch_all(db)
+            .await?;
     let means = sqlx::query(
         "SELECT j.sweep_id, AVG(a.ended_at - a.started_at) AS ms FROM attempts a JOIN jobs j ON j.id = a.job_id
          WHERE a.state = 'done' AND a.ended_at IS NOT NULL GROUP BY j.sweep_id",
@@ -95,7 +103,11 @@ pub async fn sweeps(db: &SqlitePool) -> Result<Vec<SweepSummary>, StoreError> {
     let mut by_sweep: HashMap<i64, JobCounts> = HashMap::new();
     for r in &counts {
         let state: String = r.try_get("state")?;
-        add_count(by_sweep.entry(r.try_get("sweep_id")?).or_default(), &state, r.try_get::<i64, _>("n")? as u64);
+        add_count(
+            by_sweep.entry(r.try_get("sweep_id")?).or_default(),
+            &state,
+            r.try_get::<i64, _>("n")? as u64,
+        );
     }
     let mut mean: HashMap<i64, f64> = HashMap::new();
     for r in &means {
@@ -121,10 +133,12 @@ pub async fn sweeps(db: &SqlitePool) -> Result<Vec<SweepSummary>, StoreError> {
 
 /// One sweep with all its runs, or `None`.
 pub async fn sweep(db: &SqlitePool, name: &str) -> Result<Option<SweepDetail>, StoreError> {
-    let Some(s) = sqlx::query("SELECT id, name, state, priority, created_at, spec_toml FROM sweeps WHERE name = ?1")
-        .bind(name)
-        .fetch_optional(db)
-        .await?
+    let Some(s) = sqlx::query(
+        "SELECT id, name, state, priority, created_at, spec_toml FROM sweeps WHERE name = ?1",
+    )
+    .bind(name)
+    .fetch_optional(db)
+    .await?
     else {
         return Ok(None);
     };
@@ -143,7 +157,10 @@ pub async fn sweep(db: &SqlitePool, name: &str) -> Result<Option<SweepDetail>, S
     .bind(id)
     .fetch_one(db)
     .await?;
-    let runs = rows.iter().map(run_from_row).collect::<Result<Vec<_>, _>>()?;
+    let runs = rows
+        .iter()
+        .map(run_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
     let mut counts = JobCounts::default();
     for r in &runs {
         add_count(&mut counts, &r.state, 1);
@@ -195,15 +212,20 @@ pub async fn run(db: &SqlitePool, job: i64) -> Result<Option<RunDetail>, StoreEr
         })
     })
     .collect::<Result<Vec<_>, StoreError>>()?;
-    Ok(Some(RunDetail { sweep_name: r.try_get("sweep_name")?, run: run_from_row(&r)?, attempts }))
+    Ok(Some(RunDetail {
+        sweep_name: r.try_get("sweep_name")?,
+        run: run_from_row(&r)?,
+        attempts,
+    }))
 }
 
 /// Every metric point of a job.
 pub async fn metrics(db: &SqlitePool, job: i64) -> Result<Vec<MetricPoint>, StoreError> {
-    let rows = sqlx::query("SELECT attempt_id, step, epoch, name, value FROM metrics WHERE job_id = ?1")
-        .bind(job)
-        .fetch_all(db)
-        .await?;
+    let rows =
+        sqlx::query("SELECT attempt_id, step, epoch, name, value FROM metrics WHERE job_id = ?1")
+            .bind(job)
+            .fetch_all(db)
+            .await?;
     rows.iter()
         .map(|r| {
             Ok(MetricPoint {
@@ -269,10 +291,18 @@ fn device_text(v: &Value) -> String {
             if let Some(i) = o.get("index").and_then(Value::as_i64) {
                 extra.push(format!("#{i}"));
             }
-            if let Some(b) = o.get("memory_bytes").and_then(Value::as_f64).filter(|b| *b > 0.0) {
+            if let Some(b) = o
+                .get("memory_bytes")
+                .and_then(Value::as_f64)
+                .filter(|b| *b > 0.0)
+            {
                 extra.push(format!("{:.1} GiB", b / (1u64 << 30) as f64));
             }
-            if extra.is_empty() { name.to_owned() } else { format!("{name} ({})", extra.join(", ")) }
+            if extra.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{name} ({})", extra.join(", "))
+            }
         }
         other => other.to_string(),
     }
@@ -290,14 +320,19 @@ pub async fn workers(db: &SqlitePool) -> Result<Vec<WorkerInfo>, StoreError> {
     let mut current: HashMap<i64, Vec<CurrentJob>> = HashMap::new();
     for r in &running {
         let params: String = r.try_get("params_json")?;
-        let label = serde_json::from_str::<proto::JobParams>(&params).map(|p| p.short_label()).unwrap_or(params);
-        current.entry(r.try_get("worker_id")?).or_default().push(CurrentJob {
-            job_id: r.try_get("job_id")?,
-            sweep_name: r.try_get("sweep_name")?,
-            attempt_number: r.try_get("number")?,
-            started_at_ms: r.try_get("started_at")?,
-            label,
-        });
+        let label = serde_json::from_str::<proto::JobParams>(&params)
+            .map(|p| p.short_label())
+            .unwrap_or(params);
+        current
+            .entry(r.try_get("worker_id")?)
+            .or_default()
+            .push(CurrentJob {
+                job_id: r.try_get("job_id")?,
+                sweep_name: r.try_get("sweep_name")?,
+                attempt_number: r.try_get("number")?,
+                started_at_ms: r.try_get("started_at")?,
+                label,
+            });
     }
     let rows = sqlx::query(
         "SELECT id, name, host, backend, devices_json, version, registered_at, last_seen_at

@@ -37,14 +37,19 @@ impl Server {
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn,h2=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn,h2=warn".into()),
         )
         .with_test_writer()
         .try_init();
 }
 
 /// Starts a coordinator on `listener` (or a fresh 127.0.0.1:0) over the database at `db`.
-pub async fn start_on(db: &Path, listener: Option<tokio::net::TcpListener>, tweak: impl FnOnce(&mut GrpcConfig)) -> Server {
+pub async fn start_on(
+    db: &Path,
+    listener: Option<tokio::net::TcpListener>,
+    tweak: impl FnOnce(&mut GrpcConfig),
+) -> Server {
     init_tracing();
     let store = Store::open(db).await.expect("open store");
     let listener = match listener {
@@ -58,11 +63,21 @@ pub async fn start_on(db: &Path, listener: Option<tokio::net::TcpListener>, twea
     let task = tokio::spawn(grpc::serve_on(listener, store.clone(), cfg, async move {
         let _ = rx.await;
     }));
-    Server { store, addr, url: format!("http://{addr}"), db: db.to_owned(), stop: Some(tx), task }
+    Server {
+        store,
+        addr,
+        url: format!("http://{addr}"),
+        db: db.to_owned(),
+        stop: Some(tx),
+        task,
+    }
 }
 
 pub async fn start(dir: &Path, ttl: Duration) -> Server {
-    start_on(&dir.join("ls.db"), None, |c| c.sched = SchedConfig::with_ttl(ttl)).await
+    start_on(&dir.join("ls.db"), None, |c| {
+        c.sched = SchedConfig::with_ttl(ttl)
+    })
+    .await
 }
 
 pub fn client(url: &str, token: Option<&str>) -> Client {
@@ -71,7 +86,11 @@ pub fn client(url: &str, token: Option<&str>) -> Client {
 
 pub async fn submit(store: &Store, toml: &str) -> SweepId {
     let sweep = proto::sweep::parse_sweep(toml, "test.toml", 1000).expect("sweep parses");
-    store.submit(&sweep, toml, None).await.expect("submit").sweep_id
+    store
+        .submit(&sweep, toml, None)
+        .await
+        .expect("submit")
+        .sweep_id
 }
 
 /// A sweep of `n` cells (seeds 0..n) of a tiny Fashion-MNIST job.
@@ -103,13 +122,24 @@ pub async fn register(c: &Client, name: &str) -> i64 {
 }
 
 pub fn lease_req(worker_id: i64, free: u32, running: Vec<i64>, wait_ms: u32) -> rpc::LeaseRequest {
-    rpc::LeaseRequest { protocol_version: PROTOCOL_VERSION, worker_id, free_slots: free, running_attempts: running, wait_ms }
+    rpc::LeaseRequest {
+        protocol_version: PROTOCOL_VERSION,
+        worker_id,
+        free_slots: free,
+        running_attempts: running,
+        wait_ms,
+    }
 }
 
 /// Leases one job; `running` must list the attempts the caller still holds (others are
 /// released as orphans).
 pub async fn lease_one(c: &Client, worker_id: i64, running: &[i64]) -> rpc::JobLease {
-    let r = c.clone().lease(lease_req(worker_id, 1, running.to_vec(), 2000)).await.expect("lease").into_inner();
+    let r = c
+        .clone()
+        .lease(lease_req(worker_id, 1, running.to_vec(), 2000))
+        .await
+        .expect("lease")
+        .into_inner();
     r.jobs.into_iter().next().expect("a job")
 }
 
@@ -117,12 +147,23 @@ pub fn points(seq: i64, n: usize) -> rpc::MetricBatch {
     rpc::MetricBatch {
         seq,
         points: (0..n)
-            .map(|i| rpc::MetricPoint { step: seq * 1000 + i as i64, epoch: 1, name: "loss".into(), value: i as f64, time_ms: 0 })
+            .map(|i| rpc::MetricPoint {
+                step: seq * 1000 + i as i64,
+                epoch: 1,
+                name: "loss".into(),
+                value: i as f64,
+                time_ms: 0,
+            })
             .collect(),
     }
 }
 
-pub fn report(worker_id: i64, attempt_id: i64, item: u64, batch: rpc::MetricBatch) -> rpc::ReportRequest {
+pub fn report(
+    worker_id: i64,
+    attempt_id: i64,
+    item: u64,
+    batch: rpc::MetricBatch,
+) -> rpc::ReportRequest {
     rpc::ReportRequest {
         protocol_version: PROTOCOL_VERSION,
         worker_id,
@@ -133,9 +174,16 @@ pub fn report(worker_id: i64, attempt_id: i64, item: u64, batch: rpc::MetricBatc
 }
 
 /// Sends `items` on one report stream and returns the acks (or the stream's error).
-pub async fn send_reports(c: &Client, items: Vec<rpc::ReportRequest>) -> Result<Vec<rpc::ReportAck>, tonic::Status> {
+pub async fn send_reports(
+    c: &Client,
+    items: Vec<rpc::ReportRequest>,
+) -> Result<Vec<rpc::ReportAck>, tonic::Status> {
     let n = items.len();
-    let mut acks = c.clone().report(tokio_stream::iter(items)).await?.into_inner();
+    let mut acks = c
+        .clone()
+        .report(tokio_stream::iter(items))
+        .await?
+        .into_inner();
     let mut out = Vec::new();
     while out.len() < n {
         match acks.message().await? {
@@ -162,10 +210,16 @@ pub async fn wait_all_final(store: &Store, sweep: SweepId, limit: Duration) -> V
     let t0 = std::time::Instant::now();
     loop {
         let s = job_states(store, sweep).await;
-        if !s.is_empty() && s.iter().all(|(_, st)| st == "done" || st == "failed" || st == "cancelled") {
+        if !s.is_empty()
+            && s.iter()
+                .all(|(_, st)| st == "done" || st == "failed" || st == "cancelled")
+        {
             return s;
         }
-        assert!(t0.elapsed() < limit, "sweep not finished after {limit:?}: {s:?}");
+        assert!(
+            t0.elapsed() < limit,
+            "sweep not finished after {limit:?}: {s:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -178,11 +232,12 @@ pub async fn assert_metrics_exactly_once(store: &Store) -> usize {
         .await
         .unwrap();
     for a in &attempts {
-        let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM metric_batches WHERE attempt_id = ?1 ORDER BY seq")
-            .bind(a)
-            .fetch_all(store.reader())
-            .await
-            .unwrap();
+        let seqs: Vec<i64> =
+            sqlx::query_scalar("SELECT seq FROM metric_batches WHERE attempt_id = ?1 ORDER BY seq")
+                .bind(a)
+                .fetch_all(store.reader())
+                .await
+                .unwrap();
         let want: Vec<i64> = (0..seqs.len() as i64).collect();
         assert_eq!(seqs, want, "attempt {a}: metric batches with gaps");
         let dup: i64 = sqlx::query_scalar(

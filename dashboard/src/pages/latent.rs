@@ -30,7 +30,12 @@ pub struct Plan {
 
 impl Plan {
     pub fn job_ids(&self) -> Vec<i64> {
-        self.cells.iter().flatten().flatten().map(|(r, _)| r.job_id).collect()
+        self.cells
+            .iter()
+            .flatten()
+            .flatten()
+            .map(|(r, _)| r.job_id)
+            .collect()
     }
 }
 
@@ -40,13 +45,23 @@ pub fn plan(d: &SweepDetail, q: &Query) -> Plan {
     let varying: Vec<Axis> = axes.iter().filter(|a| a.varies()).cloned().collect();
     let find = |n: &str| axes.iter().find(|a| a.name == n).cloned();
     let x = q.get("x").and_then(find).or_else(|| find("loss"));
-    let y = q.get("y").and_then(find).or_else(|| find("dataset")).filter(|y| Some(&y.name) != x.as_ref().map(|a| &a.name));
+    let y = q
+        .get("y")
+        .and_then(find)
+        .or_else(|| find("dataset"))
+        .filter(|y| Some(&y.name) != x.as_ref().map(|a| &a.name));
     let filters = table::filters_from_query(&q.0, &varying);
     let mut runs = table::filter_runs(&d.runs, &filters);
     runs.sort_by_key(|r| r.seq);
     let vals = |a: &Option<Axis>| -> Vec<Option<Value>> {
         match a {
-            Some(a) => a.values.iter().take(MAX_CELLS_PER_AXIS).cloned().map(Some).collect(),
+            Some(a) => a
+                .values
+                .iter()
+                .take(MAX_CELLS_PER_AXIS)
+                .cloned()
+                .map(Some)
+                .collect(),
             None => vec![None],
         }
     };
@@ -60,16 +75,27 @@ pub fn plan(d: &SweepDetail, q: &Query) -> Plan {
         .map(|yv| {
             xs.iter()
                 .map(|xv| {
-                    let mut m = runs.iter().filter(|r| matches(r, &x, xv) && matches(r, &y, yv));
+                    let mut m = runs
+                        .iter()
+                        .filter(|r| matches(r, &x, xv) && matches(r, &y, yv));
                     // Prefer a run that has produced a picture over an earlier one still queued.
                     let all: Vec<&&RunRow> = m.by_ref().collect();
-                    let pick = all.iter().find(|r| r.state == "done").or(all.first()).map(|r| (**r).clone());
+                    let pick = all
+                        .iter()
+                        .find(|r| r.state == "done")
+                        .or(all.first())
+                        .map(|r| (**r).clone());
                     pick.map(|r| (r, all.len() - 1))
                 })
                 .collect()
         })
         .collect();
-    Plan { x, y, cells, varying }
+    Plan {
+        x,
+        y,
+        cells,
+        varying,
+    }
 }
 
 /// Per run, the snapshots of its latest attempt per epoch, aligned; returns epoch → points.
@@ -92,7 +118,10 @@ fn align_run(snaps: &[&Snapshot]) -> Option<Aligned> {
     }
     let list: Vec<&Snapshot> = by_epoch.values().copied().collect();
     let last = list.last()?;
-    let seq: Vec<(&[u32], &[[f32; 2]])> = list.iter().map(|s| (s.indices.as_slice(), s.points.as_slice())).collect();
+    let seq: Vec<(&[u32], &[[f32; 2]])> = list
+        .iter()
+        .map(|s| (s.indices.as_slice(), s.points.as_slice()))
+        .collect();
     Some(Aligned {
         epochs: list.iter().map(|s| s.epoch).collect(),
         points: align_sequence(&seq),
@@ -123,12 +152,20 @@ pub fn grid_html(p: &Plan, snaps: &[Snapshot], q: &Query) -> String {
 
 fn grid(p: &Plan, snaps: &[Snapshot], q: &Query) -> impl IntoView + use<> {
     let epoch = chosen_epoch(q, &epochs_of(snaps));
-    let head = p
-        .x
-        .as_ref()
-        .map(|a| a.values.iter().take(MAX_CELLS_PER_AXIS).map(|v| view! { <th>{value_text(v)}</th> }).collect_view());
+    let head = p.x.as_ref().map(|a| {
+        a.values
+            .iter()
+            .take(MAX_CELLS_PER_AXIS)
+            .map(|v| view! { <th>{value_text(v)}</th> })
+            .collect_view()
+    });
     let y_vals: Vec<String> = match &p.y {
-        Some(a) => a.values.iter().take(MAX_CELLS_PER_AXIS).map(value_text).collect(),
+        Some(a) => a
+            .values
+            .iter()
+            .take(MAX_CELLS_PER_AXIS)
+            .map(value_text)
+            .collect(),
         None => vec![String::new()],
     };
     let varying = p.varying.clone();
@@ -142,7 +179,8 @@ fn grid(p: &Plan, snaps: &[Snapshot], q: &Query) -> impl IntoView + use<> {
                 .map(|cell| match cell {
                     None => view! { <td class="empty">"no run"</td> }.into_any(),
                     Some((r, more)) => {
-                        let mine: Vec<&Snapshot> = snaps.iter().filter(|s| s.job_id == r.job_id).collect();
+                        let mine: Vec<&Snapshot> =
+                            snaps.iter().filter(|s| s.job_id == r.job_id).collect();
                         plot_cell(r, *more, &mine, epoch, &varying).into_any()
                     }
                 })
@@ -150,28 +188,58 @@ fn grid(p: &Plan, snaps: &[Snapshot], q: &Query) -> impl IntoView + use<> {
             view! { <tr><th class="rowhead">{yv}</th>{tds}</tr> }
         })
         .collect_view();
-    let corner = format!("{} \\ {}", p.y.as_ref().map(|a| a.name.as_str()).unwrap_or(""), p.x.as_ref().map(|a| a.name.as_str()).unwrap_or(""));
+    let corner = format!(
+        "{} \\ {}",
+        p.y.as_ref().map(|a| a.name.as_str()).unwrap_or(""),
+        p.x.as_ref().map(|a| a.name.as_str()).unwrap_or("")
+    );
     view! {
         <table class="latent"><thead><tr><th class="corner">{corner}</th>{head}</tr></thead><tbody>{rows}</tbody></table>
     }
 }
 
-fn plot_cell(r: &RunRow, more: usize, snaps: &[&Snapshot], epoch: Option<i64>, varying: &[Axis]) -> impl IntoView + use<> {
+fn plot_cell(
+    r: &RunRow,
+    more: usize,
+    snaps: &[&Snapshot],
+    epoch: Option<i64>,
+    varying: &[Axis],
+) -> impl IntoView + use<> {
     let label = varying
         .iter()
         .filter(|a| a.name != "loss" && a.name != "dataset")
-        .map(|a| format!("{}={}", a.name, r.param(&a.name).map(value_text).unwrap_or_default()))
+        .map(|a| {
+            format!(
+                "{}={}",
+                a.name,
+                r.param(&a.name).map(value_text).unwrap_or_default()
+            )
+        })
         .collect::<Vec<_>>()
         .join(" ");
-    let more = (more > 0).then(|| view! { <span class="muted">{format!(" (+{more} more match)")}</span> });
+    let more =
+        (more > 0).then(|| view! { <span class="muted">{format!(" (+{more} more match)")}</span> });
     let body = match (align_run(snaps), epoch) {
         (Some(a), Some(e)) => {
             // The latest snapshot at or before the chosen epoch (the first one if none is).
             let k = a.epochs.iter().rposition(|x| *x <= e).unwrap_or(0);
             let keep = stratified_sample(&a.labels, MAX_POINTS);
-            let pts: Vec<[f64; 2]> = keep.iter().filter_map(|&i| a.points[k].get(i).copied()).collect();
-            let labels: Vec<u32> = keep.iter().filter(|&&i| i < a.points[k].len()).map(|&i| a.labels[i]).collect();
-            let note = format!("epoch {}{} · {} of {} points", a.epochs[k], if a.projected { " · PCA" } else { "" }, pts.len(), a.labels.len());
+            let pts: Vec<[f64; 2]> = keep
+                .iter()
+                .filter_map(|&i| a.points[k].get(i).copied())
+                .collect();
+            let labels: Vec<u32> = keep
+                .iter()
+                .filter(|&&i| i < a.points[k].len())
+                .map(|&i| a.labels[i])
+                .collect();
+            let note = format!(
+                "epoch {}{} · {} of {} points",
+                a.epochs[k],
+                if a.projected { " · PCA" } else { "" },
+                pts.len(),
+                a.labels.len()
+            );
             view! {
                 <Scatter points=pts labels=labels.clone()/>
                 <p class="muted small">{note}</p>
@@ -206,7 +274,10 @@ pub fn main_html(d: &SweepDetail, p: &Plan, snaps: &[Snapshot], q: &Query) -> St
         let others: Vec<&Axis> = p
             .varying
             .iter()
-            .filter(|a| Some(&a.name) != p.x.as_ref().map(|x| &x.name) && Some(&a.name) != p.y.as_ref().map(|y| &y.name))
+            .filter(|a| {
+                Some(&a.name) != p.x.as_ref().map(|x| &x.name)
+                    && Some(&a.name) != p.y.as_ref().map(|y| &y.name)
+            })
             .collect();
         let filter_selects = others
             .iter()
@@ -224,8 +295,15 @@ pub fn main_html(d: &SweepDetail, p: &Plan, snaps: &[Snapshot], q: &Query) -> St
             })
             .collect_view();
         let keep = q.clean().with("epoch", None);
-        let hidden = keep.0.into_iter().map(|(k, v)| view! { <input type="hidden" name=k value=v/> }).collect_view();
-        let (min, max) = (epochs.first().copied().unwrap_or(0), epochs.last().copied().unwrap_or(0));
+        let hidden = keep
+            .0
+            .into_iter()
+            .map(|(k, v)| view! { <input type="hidden" name=k value=v/> })
+            .collect_view();
+        let (min, max) = (
+            epochs.first().copied().unwrap_or(0),
+            epochs.last().copied().unwrap_or(0),
+        );
         let links = epochs
             .iter()
             .map(|e| {

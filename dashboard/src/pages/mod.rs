@@ -79,7 +79,10 @@ pub struct Query(pub Vec<(String, String)>);
 impl Query {
     /// The first non-empty value of a key.
     pub fn get(&self, k: &str) -> Option<&str> {
-        self.0.iter().find(|(a, v)| a == k && !v.is_empty()).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(a, v)| a == k && !v.is_empty())
+            .map(|(_, v)| v.as_str())
     }
     pub fn flag(&self, k: &str) -> bool {
         matches!(self.get(k), Some("1" | "true" | "on"))
@@ -94,14 +97,24 @@ impl Query {
     }
     /// A copy without the transport-only keys.
     pub fn clean(&self) -> Query {
-        Query(self.0.iter().filter(|(k, v)| k != "fragment" && !v.is_empty()).cloned().collect())
+        Query(
+            self.0
+                .iter()
+                .filter(|(k, v)| k != "fragment" && !v.is_empty())
+                .cloned()
+                .collect(),
+        )
     }
     /// `?a=b&c=d` (empty string when there are no pairs).
     pub fn to_qs(&self) -> String {
         if self.0.is_empty() {
             return String::new();
         }
-        let parts: Vec<String> = self.0.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect();
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+            .collect();
         format!("?{}", parts.join("&"))
     }
 }
@@ -115,7 +128,10 @@ pub fn run_url(job: i64) -> String {
 }
 
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// `12 s`, `4 min`, `3.5 h`, `2.1 d`.
@@ -150,20 +166,33 @@ pub fn fmt_time(ms: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// A small coloured state label.
 #[component]
 pub fn StateBadge(state: String) -> impl IntoView {
-    let class = format!("badge state-{}", state.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>());
+    let class = format!(
+        "badge state-{}",
+        state
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .collect::<String>()
+    );
     view! { <span class=class>{state}</span> }
 }
 
 /// A not-found page body.
 pub fn not_found_main(what: &str) -> String {
     let what = what.to_owned();
-    render(move || view! { <h1>"Not found"</h1><p>{what}</p><p><a href="/">"Back to the sweeps"</a></p> })
+    render(
+        move || view! { <h1>"Not found"</h1><p>{what}</p><p><a href="/">"Back to the sweeps"</a></p> },
+    )
 }
 
 #[cfg(test)]
@@ -175,6 +204,9 @@ mod tests {
         assert_eq!(fmt_time(0), "1970-01-01 00:00:00");
         assert_eq!(fmt_time(1_700_000_000_000), "2023-11-14 22:13:20");
         assert_eq!(enc("a b/<c>"), "a%20b%2F%3Cc%3E");
-        assert_eq!(esc("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            esc("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
     }
 }

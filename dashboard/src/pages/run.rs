@@ -12,8 +12,17 @@ use crate::plot::{Legend, LineChart, Scatter, Series};
 use crate::table::{METRICS, fmt_metric, value_text};
 
 /// Evaluation metrics drawn on the 0..1 chart.
-const SCORE_METRICS: &[&str] =
-    &["knn1_acc", "knn5_acc", "precision_at_1", "r_precision", "map_at_r", "roc_auc", "one_shot_5way", "one_shot_10way", "one_shot_20way"];
+const SCORE_METRICS: &[&str] = &[
+    "knn1_acc",
+    "knn5_acc",
+    "precision_at_1",
+    "r_precision",
+    "map_at_r",
+    "roc_auc",
+    "one_shot_5way",
+    "one_shot_10way",
+    "one_shot_20way",
+];
 /// Query images shown in the retrieval view.
 const QUERIES: usize = 5;
 /// Neighbours per query.
@@ -24,14 +33,18 @@ const NEIGHBOURS: usize = 6;
 pub fn series_by_name(points: &[MetricPoint]) -> BTreeMap<String, Vec<(i64, i64, f64)>> {
     let mut latest: BTreeMap<(&str, i64), (i64, i64, f64)> = BTreeMap::new();
     for p in points {
-        let e = latest.entry((p.name.as_str(), p.step)).or_insert((p.attempt_id, p.epoch, p.value));
+        let e = latest
+            .entry((p.name.as_str(), p.step))
+            .or_insert((p.attempt_id, p.epoch, p.value));
         if p.attempt_id >= e.0 {
             *e = (p.attempt_id, p.epoch, p.value);
         }
     }
     let mut out: BTreeMap<String, Vec<(i64, i64, f64)>> = BTreeMap::new();
     for ((name, step), (_, epoch, value)) in latest {
-        out.entry(name.to_owned()).or_default().push((step, epoch, value));
+        out.entry(name.to_owned())
+            .or_default()
+            .push((step, epoch, value));
     }
     out
 }
@@ -64,17 +77,26 @@ fn run_main(d: RunDetail, metrics: Vec<MetricPoint>, snap: Option<Snapshot>) -> 
         .filter_map(|m| r.metrics.get(*m).map(|v| (*m, *v)))
         .map(|(m, v)| view! { <tr><th>{m}</th><td class="num">{fmt_metric(m, v)}</td></tr> })
         .collect_view();
-    let loss: Vec<(f64, f64)> = get("loss").iter().map(|(s, _, v)| (*s as f64, *v)).collect();
+    let loss: Vec<(f64, f64)> = get("loss")
+        .iter()
+        .map(|(s, _, v)| (*s as f64, *v))
+        .collect();
     let epoch_loss = by_epoch(&get("epoch_loss"));
     let scores: Vec<Series> = SCORE_METRICS
         .iter()
         .filter(|m| series.contains_key(**m))
-        .map(|m| Series { name: (*m).to_owned(), points: by_epoch(&get(m)) })
+        .map(|m| Series {
+            name: (*m).to_owned(),
+            points: by_epoch(&get(m)),
+        })
         .collect();
     let health: Vec<Series> = ["mean_embedding_norm", "active_fraction"]
         .iter()
         .filter(|m| series.contains_key(**m))
-        .map(|m| Series { name: (*m).to_owned(), points: by_epoch(&get(m)) })
+        .map(|m| Series {
+            name: (*m).to_owned(),
+            points: by_epoch(&get(m)),
+        })
         .collect();
     let speed = by_epoch(&get("samples_per_sec"));
     let eval_table = eval_table(&series);
@@ -104,11 +126,28 @@ fn run_main(d: RunDetail, metrics: Vec<MetricPoint>, snap: Option<Snapshot>) -> 
 }
 
 fn eval_table(series: &BTreeMap<String, Vec<(i64, i64, f64)>>) -> impl IntoView + use<> {
-    let present: Vec<&str> = METRICS.iter().copied().filter(|m| series.contains_key(*m) && *m != "epochs").collect();
-    let per: BTreeMap<&str, BTreeMap<i64, f64>> =
-        present.iter().map(|m| (*m, by_epoch(&series[*m]).into_iter().map(|(e, v)| (e as i64, v)).collect())).collect();
+    let present: Vec<&str> = METRICS
+        .iter()
+        .copied()
+        .filter(|m| series.contains_key(*m) && *m != "epochs")
+        .collect();
+    let per: BTreeMap<&str, BTreeMap<i64, f64>> = present
+        .iter()
+        .map(|m| {
+            (
+                *m,
+                by_epoch(&series[*m])
+                    .into_iter()
+                    .map(|(e, v)| (e as i64, v))
+                    .collect(),
+            )
+        })
+        .collect();
     let epochs: BTreeSet<i64> = per.values().flat_map(|m| m.keys().copied()).collect();
-    let head = present.iter().map(|m| view! { <th class="num">{*m}</th> }).collect_view();
+    let head = present
+        .iter()
+        .map(|m| view! { <th class="num">{*m}</th> })
+        .collect_view();
     let rows = epochs
         .into_iter()
         .map(|e| {
@@ -130,7 +169,10 @@ fn latent_and_retrieval(job: i64, snap: Option<Snapshot>) -> impl IntoView + use
         return view! { <h2>"Latent space"</h2><p class="muted">"no snapshot yet"</p> }.into_any();
     };
     let keep = stratified_sample(&s.labels, super::latent::MAX_POINTS);
-    let pts: Vec<[f64; 2]> = keep.iter().map(|&i| [s.points[i][0] as f64, s.points[i][1] as f64]).collect();
+    let pts: Vec<[f64; 2]> = keep
+        .iter()
+        .map(|&i| [s.points[i][0] as f64, s.points[i][1] as f64])
+        .collect();
     let labels: Vec<u32> = keep.iter().map(|&i| s.labels[i]).collect();
     // One query per class for the first classes, each the first point of its class: stable
     // across reloads and easy to compare between runs.
@@ -144,7 +186,12 @@ fn latent_and_retrieval(job: i64, snap: Option<Snapshot>) -> impl IntoView + use
             queries.push(i);
         }
     }
-    let name = |l: u32| s.class_names.get(l as usize).cloned().unwrap_or_else(|| format!("class {l}"));
+    let name = |l: u32| {
+        s.class_names
+            .get(l as usize)
+            .cloned()
+            .unwrap_or_else(|| format!("class {l}"))
+    };
     let rows = queries
         .iter()
         .map(|&qi| {
@@ -170,7 +217,16 @@ fn latent_and_retrieval(job: i64, snap: Option<Snapshot>) -> impl IntoView + use
             }
         })
         .collect_view();
-    let note = format!("epoch {}{} · {} points", s.epoch, if s.projected { " (PCA of the embedding)" } else { "" }, s.labels.len());
+    let note = format!(
+        "epoch {}{} · {} points",
+        s.epoch,
+        if s.projected {
+            " (PCA of the embedding)"
+        } else {
+            ""
+        },
+        s.labels.len()
+    );
     view! {
         <div class="cols">
             <section>
@@ -194,7 +250,10 @@ fn attempts(d: &RunDetail) -> impl IntoView + use<> {
         .attempts
         .iter()
         .map(|a| {
-            let dur = a.ended_at_ms.map(|e| super::fmt_duration_ms((e - a.started_at_ms) as f64)).unwrap_or_else(|| "–".into());
+            let dur = a
+                .ended_at_ms
+                .map(|e| super::fmt_duration_ms((e - a.started_at_ms) as f64))
+                .unwrap_or_else(|| "–".into());
             view! {
                 <tr>
                     <td class="num">{a.number}</td>

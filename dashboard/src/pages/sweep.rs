@@ -13,7 +13,13 @@ use crate::table::{self, Axis, Stats, fmt_metric, value_text};
 pub const PAGE_SIZE: usize = 100;
 
 /// Metrics summarised in the group-by table (the full list would not fit).
-const GROUP_METRICS: &[&str] = &["knn1_acc", "precision_at_1", "map_at_r", "roc_auc", "one_shot_5way"];
+const GROUP_METRICS: &[&str] = &[
+    "knn1_acc",
+    "precision_at_1",
+    "map_at_r",
+    "roc_auc",
+    "one_shot_5way",
+];
 
 /// Pseudo-axis for `group`: every varying axis except the seed, i.e. mean ± std over seeds.
 pub const GROUP_CONFIG: &str = "config";
@@ -63,7 +69,12 @@ fn sweep_main(d: SweepDetail, q: Query) -> impl IntoView {
     }
 }
 
-fn select(name: &'static str, label: &'static str, options: Vec<(String, String)>, current: Option<&str>) -> impl IntoView + use<> {
+fn select(
+    name: &'static str,
+    label: &'static str,
+    options: Vec<(String, String)>,
+    current: Option<&str>,
+) -> impl IntoView + use<> {
     let opts = options
         .into_iter()
         .map(|(value, text)| {
@@ -91,15 +102,26 @@ fn controls(varying: &[Axis], metrics: &[String], q: &Query) -> impl IntoView + 
             view! { <label>{a.name.clone()}" "<select name=a.name.clone() class="filter">{opts_view}</select></label> }
         })
         .collect_view();
-    let mut sort_opts: Vec<(String, String)> =
-        vec![("seq".into(), "expansion order".into()), ("state".into(), "state".into())];
+    let mut sort_opts: Vec<(String, String)> = vec![
+        ("seq".into(), "expansion order".into()),
+        ("state".into(), "state".into()),
+    ];
     sort_opts.extend(varying.iter().map(|a| (a.name.clone(), a.name.clone())));
     sort_opts.extend(metrics.iter().map(|m| (m.clone(), m.clone())));
-    let mut group_opts = vec![(String::new(), "none".to_owned()), (GROUP_CONFIG.to_owned(), "config (over seeds)".to_owned())];
+    let mut group_opts = vec![
+        (String::new(), "none".to_owned()),
+        (GROUP_CONFIG.to_owned(), "config (over seeds)".to_owned()),
+    ];
     group_opts.extend(varying.iter().map(|a| (a.name.clone(), a.name.clone())));
     let keep: Vec<(String, String)> =
-        q.0.iter().filter(|(k, _)| k.starts_with("hm_")).cloned().collect();
-    let hidden = keep.into_iter().map(|(k, v)| view! { <input type="hidden" name=k value=v/> }).collect_view();
+        q.0.iter()
+            .filter(|(k, _)| k.starts_with("hm_"))
+            .cloned()
+            .collect();
+    let hidden = keep
+        .into_iter()
+        .map(|(k, v)| view! { <input type="hidden" name=k value=v/> })
+        .collect_view();
     view! {
         <form class="controls" method="get" id="run-filters">
             <fieldset><legend>"Filter"</legend>{filter_selects}</fieldset>
@@ -125,7 +147,11 @@ fn runs_table(
     desc: bool,
 ) -> impl IntoView + use<> {
     let pages = shown.len().div_ceil(PAGE_SIZE).max(1);
-    let page = q.get("page").and_then(|p| p.parse::<usize>().ok()).unwrap_or(1).clamp(1, pages);
+    let page = q
+        .get("page")
+        .and_then(|p| p.parse::<usize>().ok())
+        .unwrap_or(1)
+        .clamp(1, pages);
     let slice = &shown[(page - 1) * PAGE_SIZE..(page * PAGE_SIZE).min(shown.len())];
     let mut cols: Vec<String> = vec!["job".into(), "state".into()];
     cols.extend(varying.iter().map(|a| a.name.clone()));
@@ -135,9 +161,20 @@ fn runs_table(
         .iter()
         .map(|c| {
             let active = c == sort;
-            let next_desc = if active { !desc } else { !c.starts_with('j') && metrics.contains(c) };
-            let href = qc.with("sort", Some(c)).with("desc", next_desc.then_some("1")).to_qs();
-            let arrow = if active { if desc { " ▼" } else { " ▲" } } else { "" };
+            let next_desc = if active {
+                !desc
+            } else {
+                !c.starts_with('j') && metrics.contains(c)
+            };
+            let href = qc
+                .with("sort", Some(c))
+                .with("desc", next_desc.then_some("1"))
+                .to_qs();
+            let arrow = if active {
+                if desc { " ▼" } else { " ▲" }
+            } else {
+                ""
+            };
             let class = if metrics.contains(c) { "num" } else { "" };
             view! { <th class=class><a href=format!("{href}#runs")>{c.clone()}{arrow}</a></th> }
         })
@@ -187,7 +224,11 @@ fn runs_table(
 fn stats_cell(s: Option<Stats>, metric: &str) -> String {
     match s {
         None => "–".into(),
-        Some(s) if s.n > 1 => format!("{} ± {}", fmt_metric(metric, s.mean), fmt_metric(metric, s.std)),
+        Some(s) if s.n > 1 => format!(
+            "{} ± {}",
+            fmt_metric(metric, s.mean),
+            fmt_metric(metric, s.std)
+        ),
         Some(s) => fmt_metric(metric, s.mean),
     }
 }
@@ -195,7 +236,11 @@ fn stats_cell(s: Option<Stats>, metric: &str) -> String {
 fn group_section(shown: &[&RunRow], varying: &[Axis], q: &Query) -> Option<impl IntoView + use<>> {
     let group = q.get("group")?;
     let by: Vec<String> = if group == GROUP_CONFIG {
-        varying.iter().filter(|a| a.name != "seed").map(|a| a.name.clone()).collect()
+        varying
+            .iter()
+            .filter(|a| a.name != "seed")
+            .map(|a| a.name.clone())
+            .collect()
     } else if varying.iter().any(|a| a.name == group) {
         vec![group.to_owned()]
     } else {
@@ -203,8 +248,14 @@ fn group_section(shown: &[&RunRow], varying: &[Axis], q: &Query) -> Option<impl 
     };
     let by_ref: Vec<&str> = by.iter().map(String::as_str).collect();
     let groups = table::group_runs(shown, &by_ref);
-    let head_axes = by.iter().map(|a| view! { <th>{a.clone()}</th> }).collect_view();
-    let head_metrics = GROUP_METRICS.iter().map(|m| view! { <th class="num">{*m}</th> }).collect_view();
+    let head_axes = by
+        .iter()
+        .map(|a| view! { <th>{a.clone()}</th> })
+        .collect_view();
+    let head_metrics = GROUP_METRICS
+        .iter()
+        .map(|m| view! { <th class="num">{*m}</th> })
+        .collect_view();
     let rows = groups
         .into_iter()
         .map(|(key, members)| {
@@ -228,9 +279,17 @@ fn group_section(shown: &[&RunRow], varying: &[Axis], q: &Query) -> Option<impl 
 fn heatmap_axes(varying: &[Axis], q: &Query) -> (Option<String>, Option<String>, Option<String>) {
     let has = |n: &str| varying.iter().any(|a| a.name == n);
     let pick = |k: &str| q.get(k).filter(|v| has(v)).map(str::to_owned);
-    let cand: Vec<&str> = varying.iter().map(|a| a.name.as_str()).filter(|n| *n != "seed" && *n != "loss").collect();
+    let cand: Vec<&str> = varying
+        .iter()
+        .map(|a| a.name.as_str())
+        .filter(|n| *n != "seed" && *n != "loss")
+        .collect();
     let x = pick("hm_x").or_else(|| cand.first().map(|s| s.to_string()));
-    let y = pick("hm_y").or_else(|| cand.iter().find(|n| Some(**n) != x.as_deref()).map(|s| s.to_string()));
+    let y = pick("hm_y").or_else(|| {
+        cand.iter()
+            .find(|n| Some(**n) != x.as_deref())
+            .map(|s| s.to_string())
+    });
     let facet = match q.get("hm_facet") {
         Some("none") => None,
         Some(f) if has(f) => Some(f.to_owned()),
@@ -240,23 +299,41 @@ fn heatmap_axes(varying: &[Axis], q: &Query) -> (Option<String>, Option<String>,
     (x, y, facet)
 }
 
-fn heatmap_section(shown: &[&RunRow], varying: &[Axis], metrics: &[String], q: &Query) -> impl IntoView + use<> {
+fn heatmap_section(
+    shown: &[&RunRow],
+    varying: &[Axis],
+    metrics: &[String],
+    q: &Query,
+) -> impl IntoView + use<> {
     let (x, y, facet) = heatmap_axes(varying, q);
-    let metric = q.get("hm_metric").filter(|m| metrics.iter().any(|x| x == m)).unwrap_or("map_at_r").to_owned();
+    let metric = q
+        .get("hm_metric")
+        .filter(|m| metrics.iter().any(|x| x == m))
+        .unwrap_or("map_at_r")
+        .to_owned();
     let axis_opts = |cur: Option<&String>, none: bool| {
-        let mut o: Vec<(String, String, bool)> =
-            varying.iter().map(|a| (a.name.clone(), a.name.clone(), cur == Some(&a.name))).collect();
+        let mut o: Vec<(String, String, bool)> = varying
+            .iter()
+            .map(|a| (a.name.clone(), a.name.clone(), cur == Some(&a.name)))
+            .collect();
         if none {
             o.insert(0, ("none".into(), "none".into(), cur.is_none()));
         }
-        o.into_iter().map(|(v, t, s)| view! { <option value=v selected=s>{t}</option> }).collect_view()
+        o.into_iter()
+            .map(|(v, t, s)| view! { <option value=v selected=s>{t}</option> })
+            .collect_view()
     };
     let metric_opts = metrics
         .iter()
         .map(|m| view! { <option value=m.clone() selected=*m == metric>{m.clone()}</option> })
         .collect_view();
-    let keep = q.0.iter().filter(|(k, v)| !k.starts_with("hm_") && k != "fragment" && !v.is_empty()).cloned();
-    let hidden = keep.map(|(k, v)| view! { <input type="hidden" name=k value=v/> }).collect_view();
+    let keep =
+        q.0.iter()
+            .filter(|(k, v)| !k.starts_with("hm_") && k != "fragment" && !v.is_empty())
+            .cloned();
+    let hidden = keep
+        .map(|(k, v)| view! { <input type="hidden" name=k value=v/> })
+        .collect_view();
     let form = view! {
         <form class="controls" method="get" action="#heatmap">
             <label>"metric "<select name="hm_metric">{metric_opts}</select></label>
@@ -270,7 +347,11 @@ fn heatmap_section(shown: &[&RunRow], varying: &[Axis], metrics: &[String], q: &
     let maps = match (x, y) {
         (Some(x), Some(y)) if x != y => {
             let facets: Vec<Option<Value>> = match &facet {
-                Some(f) => varying.iter().find(|a| &a.name == f).map(|a| a.values.iter().cloned().map(Some).collect()).unwrap_or_default(),
+                Some(f) => varying
+                    .iter()
+                    .find(|a| &a.name == f)
+                    .map(|a| a.values.iter().cloned().map(Some).collect())
+                    .unwrap_or_default(),
                 None => vec![None],
             };
             facets
@@ -302,10 +383,21 @@ fn heatmap_section(shown: &[&RunRow], varying: &[Axis], metrics: &[String], q: &
     }
 }
 
-fn heatmap(runs: &[&RunRow], x: &str, y: &str, metric: &str, title: String) -> impl IntoView + use<> {
+fn heatmap(
+    runs: &[&RunRow],
+    x: &str,
+    y: &str,
+    metric: &str,
+    title: String,
+) -> impl IntoView + use<> {
     let owned: Vec<RunRow> = runs.iter().map(|r| (*r).clone()).collect();
     let axes = table::axes(&owned);
-    let vals = |n: &str| axes.iter().find(|a| a.name == n).map(|a| a.values.clone()).unwrap_or_default();
+    let vals = |n: &str| {
+        axes.iter()
+            .find(|a| a.name == n)
+            .map(|a| a.values.clone())
+            .unwrap_or_default()
+    };
     let (xs, ys) = (vals(x), vals(y));
     let cells: Vec<Vec<Option<Stats>>> = ys
         .iter()
@@ -323,9 +415,16 @@ fn heatmap(runs: &[&RunRow], x: &str, y: &str, metric: &str, title: String) -> i
         })
         .collect();
     let all: Vec<f64> = cells.iter().flatten().flatten().map(|s| s.mean).collect();
-    let (lo, hi) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(*v), b.max(*v)));
+    let (lo, hi) = all
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(*v), b.max(*v))
+        });
     let metric = metric.to_owned();
-    let head = xs.iter().map(|v| view! { <th>{value_text(v)}</th> }).collect_view();
+    let head = xs
+        .iter()
+        .map(|v| view! { <th>{value_text(v)}</th> })
+        .collect_view();
     let rows = ys
         .iter()
         .zip(cells)
@@ -335,11 +434,16 @@ fn heatmap(runs: &[&RunRow], x: &str, y: &str, metric: &str, title: String) -> i
                 .map(|c| match c {
                     None => view! { <td class="empty">"–"</td> }.into_any(),
                     Some(s) => {
-                        let t = if hi > lo { (s.mean - lo) / (hi - lo) } else { 1.0 };
+                        let t = if hi > lo {
+                            (s.mean - lo) / (hi - lo)
+                        } else {
+                            1.0
+                        };
                         let fg = if t > 0.6 { "#111" } else { "#fff" };
                         let style = format!("background:{};color:{fg}", heat_color(t));
                         let tip = format!("n={} std={}", s.n, fmt_metric(&metric, s.std));
-                        view! { <td style=style title=tip>{fmt_metric(&metric, s.mean)}</td> }.into_any()
+                        view! { <td style=style title=tip>{fmt_metric(&metric, s.mean)}</td> }
+                            .into_any()
                     }
                 })
                 .collect_view();
@@ -354,7 +458,12 @@ fn heatmap(runs: &[&RunRow], x: &str, y: &str, metric: &str, title: String) -> i
     }
 }
 
-fn export_section(base: &str, varying: &[Axis], metrics: &[String], filters: &[(String, String)]) -> impl IntoView + use<> {
+fn export_section(
+    base: &str,
+    varying: &[Axis],
+    metrics: &[String],
+    filters: &[(String, String)],
+) -> impl IntoView + use<> {
     let fq = Query(filters.to_vec());
     let long = ["csv", "md", "latex", "json"]
         .into_iter()
@@ -373,7 +482,10 @@ fn export_section(base: &str, varying: &[Axis], metrics: &[String], filters: &[(
         .iter()
         .map(|m| view! { <option value=m.clone() selected=m == "map_at_r">{m.clone()}</option> })
         .collect_view();
-    let hidden = filters.iter().map(|(k, v)| view! { <input type="hidden" name=k.clone() value=v.clone()/> }).collect_view();
+    let hidden = filters
+        .iter()
+        .map(|(k, v)| view! { <input type="hidden" name=k.clone() value=v.clone()/> })
+        .collect_view();
     let action = format!("{base}/export");
     view! {
         <h2 id="export">"Export"</h2>

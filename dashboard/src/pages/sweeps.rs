@@ -61,7 +61,10 @@ pub fn main_html(sweeps: Vec<SweepSummary>) -> String {
                 let href = sweep_url(&s.name);
                 let eta = eta_text(&s);
                 let c = s.counts;
-                let pct = format!("{:.0}%", (c.done + c.failed + c.cancelled) as f64 / c.total().max(1) as f64 * 100.0);
+                let pct = format!(
+                    "{:.0}%",
+                    (c.done + c.failed + c.cancelled) as f64 / c.total().max(1) as f64 * 100.0
+                );
                 view! {
                     <tr>
                         <td><a href=href>{s.name.clone()}</a></td>

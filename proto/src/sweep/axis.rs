@@ -6,7 +6,7 @@ use std::str::FromStr;
 use toml::Spanned;
 use toml::de::DeValue;
 
-use crate::params::{UnknownName, Dataset, JobParams, Loss, Mining, Network, Optimizer};
+use crate::params::{Dataset, JobParams, Loss, Mining, Network, Optimizer, UnknownName};
 
 /// One dimension of a sweep grid, in expansion order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -40,7 +40,13 @@ impl Axis {
     ];
 
     /// Axes every sweep must give.
-    pub const REQUIRED: [Axis; 5] = [Axis::Network, Axis::Loss, Axis::Dataset, Axis::Margin, Axis::Lr];
+    pub const REQUIRED: [Axis; 5] = [
+        Axis::Network,
+        Axis::Loss,
+        Axis::Dataset,
+        Axis::Margin,
+        Axis::Lr,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -136,7 +142,8 @@ fn positive_float(v: &DeValue<'_>, what: &str) -> Result<f64, String> {
             .parse::<f64>()
             .map_err(|_| format!("`{}` is not a number", f.as_str()))?,
         DeValue::Integer(i) => i64::from_str_radix(&i.as_str().replace('_', ""), i.radix())
-            .map_err(|_| format!("`{}` is out of range", i.as_str()))? as f64,
+            .map_err(|_| format!("`{}` is out of range", i.as_str()))?
+            as f64,
         other => return Err(format!("expected a number, found {}", type_name(other))),
     };
     if !x.is_finite() || x <= 0.0 {

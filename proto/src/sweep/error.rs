@@ -38,10 +38,19 @@ pub(crate) struct Lines<'a> {
 impl Lines<'_> {
     pub fn line_of(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
-        self.text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
     }
 
-    pub fn err(&self, offset: Option<usize>, key: Option<&str>, message: impl Into<String>) -> SweepError {
+    pub fn err(
+        &self,
+        offset: Option<usize>,
+        key: Option<&str>,
+        message: impl Into<String>,
+    ) -> SweepError {
         SweepError {
             file: self.file.to_owned(),
             line: offset.map(|o| self.line_of(o)),

@@ -71,7 +71,14 @@ pub fn parse_sweep(text: &str, file: &str, max_cells: u64) -> Result<Sweep, Swee
     for inc in &spec.include {
         let full: Vec<(Axis, Value)> = Axis::ALL
             .iter()
-            .map(|a| (*a, inc.get(a).cloned().unwrap_or_else(|| spec.grid[a][0].clone())))
+            .map(|a| {
+                (
+                    *a,
+                    inc.get(a)
+                        .cloned()
+                        .unwrap_or_else(|| spec.grid[a][0].clone()),
+                )
+            })
             .collect();
         let cell = build(&full, &spec);
         if seen.insert(cell.key()) {
@@ -152,21 +159,39 @@ fn grid_size(grid: &BTreeMap<Axis, Vec<Value>>) -> u128 {
             Axis::ALL
                 .iter()
                 .filter(|a| **a != Axis::Loss)
-                .map(|a| if applies(*a, Some(loss)) { grid[a].len() as u128 } else { 1 })
+                .map(|a| {
+                    if applies(*a, Some(loss)) {
+                        grid[a].len() as u128
+                    } else {
+                        1
+                    }
+                })
                 .product::<u128>()
         })
         .sum();
     per_loss
 }
 
-fn expand(spec: &SweepFile, depth: usize, assign: &mut Vec<(Axis, Value)>, emit: &mut dyn FnMut(JobParams)) {
+fn expand(
+    spec: &SweepFile,
+    depth: usize,
+    assign: &mut Vec<(Axis, Value)>,
+    emit: &mut dyn FnMut(JobParams),
+) {
     let Some(&axis) = Axis::ALL.get(depth) else {
         emit(build(assign, spec));
         return;
     };
-    let loss = assign.iter().find(|(a, _)| *a == Axis::Loss).map(|(_, v)| v);
+    let loss = assign
+        .iter()
+        .find(|(a, _)| *a == Axis::Loss)
+        .map(|(_, v)| v);
     let values = &spec.grid[&axis];
-    let values = if applies(axis, loss) { &values[..] } else { &values[..1] };
+    let values = if applies(axis, loss) {
+        &values[..]
+    } else {
+        &values[..1]
+    };
     for v in values {
         assign.push((axis, v.clone()));
         expand(spec, depth + 1, assign, emit);
@@ -176,7 +201,11 @@ fn expand(spec: &SweepFile, depth: usize, assign: &mut Vec<(Axis, Value)>, emit:
 
 /// Resolves an assignment of every axis into job parameters, dropping inapplicable axes.
 fn build(assign: &[(Axis, Value)], spec: &SweepFile) -> JobParams {
-    let mut p = JobParams { train_limit: spec.train_limit, eval_every: spec.eval_every, ..JobParams::default() };
+    let mut p = JobParams {
+        train_limit: spec.train_limit,
+        eval_every: spec.eval_every,
+        ..JobParams::default()
+    };
     for (axis, value) in assign {
         match (axis, value) {
             (Axis::Network, Value::Network(n)) => p.network = *n,

@@ -27,13 +27,18 @@ pub struct SweepFile {
     pub exclude: Vec<BTreeMap<Axis, Vec<Value>>>,
 }
 
-const TOP_KEYS: &str = "name, description, priority, max_attempts, max_cells, grid, fixed, include, exclude";
+const TOP_KEYS: &str =
+    "name, description, priority, max_attempts, max_cells, grid, fixed, include, exclude";
 const FIXED_KEYS: &str = "train_limit, eval_every";
 
 pub(crate) fn parse_file(text: &str, file: &str) -> Result<SweepFile, SweepError> {
     let lines = Lines { text, file };
     let root = DeTable::parse(text).map_err(|e| {
-        lines.err(e.span().map(|s| s.start), None, format!("invalid TOML: {}", e.message().trim()))
+        lines.err(
+            e.span().map(|s| s.start),
+            None,
+            format!("invalid TOML: {}", e.message().trim()),
+        )
     })?;
     let root = root.get_ref();
     let mut out = SweepFile {
@@ -56,7 +61,11 @@ pub(crate) fn parse_file(text: &str, file: &str) -> Result<SweepFile, SweepError
             "name" => {
                 let name = string(&lines, key, v)?;
                 if name.trim().is_empty() || name.len() > 200 {
-                    return Err(lines.err(at, Some(key), "must be a non-empty name of at most 200 characters"));
+                    return Err(lines.err(
+                        at,
+                        Some(key),
+                        "must be a non-empty name of at most 200 characters",
+                    ));
                 }
                 out.name = name;
             }
@@ -73,26 +82,45 @@ pub(crate) fn parse_file(text: &str, file: &str) -> Result<SweepFile, SweepError
                     let name = fk.get_ref().as_ref();
                     let dotted = format!("fixed.{name}");
                     match name {
-                        "train_limit" => out.train_limit = Some(integer(&lines, &dotted, fv, 1, i64::MAX)? as u64),
-                        "eval_every" => out.eval_every = integer(&lines, &dotted, fv, 1, 100_000)? as u32,
+                        "train_limit" => {
+                            out.train_limit =
+                                Some(integer(&lines, &dotted, fv, 1, i64::MAX)? as u64)
+                        }
+                        "eval_every" => {
+                            out.eval_every = integer(&lines, &dotted, fv, 1, 100_000)? as u32
+                        }
                         _ => return Err(unknown(&lines, &dotted, fk, FIXED_KEYS)),
                     }
                 }
             }
             "include" | "exclude" => {
                 let DeValue::Array(items) = v.get_ref() else {
-                    return Err(lines.err(at, Some(key), format!(
-                        "expected an array of tables (`[[{key}]]`), found {}", type_name(v.get_ref())
-                    )));
+                    return Err(lines.err(
+                        at,
+                        Some(key),
+                        format!(
+                            "expected an array of tables (`[[{key}]]`), found {}",
+                            type_name(v.get_ref())
+                        ),
+                    ));
                 };
                 for (i, item) in items.iter().enumerate() {
                     let dotted = format!("{key}[{i}]");
                     let t = table(&lines, &dotted, item)?;
                     if t.is_empty() {
-                        return Err(lines.err(Some(item.span().start), Some(&dotted), "must name at least one axis"));
+                        return Err(lines.err(
+                            Some(item.span().start),
+                            Some(&dotted),
+                            "must name at least one axis",
+                        ));
                     }
                     if key == "include" {
-                        out.include.push(parse_rule(&lines, &dotted, t, false)?.into_iter().map(|(a, mut vs)| (a, vs.remove(0))).collect());
+                        out.include.push(
+                            parse_rule(&lines, &dotted, t, false)?
+                                .into_iter()
+                                .map(|(a, mut vs)| (a, vs.remove(0)))
+                                .collect(),
+                        );
                     } else {
                         out.exclude.push(parse_rule(&lines, &dotted, t, true)?);
                     }
@@ -105,7 +133,11 @@ pub(crate) fn parse_file(text: &str, file: &str) -> Result<SweepFile, SweepError
         return Err(lines.err(Some(0), Some("name"), "missing: every sweep needs a `name`"));
     }
     let Some(grid_at) = grid_at else {
-        return Err(lines.err(Some(0), Some("grid"), "missing: every sweep needs a `[grid]` table"));
+        return Err(lines.err(
+            Some(0),
+            Some("grid"),
+            "missing: every sweep needs a `[grid]` table",
+        ));
     };
     for axis in Axis::REQUIRED {
         if !out.grid.contains_key(&axis) {
@@ -116,7 +148,10 @@ pub(crate) fn parse_file(text: &str, file: &str) -> Result<SweepFile, SweepError
     Ok(out)
 }
 
-fn parse_grid(lines: &Lines<'_>, t: &DeTable<'_>) -> Result<BTreeMap<Axis, Vec<Value>>, SweepError> {
+fn parse_grid(
+    lines: &Lines<'_>,
+    t: &DeTable<'_>,
+) -> Result<BTreeMap<Axis, Vec<Value>>, SweepError> {
     let mut grid = BTreeMap::new();
     for (k, v) in t.iter() {
         let name = k.get_ref().as_ref();
@@ -132,7 +167,11 @@ fn parse_grid(lines: &Lines<'_>, t: &DeTable<'_>) -> Result<BTreeMap<Axis, Vec<V
             (axis, axis_values(lines, &dotted, axis, v)?)
         };
         if grid.insert(axis, values).is_some() {
-            return Err(lines.err(Some(k.span().start), Some(&dotted), "`seed` and `seeds` both given; use one"));
+            return Err(lines.err(
+                Some(k.span().start),
+                Some(&dotted),
+                "`seed` and `seeds` both given; use one",
+            ));
         }
     }
     for axis in Axis::ALL {
@@ -157,7 +196,11 @@ fn parse_rule(
             return Err(unknown(lines, &dotted, k, &axis_names()));
         };
         if !allow_lists && matches!(v.get_ref(), DeValue::Array(_)) {
-            return Err(lines.err(Some(v.span().start), Some(&dotted), "an include names one value per axis, not a list"));
+            return Err(lines.err(
+                Some(v.span().start),
+                Some(&dotted),
+                "an include names one value per axis, not a list",
+            ));
         }
         rule.insert(axis, axis_values(lines, &dotted, axis, v)?);
     }
@@ -172,18 +215,27 @@ fn axis_values(
     v: &Spanned<DeValue<'_>>,
 ) -> Result<Vec<Value>, SweepError> {
     let one = |item: &Spanned<DeValue<'_>>| {
-        axis.parse(item).map_err(|m| lines.err(Some(item.span().start), Some(key), m))
+        axis.parse(item)
+            .map_err(|m| lines.err(Some(item.span().start), Some(key), m))
     };
     match v.get_ref() {
         DeValue::Array(items) => {
             if items.is_empty() {
-                return Err(lines.err(Some(v.span().start), Some(key), "empty axis: give at least one value"));
+                return Err(lines.err(
+                    Some(v.span().start),
+                    Some(key),
+                    "empty axis: give at least one value",
+                ));
             }
             let mut out: Vec<Value> = Vec::with_capacity(items.len());
             for item in items.iter() {
                 let value = one(item)?;
                 if out.contains(&value) {
-                    return Err(lines.err(Some(item.span().start), Some(key), "duplicate value in axis"));
+                    return Err(lines.err(
+                        Some(item.span().start),
+                        Some(key),
+                        "duplicate value in axis",
+                    ));
                 }
                 out.push(value);
             }
@@ -199,31 +251,66 @@ fn axis_names() -> String {
     names.join(", ")
 }
 
-fn unknown(lines: &Lines<'_>, dotted: &str, k: &Spanned<std::borrow::Cow<'_, str>>, expected: &str) -> SweepError {
-    lines.err(Some(k.span().start), Some(dotted), format!("unknown key; expected one of: {expected}"))
+fn unknown(
+    lines: &Lines<'_>,
+    dotted: &str,
+    k: &Spanned<std::borrow::Cow<'_, str>>,
+    expected: &str,
+) -> SweepError {
+    lines.err(
+        Some(k.span().start),
+        Some(dotted),
+        format!("unknown key; expected one of: {expected}"),
+    )
 }
 
-fn table<'a, 'i>(lines: &Lines<'_>, key: &str, v: &'a Spanned<DeValue<'i>>) -> Result<&'a DeTable<'i>, SweepError> {
+fn table<'a, 'i>(
+    lines: &Lines<'_>,
+    key: &str,
+    v: &'a Spanned<DeValue<'i>>,
+) -> Result<&'a DeTable<'i>, SweepError> {
     v.get_ref().as_table().ok_or_else(|| {
-        lines.err(Some(v.span().start), Some(key), format!("expected a table, found {}", type_name(v.get_ref())))
+        lines.err(
+            Some(v.span().start),
+            Some(key),
+            format!("expected a table, found {}", type_name(v.get_ref())),
+        )
     })
 }
 
 fn string(lines: &Lines<'_>, key: &str, v: &Spanned<DeValue<'_>>) -> Result<String, SweepError> {
     v.get_ref().as_str().map(str::to_owned).ok_or_else(|| {
-        lines.err(Some(v.span().start), Some(key), format!("expected a string, found {}", type_name(v.get_ref())))
+        lines.err(
+            Some(v.span().start),
+            Some(key),
+            format!("expected a string, found {}", type_name(v.get_ref())),
+        )
     })
 }
 
-fn integer(lines: &Lines<'_>, key: &str, v: &Spanned<DeValue<'_>>, min: i64, max: i64) -> Result<i64, SweepError> {
+fn integer(
+    lines: &Lines<'_>,
+    key: &str,
+    v: &Spanned<DeValue<'_>>,
+    min: i64,
+    max: i64,
+) -> Result<i64, SweepError> {
     let at = Some(v.span().start);
     let DeValue::Integer(i) = v.get_ref() else {
-        return Err(lines.err(at, Some(key), format!("expected an integer, found {}", type_name(v.get_ref()))));
+        return Err(lines.err(
+            at,
+            Some(key),
+            format!("expected an integer, found {}", type_name(v.get_ref())),
+        ));
     };
     let x = i64::from_str_radix(&i.as_str().replace('_', ""), i.radix())
         .map_err(|_| lines.err(at, Some(key), format!("`{}` is out of range", i.as_str())))?;
     if x < min || x > max {
-        return Err(lines.err(at, Some(key), format!("must be between {min} and {max}, got {x}")));
+        return Err(lines.err(
+            at,
+            Some(key),
+            format!("must be between {min} and {max}, got {x}"),
+        ));
     }
     Ok(x)
 }

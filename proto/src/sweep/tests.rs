@@ -37,7 +37,11 @@ fn expansion_is_deterministic_and_additive() {
     assert_eq!(a, b);
     let wider = parse(&BASE.replace("[0.5, 1.0, 2.0]", "[0.5, 1.0, 2.0, 4.0]")).unwrap();
     let old: std::collections::HashSet<_> = a.cells.iter().map(|c| c.key()).collect();
-    let new: Vec<_> = wider.cells.iter().filter(|c| !old.contains(&c.key())).collect();
+    let new: Vec<_> = wider
+        .cells
+        .iter()
+        .filter(|c| !old.contains(&c.key()))
+        .collect();
     assert_eq!(new.len(), 4, "one new margin x 2 lrs x 2 margin losses");
     assert!(new.iter().all(|c| c.margin == Some(4.0)));
 }
@@ -53,17 +57,27 @@ fn seeds_mining_include_exclude() {
     let s = parse(&text).unwrap();
     let count = |l: Loss| s.cells.iter().filter(|c| c.loss == l).count();
     assert_eq!(count(Loss::Ce), 2, "lr 1e-4 excluded, 2 seeds");
-    assert_eq!(count(Loss::Triplet), 3 * 2 * 2, "3 margins x 2 minings x 2 seeds at lr 1e-3");
+    assert_eq!(
+        count(Loss::Triplet),
+        3 * 2 * 2,
+        "3 margins x 2 minings x 2 seeds at lr 1e-3"
+    );
     assert_eq!(count(Loss::Contrastive), 3 * 2 * 2 + 1);
     assert!(s.cells.iter().all(|c| c.train_limit == Some(500)));
     assert!(s.cells.iter().any(|c| c.mining == Some(Mining::BatchHard)));
     let inc = s.cells.iter().find(|c| c.margin == Some(8.0)).unwrap();
-    assert_eq!((inc.lr, inc.seed), (1e-3, 0), "unnamed axes take the first grid value");
+    assert_eq!(
+        (inc.lr, inc.seed),
+        (1e-3, 0),
+        "unnamed axes take the first grid value"
+    );
 }
 
 #[test]
 fn limit_is_enforced_and_overridable() {
-    let big = BASE.replace("seeds", "x").replace("lr = [1e-3, 1e-4]", "lr = [1e-3, 1e-4]\nseeds = 1000");
+    let big = BASE
+        .replace("seeds", "x")
+        .replace("lr = [1e-3, 1e-4]", "lr = [1e-3, 1e-4]\nseeds = 1000");
     let err = parse(&big).unwrap_err();
     assert_eq!(err.key.as_deref(), Some("grid"));
     assert!(err.message.contains("16000 cells"), "{err}");
@@ -73,25 +87,120 @@ fn limit_is_enforced_and_overridable() {
 
 /// Each malformed sweep: (description, text, key named, line named).
 const MALFORMED: &[(&str, &str, &str, usize)] = &[
-    ("unknown top-level key", "name = \"t\"\ncolour = 1\n[grid]\n", "colour", 2),
-    ("unknown axis", "name = \"t\"\n[grid]\nnetwork = \"embedding-net\"\nlearning_rate = [1]\n", "grid.learning_rate", 4),
-    ("wrong type", "name = \"t\"\n[grid]\nnetwork = \"embedding-net\"\nloss = \"ce\"\ndataset = \"mnist\"\nmargin = 1.0\nlr = \"fast\"\n", "grid.lr", 7),
-    ("empty axis", "name = \"t\"\n[grid]\nnetwork = \"embedding-net\"\nloss = []\n", "grid.loss", 4),
-    ("lr <= 0", "name = \"t\"\n[grid]\nnetwork = \"embedding-net\"\nloss = \"ce\"\ndataset = \"mnist\"\nmargin = 1.0\nlr = [1e-3, -0.1]\n", "grid.lr", 7),
-    ("lr = 0", "name = \"t\"\n[grid]\nnetwork = \"embedding-net\"\nloss = \"ce\"\ndataset = \"mnist\"\nmargin = 1.0\nlr = 0.0\n", "grid.lr", 7),
-    ("margin <= 0", "name = \"t\"\n[grid]\nnetwork = \"embedding-net\"\nloss = \"ce\"\ndataset = \"mnist\"\n\nmargin = [0.0]\nlr = 1e-3\n", "grid.margin", 7),
-    ("unknown loss", "name = \"t\"\n[grid]\nnetwork = \"embedding-net\"\nloss = [\"ce\", \"arcface\"]\n", "grid.loss", 4),
-    ("unknown network", "name = \"t\"\n[grid]\nnetwork = \"resnet\"\n", "grid.network", 3),
-    ("unknown dataset", "name = \"t\"\n[grid]\nnetwork = \"embedding-net\"\nloss = \"ce\"\ndataset = \"cifar10\"\n", "grid.dataset", 5),
-    ("unknown mining", "name = \"t\"\n[grid]\nmining = \"hardest\"\n", "grid.mining", 3),
-    ("missing required axis", "name = \"t\"\n[grid]\nnetwork = \"embedding-net\"\nloss = \"ce\"\ndataset = \"mnist\"\nmargin = 1.0\n", "grid.lr", 0),
-    ("duplicate value", "name = \"t\"\n[grid]\nlr = [1e-3, 0.001]\n", "grid.lr", 3),
-    ("float where integer", "name = \"t\"\n[grid]\nepochs = 2.5\n", "grid.epochs", 3),
-    ("negative seed", "name = \"t\"\n[grid]\nseed = [-1]\n", "grid.seed", 3),
-    ("unknown fixed key", "name = \"t\"\n[fixed]\nepochs = 3\n", "fixed.epochs", 3),
-    ("include with a list", "name = \"t\"\n[grid]\n\n[[include]]\nloss = [\"ce\"]\n", "include[0].loss", 5),
-    ("exclude unknown axis", "name = \"t\"\n[[exclude]]\nlos = \"ce\"\n", "exclude[0].los", 3),
-    ("include as table", "name = \"t\"\n[include]\nloss = \"ce\"\n", "include", 2),
+    (
+        "unknown top-level key",
+        "name = \"t\"\ncolour = 1\n[grid]\n",
+        "colour",
+        2,
+    ),
+    (
+        "unknown axis",
+        "name = \"t\"\n[grid]\nnetwork = \"embedding-net\"\nlearning_rate = [1]\n",
+        "grid.learning_rate",
+        4,
+    ),
+    (
+        "wrong type",
+        "name = \"t\"\n[grid]\nnetwork = \"embedding-net\"\nloss = \"ce\"\ndataset = \"mnist\"\nmargin = 1.0\nlr = \"fast\"\n",
+        "grid.lr",
+        7,
+    ),
+    (
+        "empty axis",
+        "name = \"t\"\n[grid]\nnetwork = \"embedding-net\"\nloss = []\n",
+        "grid.loss",
+        4,
+    ),
+    (
+        "lr <= 0",
+        "name = \"t\"\n[grid]\nnetwork = \"embedding-net\"\nloss = \"ce\"\ndataset = \"mnist\"\nmargin = 1.0\nlr = [1e-3, -0.1]\n",
+        "grid.lr",
+        7,
+    ),
+    (
+        "lr = 0",
+        "name = \"t\"\n[grid]\nnetwork = \"embedding-net\"\nloss = \"ce\"\ndataset = \"mnist\"\nmargin = 1.0\nlr = 0.0\n",
+        "grid.lr",
+        7,
+    ),
+    (
+        "margin <= 0",
+        "name = \"t\"\n[grid]\nnetwork = \"embedding-net\"\nloss = \"ce\"\ndataset = \"mnist\"\n\nmargin = [0.0]\nlr = 1e-3\n",
+        "grid.margin",
+        7,
+    ),
+    (
+        "unknown loss",
+        "name = \"t\"\n[grid]\nnetwork = \"embedding-net\"\nloss = [\"ce\", \"arcface\"]\n",
+        "grid.loss",
+        4,
+    ),
+    (
+        "unknown network",
+        "name = \"t\"\n[grid]\nnetwork = \"resnet\"\n",
+        "grid.network",
+        3,
+    ),
+    (
+        "unknown dataset",
+        "name = \"t\"\n[grid]\nnetwork = \"embedding-net\"\nloss = \"ce\"\ndataset = \"cifar10\"\n",
+        "grid.dataset",
+        5,
+    ),
+    (
+        "unknown mining",
+        "name = \"t\"\n[grid]\nmining = \"hardest\"\n",
+        "grid.mining",
+        3,
+    ),
+    (
+        "missing required axis",
+        "name = \"t\"\n[grid]\nnetwork = \"embedding-net\"\nloss = \"ce\"\ndataset = \"mnist\"\nmargin = 1.0\n",
+        "grid.lr",
+        0,
+    ),
+    (
+        "duplicate value",
+        "name = \"t\"\n[grid]\nlr = [1e-3, 0.001]\n",
+        "grid.lr",
+        3,
+    ),
+    (
+        "float where integer",
+        "name = \"t\"\n[grid]\nepochs = 2.5\n",
+        "grid.epochs",
+        3,
+    ),
+    (
+        "negative seed",
+        "name = \"t\"\n[grid]\nseed = [-1]\n",
+        "grid.seed",
+        3,
+    ),
+    (
+        "unknown fixed key",
+        "name = \"t\"\n[fixed]\nepochs = 3\n",
+        "fixed.epochs",
+        3,
+    ),
+    (
+        "include with a list",
+        "name = \"t\"\n[grid]\n\n[[include]]\nloss = [\"ce\"]\n",
+        "include[0].loss",
+        5,
+    ),
+    (
+        "exclude unknown axis",
+        "name = \"t\"\n[[exclude]]\nlos = \"ce\"\n",
+        "exclude[0].los",
+        3,
+    ),
+    (
+        "include as table",
+        "name = \"t\"\n[include]\nloss = \"ce\"\n",
+        "include",
+        2,
+    ),
     ("missing name", "[grid]\nlr = 1e-3\n", "name", 1),
 ];
 

@@ -67,28 +67,59 @@ pub enum AttemptResult {
 }
 
 /// Runs one attempt to its end.
-pub async fn run(ctx: Arc<Ctx>, slot: usize, job: rpc::JobLease, cancel: CancelToken, stop: Arc<AtomicU8>) -> AttemptResult {
+pub async fn run(
+    ctx: Arc<Ctx>,
+    slot: usize,
+    job: rpc::JobLease,
+    cancel: CancelToken,
+    stop: Arc<AtomicU8>,
+) -> AttemptResult {
     let attempt = job.attempt_id;
     let params: proto::JobParams = match serde_json::from_str(&job.params_json) {
         Ok(p) => p,
         Err(e) => {
             let error = format!("cannot read job parameters: {e}");
-            end(&ctx, attempt, End::Fail { error: error.clone(), retryable: false }).await;
+            end(
+                &ctx,
+                attempt,
+                End::Fail {
+                    error: error.clone(),
+                    retryable: false,
+                },
+            )
+            .await;
             return AttemptResult::Failed(error);
         }
     };
     tracing::info!(job = job.job_id, attempt, slot, label = %params.short_label(), "starting attempt");
-    let work_dir = ctx.cfg.work_dir.join(format!("job-{}", job.job_id)).join(format!("attempt-{attempt}"));
+    let work_dir = ctx
+        .cfg
+        .work_dir
+        .join(format!("job-{}", job.job_id))
+        .join(format!("attempt-{attempt}"));
     if let Err(e) = tokio::fs::create_dir_all(&work_dir).await {
         let error = format!("cannot create {}: {e}", work_dir.display());
-        end(&ctx, attempt, End::Fail { error: error.clone(), retryable: true }).await;
+        end(
+            &ctx,
+            attempt,
+            End::Fail {
+                error: error.clone(),
+                retryable: true,
+            },
+        )
+        .await;
         return AttemptResult::Failed(error);
     }
     let resume_from = match &job.resume {
         Some(a) => fetch_resume(&ctx, a, &work_dir).await,
         None => None,
     };
-    let spec = RunSpec { params, data_dir: ctx.cfg.data_dir.clone(), work_dir: work_dir.clone(), resume_from };
+    let spec = RunSpec {
+        params,
+        data_dir: ctx.cfg.data_dir.clone(),
+        work_dir: work_dir.clone(),
+        resume_from,
+    };
 
     let (events_tx, events_rx) = mpsc::channel::<TrainEvent>(EVENT_BUFFER);
     let trainer = ctx.trainer.clone();
@@ -103,7 +134,10 @@ pub async fn run(ctx: Arc<Ctx>, slot: usize, job: rpc::JobLease, cancel: CancelT
             // A checkpoint that cannot be loaded must not fail the job forever: start over.
             Err(TrainError::Checkpoint { path, reason }) if spec.resume_from.is_some() => {
                 tracing::warn!(path = %path.display(), %reason, "resume checkpoint unusable; training from scratch");
-                let fresh = RunSpec { resume_from: None, ..spec.clone() };
+                let fresh = RunSpec {
+                    resume_from: None,
+                    ..spec.clone()
+                };
                 trainer.train(slot, &fresh, &mut on_event, &train_cancel)
             }
             other => other,
@@ -124,7 +158,15 @@ pub async fn run(ctx: Arc<Ctx>, slot: usize, job: rpc::JobLease, cancel: CancelT
         }
         (Reported::Drained { .. }, Err(join)) => {
             let error = format!("training panicked: {join}");
-            end(&ctx, attempt, End::Fail { error: error.clone(), retryable: true }).await;
+            end(
+                &ctx,
+                attempt,
+                End::Fail {
+                    error: error.clone(),
+                    retryable: true,
+                },
+            )
+            .await;
             AttemptResult::Failed(error)
         }
         (Reported::Drained { .. }, Ok(Ok(Outcome::Finished { metrics }))) => {
@@ -143,7 +185,15 @@ pub async fn run(ctx: Arc<Ctx>, slot: usize, job: rpc::JobLease, cancel: CancelT
         (Reported::Drained { .. }, Ok(Err(e))) => {
             let retryable = !matches!(e, TrainError::Diverged { .. } | TrainError::Config(_));
             let error = e.to_string();
-            end(&ctx, attempt, End::Fail { error: error.clone(), retryable }).await;
+            end(
+                &ctx,
+                attempt,
+                End::Fail {
+                    error: error.clone(),
+                    retryable,
+                },
+            )
+            .await;
             AttemptResult::Failed(error)
         }
     };
@@ -155,13 +205,21 @@ pub async fn run(ctx: Arc<Ctx>, slot: usize, job: rpc::JobLease, cancel: CancelT
     result
 }
 
-async fn fetch_resume(ctx: &Ctx, a: &rpc::ArtifactRef, work_dir: &std::path::Path) -> Option<PathBuf> {
+async fn fetch_resume(
+    ctx: &Ctx,
+    a: &rpc::ArtifactRef,
+    work_dir: &std::path::Path,
+) -> Option<PathBuf> {
     let dest = work_dir.join(format!("resume-epoch-{:04}.ckpt", a.epoch));
     let mut backoff = Backoff::new(Duration::from_millis(200), ctx.cfg.max_backoff);
     for _ in 0..6 {
         match client::download(&ctx.client, ctx.worker_id, a, &dest).await {
             Ok(()) => {
-                tracing::info!(artifact = a.artifact_id, epoch = a.epoch, "resuming from checkpoint");
+                tracing::info!(
+                    artifact = a.artifact_id,
+                    epoch = a.epoch,
+                    "resuming from checkpoint"
+                );
                 return Some(dest);
             }
             Err(s) if client::is_transient(&s) || s.code() == Code::DataLoss => {
@@ -186,19 +244,27 @@ async fn release_checkpoint(
     uploaded: Option<(PathBuf, i64)>,
     cancelled_at: Option<PathBuf>,
 ) -> i64 {
-    let Some(path) = cancelled_at else { return uploaded.map(|u| u.1).unwrap_or(0) };
+    let Some(path) = cancelled_at else {
+        return uploaded.map(|u| u.1).unwrap_or(0);
+    };
     if let Some((p, id)) = &uploaded
         && *p == path
     {
         return *id;
     }
     let epoch = epoch_of(&path).unwrap_or(0);
-    reporter::upload_with_retry(ctx, attempt, epoch, &path).await.unwrap_or(0)
+    reporter::upload_with_retry(ctx, attempt, epoch, &path)
+        .await
+        .unwrap_or(0)
 }
 
 /// Epoch of a checkpoint named `epoch-NNNN.ckpt` (the training engine's naming).
 fn epoch_of(path: &std::path::Path) -> Option<u32> {
-    path.file_stem()?.to_str()?.strip_prefix("epoch-")?.parse().ok()
+    path.file_stem()?
+        .to_str()?
+        .strip_prefix("epoch-")?
+        .parse()
+        .ok()
 }
 
 enum End {

@@ -47,9 +47,9 @@ pub enum DeviceChoice {
 impl AgentArgs {
     /// The agent configuration and the devices the binary must create (in slot order).
     pub fn into_config(self) -> Result<(AgentConfig, DeviceChoice), AgentError> {
-        let work_dir = self
-            .work_dir
-            .unwrap_or_else(|| std::env::temp_dir().join(format!("latentsweep-worker-{}", std::process::id())));
+        let work_dir = self.work_dir.unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("latentsweep-worker-{}", std::process::id()))
+        });
         let (choice, slots) = if self.devices.is_empty() {
             if self.slots == 0 {
                 return Err(AgentError::Config("--slots must be at least 1".into()));
@@ -64,7 +64,11 @@ impl AgentArgs {
             cfg.backend = "cuda".into();
             cfg.devices = ix
                 .iter()
-                .map(|&index| DeviceInfo { index, name: format!("cuda:{index}"), memory_bytes: 0 })
+                .map(|&index| DeviceInfo {
+                    index,
+                    name: format!("cuda:{index}"),
+                    memory_bytes: 0,
+                })
                 .collect();
         }
         cfg.token = self.token.filter(|t| !t.is_empty());
@@ -91,12 +95,23 @@ mod tests {
 
     #[test]
     fn parses_the_documented_forms() {
-        let t = T::try_parse_from(["w", "--coordinator", "http://h:1", "--cpu", "--slots", "2", "--name", "n"]).unwrap();
+        let t = T::try_parse_from([
+            "w",
+            "--coordinator",
+            "http://h:1",
+            "--cpu",
+            "--slots",
+            "2",
+            "--name",
+            "n",
+        ])
+        .unwrap();
         let (cfg, choice) = t.a.into_config().unwrap();
         assert_eq!(choice, DeviceChoice::Cpu { slots: 2 });
         assert_eq!(cfg.devices.len(), 2);
         assert_eq!(cfg.name, "n");
-        let t = T::try_parse_from(["w", "--coordinator", "http://h:1", "--devices", "0,1"]).unwrap();
+        let t =
+            T::try_parse_from(["w", "--coordinator", "http://h:1", "--devices", "0,1"]).unwrap();
         let (cfg, choice) = t.a.into_config().unwrap();
         assert_eq!(choice, DeviceChoice::Cuda(vec![0, 1]));
         assert_eq!(cfg.backend, "cuda");

@@ -26,7 +26,8 @@ pub struct Auth(Option<MetadataValue<Ascii>>);
 impl Interceptor for Auth {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
         if let Some(v) = &self.0 {
-            req.metadata_mut().insert(proto::rpc::AUTH_HEADER, v.clone());
+            req.metadata_mut()
+                .insert(proto::rpc::AUTH_HEADER, v.clone());
         }
         Ok(req)
     }
@@ -52,8 +53,10 @@ pub fn connect(url: &str, token: Option<&str>) -> Result<Client, AgentError> {
         ),
         None => None,
     };
-    Ok(CoordinatorClient::with_interceptor(endpoint.connect_lazy(), Auth(auth))
-        .max_decoding_message_size(16 * 1024 * 1024))
+    Ok(
+        CoordinatorClient::with_interceptor(endpoint.connect_lazy(), Auth(auth))
+            .max_decoding_message_size(16 * 1024 * 1024),
+    )
 }
 
 /// Exponential backoff with jitter, for reconnects and retried calls.
@@ -71,7 +74,12 @@ impl Backoff {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos() as u64)
             .unwrap_or(1);
-        Backoff { next: min, min, max, jitter_state: seed | 1 }
+        Backoff {
+            next: min,
+            min,
+            max,
+            jitter_state: seed | 1,
+        }
     }
 
     /// The wait before the next try: doubles up to `max`, then +-20 % jitter so that workers
@@ -96,7 +104,12 @@ impl Backoff {
 pub fn is_transient(s: &Status) -> bool {
     matches!(
         s.code(),
-        Code::Unavailable | Code::Unknown | Code::DeadlineExceeded | Code::Internal | Code::Aborted | Code::Cancelled
+        Code::Unavailable
+            | Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Internal
+            | Code::Aborted
+            | Code::Cancelled
     )
 }
 
@@ -147,7 +160,9 @@ pub async fn upload(
             match file.read(&mut buf).await {
                 Ok(0) | Err(_) => return, // a short file fails the coordinator's size check
                 Ok(n) => {
-                    let c = rpc::UploadChunk { part: Some(upload_chunk::Part::Data(buf[..n].to_vec())) };
+                    let c = rpc::UploadChunk {
+                        part: Some(upload_chunk::Part::Data(buf[..n].to_vec())),
+                    };
                     if tx.send(c).await.is_err() {
                         return;
                     }
@@ -163,7 +178,12 @@ pub async fn upload(
 }
 
 /// Downloads a checkpoint to `dest`, verifying size and sha256.
-pub async fn download(client: &Client, worker_id: i64, artifact: &rpc::ArtifactRef, dest: &Path) -> Result<(), Status> {
+pub async fn download(
+    client: &Client,
+    worker_id: i64,
+    artifact: &rpc::ArtifactRef,
+    dest: &Path,
+) -> Result<(), Status> {
     let io = |e: std::io::Error| Status::internal(format!("writing {}: {e}", dest.display()));
     let mut stream = client
         .clone()
@@ -192,7 +212,10 @@ pub async fn download(client: &Client, worker_id: i64, artifact: &rpc::ArtifactR
     let sha = hex::encode(h.finalize());
     if size != artifact.size || sha != artifact.sha256 {
         let _ = tokio::fs::remove_file(&part).await;
-        return Err(Status::data_loss(format!("checkpoint {} arrived corrupted", artifact.artifact_id)));
+        return Err(Status::data_loss(format!(
+            "checkpoint {} arrived corrupted",
+            artifact.artifact_id
+        )));
     }
     tokio::fs::rename(&part, dest).await.map_err(io)?;
     Ok(())
@@ -206,7 +229,10 @@ mod tests {
     fn backoff_grows_to_a_cap() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         let d: Vec<Duration> = (0..8).map(|_| b.next_delay()).collect();
-        assert!(d[0] >= Duration::from_millis(80) && d[0] <= Duration::from_millis(120), "{d:?}");
+        assert!(
+            d[0] >= Duration::from_millis(80) && d[0] <= Duration::from_millis(120),
+            "{d:?}"
+        );
         assert!(d[3] >= Duration::from_millis(640), "{d:?}");
         assert!(d.iter().all(|x| *x <= Duration::from_secs(2)));
         b.reset();
@@ -215,6 +241,9 @@ mod tests {
 
     #[test]
     fn bad_urls_are_config_errors() {
-        assert!(matches!(connect("not a url", None), Err(AgentError::Config(_))));
+        assert!(matches!(
+            connect("not a url", None),
+            Err(AgentError::Config(_))
+        ));
     }
 }

@@ -64,7 +64,11 @@ impl AgentConfig {
             host,
             backend: "cpu".into(),
             devices: (0..slots.max(1) as u32)
-                .map(|index| DeviceInfo { index, name: format!("cpu slot {index}"), memory_bytes: 0 })
+                .map(|index| DeviceInfo {
+                    index,
+                    name: format!("cpu slot {index}"),
+                    memory_bytes: 0,
+                })
                 .collect(),
             data_dir: None,
             work_dir,
@@ -181,7 +185,12 @@ pub async fn run_with(
     let Some((worker_id, mut ttl)) = register(&cfg, &client, &mut shutdown).await? else {
         return Ok(());
     };
-    let mut ctx = Arc::new(Ctx { cfg: cfg.clone(), client: client.clone(), worker_id, trainer: trainer.clone() });
+    let mut ctx = Arc::new(Ctx {
+        cfg: cfg.clone(),
+        client: client.clone(),
+        worker_id,
+        trainer: trainer.clone(),
+    });
     let mut slots: Vec<Option<Running>> = (0..cfg.devices.len()).map(|_| None).collect();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<SlotDone>();
     let mut backoff = Backoff::new(Duration::from_millis(100), cfg.max_backoff);
@@ -191,7 +200,11 @@ pub async fn run_with(
             tracing::info!("all jobs handed back; agent exits");
             return Ok(());
         }
-        let free = if stopping { 0 } else { slots.iter().filter(|s| s.is_none()).count() };
+        let free = if stopping {
+            0
+        } else {
+            slots.iter().filter(|s| s.is_none()).count()
+        };
         let running: Vec<i64> = slots.iter().flatten().map(|r| r.attempt_id).collect();
         let req = rpc::LeaseRequest {
             protocol_version: PROTOCOL_VERSION,
@@ -279,16 +292,28 @@ fn stop_all(slots: &[Option<Running>]) {
 }
 
 fn finish(slots: &mut [Option<Running>], (slot, attempt, result): SlotDone) {
-    if slots[slot].as_ref().is_some_and(|r| r.attempt_id == attempt) {
+    if slots[slot]
+        .as_ref()
+        .is_some_and(|r| r.attempt_id == attempt)
+    {
         slots[slot] = None;
     }
     tracing::debug!(slot, attempt, ?result, "slot free");
 }
 
-fn start(ctx: &Arc<Ctx>, slot: usize, job: rpc::JobLease, done: &mpsc::UnboundedSender<SlotDone>) -> Running {
+fn start(
+    ctx: &Arc<Ctx>,
+    slot: usize,
+    job: rpc::JobLease,
+    done: &mpsc::UnboundedSender<SlotDone>,
+) -> Running {
     let cancel = CancelToken::new();
     let stop = Arc::new(AtomicU8::new(0));
-    let running = Running { attempt_id: job.attempt_id, cancel: cancel.clone(), stop: stop.clone() };
+    let running = Running {
+        attempt_id: job.attempt_id,
+        cancel: cancel.clone(),
+        stop: stop.clone(),
+    };
     let (ctx, done) = (ctx.clone(), done.clone());
     tokio::spawn(async move {
         let attempt = job.attempt_id;
@@ -314,7 +339,11 @@ async fn register(
         devices: cfg
             .devices
             .iter()
-            .map(|d| rpc::Device { index: d.index, name: d.name.clone(), memory_bytes: d.memory_bytes })
+            .map(|d| rpc::Device {
+                index: d.index,
+                name: d.name.clone(),
+                memory_bytes: d.memory_bytes,
+            })
             .collect(),
         software_version: env!("CARGO_PKG_VERSION").into(),
         slots: cfg.devices.len() as u32,
@@ -326,9 +355,17 @@ async fn register(
                 let r = r.into_inner();
                 tracing::info!(worker = r.worker_id, coordinator = %cfg.coordinator, slots = cfg.devices.len(),
                     "registered with the coordinator");
-                return Ok(Some((r.worker_id, Duration::from_millis(r.lease_ttl_ms.max(300)))));
+                return Ok(Some((
+                    r.worker_id,
+                    Duration::from_millis(r.lease_ttl_ms.max(300)),
+                )));
             }
-            Err(s) if matches!(s.code(), Code::Unauthenticated | Code::FailedPrecondition | Code::InvalidArgument) => {
+            Err(s)
+                if matches!(
+                    s.code(),
+                    Code::Unauthenticated | Code::FailedPrecondition | Code::InvalidArgument
+                ) =>
+            {
                 return Err(AgentError::Refused(s.message().to_owned()));
             }
             Err(s) => {

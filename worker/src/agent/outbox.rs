@@ -84,14 +84,27 @@ impl Outbox {
     pub fn event(&mut self, ev: TrainEvent) -> Option<(u32, std::path::PathBuf)> {
         let t = now_ms();
         match ev {
-            TrainEvent::Step { epoch, step, loss, lr } => {
+            TrainEvent::Step {
+                epoch,
+                step,
+                loss,
+                lr,
+            } => {
                 self.point(epoch, step, "loss", loss, t);
                 self.point(epoch, step, "lr", lr, t);
                 if self.pending.len() >= BATCH_POINTS {
                     self.flush();
                 }
             }
-            TrainEvent::Epoch { epoch, step, loss, lr, samples_per_sec, epoch_secs, health } => {
+            TrainEvent::Epoch {
+                epoch,
+                step,
+                loss,
+                lr,
+                samples_per_sec,
+                epoch_secs,
+                health,
+            } => {
                 self.point(epoch, step, "epoch_loss", loss, t);
                 self.point(epoch, step, "lr", lr, t);
                 self.point(epoch, step, "samples_per_sec", samples_per_sec, t);
@@ -101,10 +114,20 @@ impl Outbox {
                 }
                 self.flush();
             }
-            TrainEvent::Eval { epoch, step, metrics } => {
+            TrainEvent::Eval {
+                epoch,
+                step,
+                metrics,
+            } => {
                 self.flush();
                 let seq = self.take_seq();
-                self.push(Body::Eval(rpc::EvalResult { seq, epoch, step: step as i64, metrics, time_ms: t }));
+                self.push(Body::Eval(rpc::EvalResult {
+                    seq,
+                    epoch,
+                    step: step as i64,
+                    metrics,
+                    time_ms: t,
+                }));
             }
             TrainEvent::Snapshot(s) => {
                 self.flush();
@@ -127,7 +150,10 @@ impl Outbox {
 
     /// Announces an uploaded checkpoint.
     pub fn checkpoint(&mut self, epoch: u32, artifact_id: i64) {
-        self.push(Body::Checkpoint(rpc::CheckpointNotice { epoch, artifact_id }));
+        self.push(Body::Checkpoint(rpc::CheckpointNotice {
+            epoch,
+            artifact_id,
+        }));
     }
 
     /// Turns pending points into a numbered batch.
@@ -186,7 +212,12 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn step(step: u64) -> TrainEvent {
-        TrainEvent::Step { epoch: 1, step, loss: 0.5, lr: 1e-3 }
+        TrainEvent::Step {
+            epoch: 1,
+            step,
+            loss: 0.5,
+            lr: 1e-3,
+        }
     }
 
     #[test]
@@ -197,7 +228,11 @@ mod tests {
         }
         assert_eq!(o.len(), 1, "a full batch is flushed");
         o.event(step(1000));
-        o.event(TrainEvent::Eval { epoch: 1, step: 1000, metrics: BTreeMap::from([("knn1_acc".into(), 0.8)]) });
+        o.event(TrainEvent::Eval {
+            epoch: 1,
+            step: 1000,
+            metrics: BTreeMap::from([("knn1_acc".into(), 0.8)]),
+        });
         assert_eq!(o.len(), 3);
         let seqs: Vec<i64> = o
             .items
@@ -208,7 +243,11 @@ mod tests {
                 _ => -1,
             })
             .collect();
-        assert_eq!(seqs, vec![0, 1, 2], "metric batches and evaluations share one gap-free sequence");
+        assert_eq!(
+            seqs,
+            vec![0, 1, 2],
+            "metric batches and evaluations share one gap-free sequence"
+        );
         assert_eq!(o.next_after(0).unwrap().item, 1);
         o.ack(2);
         assert_eq!(o.len(), 1);
@@ -218,17 +257,27 @@ mod tests {
         assert_eq!(o.acked(), 2);
         o.ack(3);
         assert!(o.is_empty());
-        assert!(o.items.iter().all(|i| i.attempt_id == 9 && i.worker_id == 3));
+        assert!(
+            o.items
+                .iter()
+                .all(|i| i.attempt_id == 9 && i.worker_id == 3)
+        );
     }
 
     #[test]
     fn checkpoints_are_returned_not_queued() {
         let mut o = Outbox::new(1, 1);
         o.event(step(0));
-        let ck = o.event(TrainEvent::Checkpoint { epoch: 1, path: "/tmp/x.ckpt".into() });
+        let ck = o.event(TrainEvent::Checkpoint {
+            epoch: 1,
+            path: "/tmp/x.ckpt".into(),
+        });
         assert_eq!(ck, Some((1, "/tmp/x.ckpt".into())));
         assert_eq!(o.len(), 1, "pending points flushed before the checkpoint");
         o.checkpoint(1, 42);
-        assert!(matches!(o.items.back().unwrap().body, Some(Body::Checkpoint(_))));
+        assert!(matches!(
+            o.items.back().unwrap().body,
+            Some(Body::Checkpoint(_))
+        ));
     }
 }

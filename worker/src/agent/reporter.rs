@@ -29,19 +29,27 @@ const UPLOAD_TRIES: u32 = 8;
 pub enum Reported {
     /// Training finished and every item was acknowledged. `last_checkpoint` is the newest
     /// uploaded checkpoint: its path as training named it, and its artifact id.
-    Drained { last_checkpoint: Option<(PathBuf, i64)> },
+    Drained {
+        last_checkpoint: Option<(PathBuf, i64)>,
+    },
     /// The coordinator no longer accepts reports for this attempt.
     Fenced(String),
 }
 
-type Opening = Pin<Box<dyn Future<Output = Result<tonic::Response<Streaming<rpc::ReportAck>>, Status>> + Send>>;
+type Opening = Pin<
+    Box<dyn Future<Output = Result<tonic::Response<Streaming<rpc::ReportAck>>, Status>> + Send>,
+>;
 
 fn fenced(s: &Status) -> bool {
     s.code() == Code::FailedPrecondition
 }
 
 /// Reports until training ends (the event channel closes) and the outbox is empty.
-pub async fn run(ctx: &Arc<Ctx>, mut outbox: Outbox, mut events: mpsc::Receiver<TrainEvent>) -> Reported {
+pub async fn run(
+    ctx: &Arc<Ctx>,
+    mut outbox: Outbox,
+    mut events: mpsc::Receiver<TrainEvent>,
+) -> Reported {
     let attempt = outbox_attempt(&outbox);
     let mut events_open = true;
     let mut uploads: JoinSet<(u32, PathBuf, Option<i64>)> = JoinSet::new();
@@ -69,7 +77,8 @@ pub async fn run(ctx: &Arc<Ctx>, mut outbox: Outbox, mut events: mpsc::Receiver<
             let (t, rx) = mpsc::channel(IN_FLIGHT);
             let mut c = ctx.client.clone();
             opening = Some(Box::pin(async move {
-                c.report(tokio_stream::wrappers::ReceiverStream::new(rx)).await
+                c.report(tokio_stream::wrappers::ReceiverStream::new(rx))
+                    .await
             }));
             tx = Some(t);
             // Everything unacknowledged goes again: the coordinator dedupes.
@@ -159,11 +168,22 @@ fn outbox_attempt(o: &Outbox) -> i64 {
 
 /// Starts uploading a checkpoint. The training engine deletes a checkpoint once the next one is
 /// written, so the upload reads a hard link made right now.
-fn spawn_upload(ctx: &Arc<Ctx>, uploads: &mut JoinSet<(u32, PathBuf, Option<i64>)>, attempt: i64, epoch: u32, path: PathBuf) {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+fn spawn_upload(
+    ctx: &Arc<Ctx>,
+    uploads: &mut JoinSet<(u32, PathBuf, Option<i64>)>,
+    attempt: i64,
+    epoch: u32,
+    path: PathBuf,
+) {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let link = path.with_file_name(format!("upload-{name}"));
     let _ = std::fs::remove_file(&link);
-    let source = match std::fs::hard_link(&path, &link).or_else(|_| std::fs::copy(&path, &link).map(|_| ())) {
+    let source = match std::fs::hard_link(&path, &link)
+        .or_else(|_| std::fs::copy(&path, &link).map(|_| ()))
+    {
         Ok(()) => link.clone(),
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "cannot pin checkpoint for upload");
@@ -199,6 +219,10 @@ pub async fn upload_with_retry(ctx: &Ctx, attempt: i64, epoch: u32, path: &Path)
             }
         }
     }
-    tracing::warn!(attempt, epoch, "checkpoint upload gave up; a resume would start earlier");
+    tracing::warn!(
+        attempt,
+        epoch,
+        "checkpoint upload gave up; a resume would start earlier"
+    );
     None
 }

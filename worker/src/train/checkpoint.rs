@@ -103,7 +103,11 @@ pub fn read(path: &Path) -> Result<Checkpoint, TrainError> {
     if body.len() != m.saturating_add(o) {
         return Err(err(
             path,
-            format!("expected {} record bytes, found {} (truncated?)", m + o, body.len()),
+            format!(
+                "expected {} record bytes, found {} (truncated?)",
+                m + o,
+                body.len()
+            ),
         ));
     }
     Ok(Checkpoint {
@@ -142,7 +146,10 @@ mod tests {
         write(&path, 3, 42, &p, b"model", b"opt").unwrap();
         let c = read(&path).unwrap();
         assert_eq!((c.header.epoch, c.header.step), (3, 42));
-        assert_eq!((c.model.as_slice(), c.optim.as_slice()), (&b"model"[..], &b"opt"[..]));
+        assert_eq!(
+            (c.model.as_slice(), c.optim.as_slice()),
+            (&b"model"[..], &b"opt"[..])
+        );
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
         let e = read(&path).unwrap_err().to_string();

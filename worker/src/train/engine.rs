@@ -48,12 +48,16 @@ impl Objective {
     fn from_params(p: &JobParams) -> Result<Self, TrainError> {
         let margin = p.margin.unwrap_or(1.0);
         if !(margin.is_finite() && margin > 0.0) && p.loss.uses_margin() {
-            return Err(TrainError::Config(format!("margin must be > 0, got {margin}")));
+            return Err(TrainError::Config(format!(
+                "margin must be > 0, got {margin}"
+            )));
         }
         Ok(match p.loss {
             Loss::Ce => Objective::Ce,
             Loss::Bce => Objective::Bce,
-            Loss::Contrastive => Objective::Contrastive(ContrastiveLossConfig::new().with_margin(margin)),
+            Loss::Contrastive => {
+                Objective::Contrastive(ContrastiveLossConfig::new().with_margin(margin))
+            }
             Loss::Triplet => {
                 let cfg = TripletLossConfig::new().with_margin(margin);
                 match p.mining.unwrap_or(Mining::Random) {
@@ -110,7 +114,10 @@ pub fn run<B: AutodiffBackend>(
         return Err(TrainError::Config("batch size must be at least 2".into()));
     }
     if !(p.lr.is_finite() && p.lr > 0.0) {
-        return Err(TrainError::Config(format!("learning rate must be > 0, got {}", p.lr)));
+        return Err(TrainError::Config(format!(
+            "learning rate must be > 0, got {}",
+            p.lr
+        )));
     }
     let objective = Objective::from_params(p)?;
     B::seed(device, p.seed);
@@ -171,7 +178,9 @@ pub fn run<B: AutodiffBackend>(
     };
     match p.optimizer {
         OptimizerKind::Adam => {
-            let optim = AdamConfig::new().with_epsilon(1e-8).init::<B, MetricNet<B>>();
+            let optim = AdamConfig::new()
+                .with_epsilon(1e-8)
+                .init::<B, MetricNet<B>>();
             train_with(ctx, model, optim)
         }
         OptimizerKind::Sgd => {
@@ -231,8 +240,14 @@ where
         timed_secs += stats.timed.as_secs_f64();
         let rate = stats.rate();
         let health = BTreeMap::from([
-            ("mean_embedding_norm".to_owned(), stats.norm_sum / stats.batches.max(1) as f64),
-            ("active_fraction".to_owned(), stats.active_sum / stats.batches.max(1) as f64),
+            (
+                "mean_embedding_norm".to_owned(),
+                stats.norm_sum / stats.batches.max(1) as f64,
+            ),
+            (
+                "active_fraction".to_owned(),
+                stats.active_sum / stats.batches.max(1) as f64,
+            ),
         ]);
         (ctx.on_event)(TrainEvent::Epoch {
             epoch,
@@ -288,7 +303,9 @@ fn ckpt_err(path: &Path, e: burn::record::RecorderError) -> TrainError {
 }
 
 fn checkpoint_path(work_dir: &Path, epoch: u32) -> PathBuf {
-    work_dir.join("checkpoints").join(format!("epoch-{epoch:04}.ckpt"))
+    work_dir
+        .join("checkpoints")
+        .join(format!("epoch-{epoch:04}.ckpt"))
 }
 
 fn evaluate_and_emit<B: AutodiffBackend>(
@@ -306,7 +323,12 @@ fn evaluate_and_emit<B: AutodiffBackend>(
         seed: ctx.spec.params.seed,
     };
     let (metrics, snapshot): (_, Snapshot) = evaluation::evaluate(model, &plan, epoch, ctx.device);
-    tracing::info!(epoch, secs = t.elapsed().as_secs_f64(), map_at_r = metrics.get("map_at_r"), "evaluated");
+    tracing::info!(
+        epoch,
+        secs = t.elapsed().as_secs_f64(),
+        map_at_r = metrics.get("map_at_r"),
+        "evaluated"
+    );
     (ctx.on_event)(TrainEvent::Eval {
         epoch,
         step: ctx.step,
@@ -396,7 +418,10 @@ where
             let emb = model.embed(x); // [n, D]
             let out = batch_loss(&ctx.objective, model, emb.clone(), batch, ctx.device);
             let norm = mean_norm(emb.detach());
-            let summary = Tensor::cat(vec![out.loss.clone().detach(), out.active_fraction(), norm], 0);
+            let summary = Tensor::cat(
+                vec![out.loss.clone().detach(), out.active_fraction(), norm],
+                0,
+            );
             let v = summary.into_data().to_vec::<f32>().expect("f32 summary");
             ctx.step += 1;
             let loss = f64::from(v[0]);
@@ -451,11 +476,17 @@ fn batch_loss<B: AutodiffBackend>(
         Objective::Ce => {
             let labels: Vec<i64> = batch.labels.iter().map(|&l| i64::from(l)).collect();
             let targets = Tensor::<B, 1, Int>::from_data(TensorData::new(labels, [a]), device);
-            let head = model.ce_head.as_ref().expect("ce head exists for the ce loss");
+            let head = model
+                .ce_head
+                .as_ref()
+                .expect("ce head exists for the ce loss");
             ce::cross_entropy(head.forward(emb), targets)
         }
         Objective::Bce => {
-            let head = model.bce_head.as_ref().expect("bce head exists for the bce loss");
+            let head = model
+                .bce_head
+                .as_ref()
+                .expect("bce head exists for the bce loss");
             head.loss(part(0), part(1), same())
         }
         Objective::Contrastive(cfg) => cfg.forward(part(0), part(1), same()),

@@ -67,7 +67,10 @@ pub enum TrainEvent {
     },
     Snapshot(Snapshot),
     /// A self-contained checkpoint (model + optimizer + epoch) was written.
-    Checkpoint { epoch: u32, path: PathBuf },
+    Checkpoint {
+        epoch: u32,
+        path: PathBuf,
+    },
 }
 
 /// 2-D view of a fixed, class-stratified subset of the test split.

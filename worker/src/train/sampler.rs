@@ -167,8 +167,10 @@ impl Sampler {
                     batch.indices = chunk.iter().copied().chain(b).collect();
                 }
                 SamplerKind::Triplets => {
-                    let ps: Vec<usize> = chunk.iter().map(|&a| self.positive(&mut rng, a)).collect();
-                    let ns: Vec<usize> = chunk.iter().map(|&a| self.negative(&mut rng, a)).collect();
+                    let ps: Vec<usize> =
+                        chunk.iter().map(|&a| self.positive(&mut rng, a)).collect();
+                    let ns: Vec<usize> =
+                        chunk.iter().map(|&a| self.negative(&mut rng, a)).collect();
                     batch.indices = chunk.iter().copied().chain(ps).chain(ns).collect();
                 }
                 SamplerKind::ClassBalanced { .. } => unreachable!("handled above"),

@@ -154,7 +154,9 @@ pub fn cache_dir(set: Builtin, data_dir: Option<&Path>) -> Result<PathBuf, DataE
     let root = match data_dir {
         Some(d) => d.to_path_buf(),
         None => dirs::cache_dir()
-            .ok_or_else(|| DataError::Other("no cache directory on this system; pass a data dir".into()))?
+            .ok_or_else(|| {
+                DataError::Other("no cache directory on this system; pass a data dir".into())
+            })?
             .join("latentsweep"),
     };
     Ok(root.join(set.dir_name()))

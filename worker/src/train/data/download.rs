@@ -86,7 +86,8 @@ pub fn download_verified(
         out.sync_all().map_err(|e| DataError::io(&tmp, e))?;
     }
     let bytes = std::fs::read(&tmp).map_err(|e| DataError::io(&tmp, e))?;
-    let actual = content_sha256(&bytes, Path::new(&url)).map_err(|e| download_err(e.to_string()))?;
+    let actual =
+        content_sha256(&bytes, Path::new(&url)).map_err(|e| download_err(e.to_string()))?;
     if actual != file.sha256_decompressed {
         return Err(DataError::Checksum {
             url: url.clone(),

@@ -104,7 +104,10 @@ pub fn load_folder(root: &Path) -> Result<LoadedDataset, DataError> {
     if classes.len() < 2 {
         return Err(DataError::corrupt(
             root,
-            format!("a folder data set needs at least 2 class sub-folders, found {}", classes.len()),
+            format!(
+                "a folder data set needs at least 2 class sub-folders, found {}",
+                classes.len()
+            ),
         ));
     }
     let mut size: Option<(u32, u32)> = None; // (w, h)
@@ -114,7 +117,10 @@ pub fn load_folder(root: &Path) -> Result<LoadedDataset, DataError> {
     for (label, (class_name, class_dir)) in classes.iter().enumerate() {
         let mut files = sorted_entries(class_dir, false)?;
         if files.is_empty() {
-            return Err(DataError::corrupt(class_dir, "class folder holds no PGM/PNG/JPEG images"));
+            return Err(DataError::corrupt(
+                class_dir,
+                "class folder holds no PGM/PNG/JPEG images",
+            ));
         }
         files.sort_by_cached_key(|(name, _)| Sha256::digest(name.as_bytes()));
         let n = files.len();

@@ -121,13 +121,19 @@ pub fn check_pair(
     if images.dims.len() != 3 {
         return Err(DataError::corrupt(
             images_path,
-            format!("expected a rank-3 image array, got dimensions {:?}", images.dims),
+            format!(
+                "expected a rank-3 image array, got dimensions {:?}",
+                images.dims
+            ),
         ));
     }
     if labels.dims.len() != 1 {
         return Err(DataError::corrupt(
             labels_path,
-            format!("expected a rank-1 label array, got dimensions {:?}", labels.dims),
+            format!(
+                "expected a rank-1 label array, got dimensions {:?}",
+                labels.dims
+            ),
         ));
     }
     if images.dims[0] != labels.dims[0] {
@@ -167,8 +173,13 @@ mod tests {
     #[test]
     fn rejects_short_and_long_bodies() {
         let p = Path::new("/data/short-file");
-        let e = parse_idx(&idx(&[2, 3], &[1, 2, 3]), p).unwrap_err().to_string();
-        assert!(e.contains("/data/short-file") && e.contains("truncated"), "{e}");
+        let e = parse_idx(&idx(&[2, 3], &[1, 2, 3]), p)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/data/short-file") && e.contains("truncated"),
+            "{e}"
+        );
         let e = parse_idx(&idx(&[1], &[1, 2]), p).unwrap_err().to_string();
         assert!(e.contains("trailing"), "{e}");
     }
@@ -176,9 +187,13 @@ mod tests {
     #[test]
     fn rejects_bad_magic_and_type() {
         let p = Path::new("bad-magic.idx");
-        let e = parse_idx(&[1, 2, 8, 1, 0, 0, 0, 0], p).unwrap_err().to_string();
+        let e = parse_idx(&[1, 2, 8, 1, 0, 0, 0, 0], p)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bad-magic.idx") && e.contains("magic"), "{e}");
-        let e = parse_idx(&[0, 0, 0x0d, 1, 0, 0, 0, 0], p).unwrap_err().to_string();
+        let e = parse_idx(&[0, 0, 0x0d, 1, 0, 0, 0, 0], p)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("element type"), "{e}");
     }
 }

@@ -127,9 +127,15 @@ pub fn load_with_mirror(
         ));
     }
     let class_names = set.class_names();
-    for (labels, path) in [(&train.labels, &files.train_labels), (&test.labels, &files.test_labels)] {
+    for (labels, path) in [
+        (&train.labels, &files.train_labels),
+        (&test.labels, &files.test_labels),
+    ] {
         if let Some(bad) = labels.iter().find(|&&l| l as usize >= class_names.len()) {
-            return Err(DataError::corrupt(path, format!("label {bad} is out of range")));
+            return Err(DataError::corrupt(
+                path,
+                format!("label {bad} is out of range"),
+            ));
         }
     }
     Ok(LoadedDataset {
@@ -154,11 +160,19 @@ fn read_split(images: &Path, labels: &Path) -> Result<(ImageSet, usize, usize), 
 }
 
 /// Loads only what the dashboard needs to show test images by index.
-pub fn load_test_images(dataset: &Dataset, data_dir: Option<&Path>) -> Result<TestImages, DataError> {
+pub fn load_test_images(
+    dataset: &Dataset,
+    data_dir: Option<&Path>,
+) -> Result<TestImages, DataError> {
     let ds = load(dataset, data_dir)?;
     let px = ds.h * ds.w;
     Ok(TestImages {
-        images: ds.test.pixels.chunks_exact(px).map(<[u8]>::to_vec).collect(),
+        images: ds
+            .test
+            .pixels
+            .chunks_exact(px)
+            .map(<[u8]>::to_vec)
+            .collect(),
         h: ds.h,
         w: ds.w,
         labels: ds.test.labels,
@@ -266,7 +280,9 @@ mod tests {
 
     #[test]
     fn stratified_limit_balances_classes() {
-        let labels: Vec<u32> = (0..100).map(|i| if i < 80 { 0 } else { (i % 3) as u32 }).collect();
+        let labels: Vec<u32> = (0..100)
+            .map(|i| if i < 80 { 0 } else { (i % 3) as u32 })
+            .collect();
         let idx = stratified_indices(&labels, 12);
         assert_eq!(idx.len(), 12);
         let count = |c| idx.iter().filter(|&&i| labels[i] == c).count();

@@ -33,13 +33,17 @@ impl CeHeadConfig {
 
 impl<B: Backend> CeHead<B> {
     pub fn forward(&self, emb: Tensor<B, 2>) -> Tensor<B, 2> {
-        self.classifier.forward(crate::train::model::nets::prelu(&self.act, emb)) // [N, C]
+        self.classifier
+            .forward(crate::train::model::nets::prelu(&self.act, emb)) // [N, C]
     }
 }
 
 /// Mean softmax cross-entropy of `logits` `[N, C]` against `targets` `[N]`; active =
 /// misclassified (arg-max ≠ target).
-pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> LossOutput<B> {
+pub fn cross_entropy<B: Backend>(
+    logits: Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+) -> LossOutput<B> {
     let n = targets.dims()[0];
     let targets = targets.reshape([n, 1]); // [N, 1]
     let logp = log_softmax(logits.clone(), 1); // [N, C]
@@ -60,7 +64,8 @@ mod tests {
     fn matches_hand_computed_values() {
         // logits [0, ln 3]: softmax = [1/4, 3/4].
         let logits = t2(&[&[0.0, 3f32.ln()], &[0.0, 3f32.ln()]]);
-        let targets = Tensor::<Ad, 1, Int>::from_data(TensorData::from([1i32, 0]), &Default::default());
+        let targets =
+            Tensor::<Ad, 1, Int>::from_data(TensorData::from([1i32, 0]), &Default::default());
         let out = cross_entropy(logits, targets);
         close(scalar(out.loss), (-(0.75f32).ln() + 4f32.ln()) / 2.0);
         assert_eq!(vals(out.active), vec![0.0, 1.0]);

@@ -55,7 +55,11 @@ impl<B: Backend> LossOutput<B> {
 /// Euclidean distance per row, `sqrt(Σ(x − y)² + eps)`. `[N, D], [N, D] -> [N]`.
 pub fn row_distance<B: Backend>(x: Tensor<B, 2>, y: Tensor<B, 2>, eps: f64) -> Tensor<B, 1> {
     let diff = x - y; // [N, D]
-    (diff.clone() * diff).sum_dim(1).add_scalar(eps).sqrt().flatten(0, 1) // [N]
+    (diff.clone() * diff)
+        .sum_dim(1)
+        .add_scalar(eps)
+        .sqrt()
+        .flatten(0, 1) // [N]
 }
 
 /// All pairwise distances `sqrt(max(0, |xi|² + |xj|² − 2 xi·xj) + eps)`. `[N, D] -> [N, N]`.

@@ -183,7 +183,9 @@ impl LenetHadsellConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<LenetHadsell<B>, String> {
         let err = || too_small("lenet-hadsell", self.height, self.width);
         let pooled = |s: usize| conv_out(s + 4, 6).map(|s| s / 3).filter(|&s| s > 0);
-        let (ph, pw) = pooled(self.height).zip(pooled(self.width)).ok_or_else(err)?;
+        let (ph, pw) = pooled(self.height)
+            .zip(pooled(self.width))
+            .ok_or_else(err)?;
         let k = 9.min(ph).min(pw);
         let (h, w) = conv_out(ph, k).zip(conv_out(pw, k)).ok_or_else(err)?;
         Ok(LenetHadsell {
