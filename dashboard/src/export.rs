@@ -250,7 +250,7 @@ pub fn md_cell(s: &str) -> String {
     out
 }
 
-/// Escapes text for LaTeX (text mode): `\ { } _ % & # $ ~ ^`, line breaks become spaces.
+/// Escapes text for LaTeX (text mode): `\ { } _ % & # $ ~ ^ < > |`, line breaks become spaces.
 pub fn latex_text(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for ch in s.chars() {
@@ -258,6 +258,10 @@ pub fn latex_text(s: &str) -> String {
             '\\' => out.push_str("\\textbackslash{}"),
             '~' => out.push_str("\\textasciitilde{}"),
             '^' => out.push_str("\\textasciicircum{}"),
+            // Outside T1 encoding these three print as other glyphs.
+            '<' => out.push_str("\\textless{}"),
+            '>' => out.push_str("\\textgreater{}"),
+            '|' => out.push_str("\\textbar{}"),
             '{' | '}' | '_' | '%' | '&' | '#' | '$' => {
                 out.push('\\');
                 out.push(ch);
@@ -290,7 +294,8 @@ fn param_cell(v: Option<&Value>) -> String {
 fn long_header(t: &LongTable) -> Vec<String> {
     let mut h = vec!["job_id".to_owned(), "state".to_owned()];
     h.extend(t.params.iter().cloned());
-    h.extend(t.metrics.iter().cloned());
+    // The `epochs` result would clash with the `epochs` parameter in a header.
+    h.extend(t.metrics.iter().map(|m| if t.params.contains(m) { format!("final_{m}") } else { m.clone() }));
     h
 }
 
@@ -512,4 +517,21 @@ fn pivot_json(t: &PivotTable) -> String {
     let mut s = serde_json::to_string_pretty(&doc).expect("JSON values serialise");
     s.push('\n');
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_per_format() {
+        assert_eq!(
+            latex_text(r"a_b%c&d#e$f{g}h~i^j\k<l>|"),
+            r"a\_b\%c\&d\#e\$f\{g\}h\textasciitilde{}i\textasciicircum{}j\textbackslash{}k\textless{}l\textgreater{}\textbar{}"
+        );
+        assert_eq!(md_cell("a|b\nc*d_e<f>"), r"a\|b c\*d\_e\<f\>");
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\"\nbye"), "\"say \"\"hi\"\"\nbye\"");
+    }
 }

@@ -42,39 +42,6 @@ fn op_timings_batch_128() {
     });
     time("relu [128,32,24,24]", 10, || burn::tensor::activation::relu(h1.clone()).into_data());
     time("maxpool2 [128,32,24,24]", 10, || pool.forward(h1.clone()).into_data());
-    time("maxpool via reshape+max_dim", 10, || {
-        let [n, c, h, w] = h1.dims();
-        h1.clone()
-            .reshape([n * c * h / 2, 2, w / 2, 2])
-            .max_dim(3)
-            .max_dim(1)
-            .reshape([n, c, h / 2, w / 2])
-            .into_data()
-    });
-    time("maxpool via 4 strided slices + max_pair", 10, || {
-        let [n, c, h, w] = h1.dims();
-        let r = h1.clone().reshape([n * c * h / 2, 2, w / 2, 2]);
-        let a = r.clone().narrow(1, 0, 1);
-        let b = r.narrow(1, 1, 1);
-        let m = a.max_pair(b); // [M,1,w/2,2]
-        let m0 = m.clone().narrow(3, 0, 1);
-        let m1 = m.narrow(3, 1, 1);
-        m0.max_pair(m1).reshape([n, c, h / 2, w / 2]).into_data()
-    });
-    time("conv1 as im2col+matmul", 10, || {
-        let [n, _, h, w] = x.dims();
-        let (oh, ow) = (h - 4, w - 4);
-        let mut cols = Vec::new();
-        for i in 0..5 {
-            for j in 0..5 {
-                cols.push(x.clone().narrow(2, i, oh).narrow(3, j, ow).reshape([n * oh * ow, 1]));
-            }
-        }
-        let patches = Tensor::cat(cols, 1); // [n*oh*ow, 25]
-        let wgt = conv1.weight.val().reshape([32, 25]).transpose(); // [25, 32]
-        let y = patches.matmul(wgt); // [n*oh*ow, 32]
-        y.reshape([n, oh, ow, 32]).permute([0, 3, 1, 2]).into_data()
-    });
     time("conv2 fwd [128,32,12,12]", 10, || conv2.forward(p1.clone()).into_data());
     let flat = pool.forward(h2).flatten::<2>(1, 3);
     time("fc 1024->256", 10, || fc.forward(flat.clone()).into_data());

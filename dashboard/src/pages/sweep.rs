@@ -269,7 +269,7 @@ fn group_section(shown: &[&RunRow], varying: &[Axis], q: &Query) -> Option<impl 
         })
         .collect_view();
     Some(view! {
-        <h2 id="groups">"Grouped by "{by.join(", ")}</h2>
+        <h2 id="groups">{format!("Grouped by {}", by.join(", "))}</h2>
         <p class="muted">"mean ± sample standard deviation over the finished runs of each group (seeds and any other axes)"</p>
         <div class="scroll"><table class="data groups"><thead><tr>{head_axes}<th class="num">"finished"</th>{head_metrics}</tr></thead><tbody>{rows}</tbody></table></div>
     })
@@ -452,7 +452,7 @@ fn heatmap(
         .collect_view();
     view! {
         <figure class="heatmap">
-            <figcaption>{title}" · mean "{metric.clone()}</figcaption>
+            <figcaption>{format!("{title} · mean {metric}")}</figcaption>
             <table><thead><tr><th class="corner">{format!("{y} \\ {x}")}</th>{head}</tr></thead><tbody>{rows}</tbody></table>
         </figure>
     }
