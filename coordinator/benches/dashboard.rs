@@ -69,13 +69,29 @@ async fn build(store: &Store) -> (String, i64, i64) {
     for (i, ((job, p), attempt)) in jobs.iter().zip(&attempts).enumerate() {
         let n = if i == 0 { HEAVY_POINTS } else { per_run };
         let points = curve(n, i64::from(p.epochs));
-        store.record_metrics(*job, *attempt, 0, &points).await.unwrap();
-        store.record_result(*job, *attempt, &builder::fixture_metrics(p)).await.unwrap();
+        store
+            .record_metrics(*job, *attempt, 0, &points)
+            .await
+            .unwrap();
+        store
+            .record_result(*job, *attempt, &builder::fixture_metrics(p))
+            .await
+            .unwrap();
     }
-    for (job, attempt) in [(jobs[0].0, attempts[0]), (jobs[RUNS / 2].0, attempts[RUNS / 2])] {
+    for (job, attempt) in [
+        (jobs[0].0, attempts[0]),
+        (jobs[RUNS / 2].0, attempts[RUNS / 2]),
+    ] {
         for e in 0..=10 {
             let names: Vec<String> = (0..10).map(|d| d.to_string()).collect();
-            store.record_snapshot(job, attempt, &builder::synthetic_snapshot(e, &names, 200, job.0 as u64)).await.unwrap();
+            store
+                .record_snapshot(
+                    job,
+                    attempt,
+                    &builder::synthetic_snapshot(e, &names, 200, job.0 as u64),
+                )
+                .await
+                .unwrap();
         }
     }
     (name, jobs[0].0.0, jobs[RUNS / 2].0.0)
@@ -87,13 +103,25 @@ fn curve(n: usize, epochs: i64) -> Vec<MetricPoint> {
     let mut v = Vec::with_capacity(n);
     for e in 1..=epochs {
         for name in per_epoch {
-            v.push(MetricPoint { step: e * 1000, epoch: e, name: name.into(), value: 1.0 / e as f64, time_ms: 0 });
+            v.push(MetricPoint {
+                step: e * 1000,
+                epoch: e,
+                name: name.into(),
+                value: 1.0 / e as f64,
+                time_ms: 0,
+            });
         }
     }
     let steps = n - v.len();
     for s in 0..steps {
         let epoch = 1 + (s as i64 * epochs) / steps as i64;
-        v.push(MetricPoint { step: s as i64, epoch, name: "loss".into(), value: 2.0 / (1.0 + s as f64 * 0.01), time_ms: 0 });
+        v.push(MetricPoint {
+            step: s as i64,
+            epoch,
+            name: "loss".into(),
+            value: 2.0 / (1.0 + s as f64 * 0.01),
+            time_ms: 0,
+        });
     }
     v
 }
@@ -105,21 +133,66 @@ fn stats(mut ms: Vec<f64>) -> (f64, f64, f64) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let dir = tempfile::tempdir().unwrap();
+    // LATENTSWEEP_BENCH_DIR keeps the database for inspection (rebuilt on every run).
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = std::env::var_os("LATENTSWEEP_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| tmp.path().to_owned());
+    let _ = std::fs::remove_file(dir.join("latentsweep.db"));
     let started = Instant::now();
-    let store = builder::open(dir.path()).await;
+    let store = builder::open(&dir).await;
     let (name, heavy, typical) = build(&store).await;
-    let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM metrics").fetch_one(store.reader()).await.unwrap();
-    eprintln!("built {RUNS} runs / {total} metric points in {:.1} s", started.elapsed().as_secs_f64());
+    let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM metrics")
+        .fetch_one(store.reader())
+        .await
+        .unwrap();
+    eprintln!(
+        "built {RUNS} runs / {total} metric points in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    // Where the sweep page's time goes: loading the runs vs rendering them.
+    let mut load = Vec::new();
+    let mut render = Vec::new();
+    for _ in 0..ITERS {
+        let t = Instant::now();
+        let d = coordinator::web::queries::sweep(store.reader(), &name)
+            .await
+            .unwrap()
+            .unwrap();
+        load.push(t.elapsed().as_secs_f64() * 1000.0);
+        let t = Instant::now();
+        let html = dashboard::pages::sweep::main_html(
+            std::sync::Arc::new(d),
+            dashboard::pages::Query::default(),
+        );
+        render.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert!(html.len() > 1000);
+    }
+    for (bench, ms) in [("sweep_load_uncached", load), ("sweep_render_only", render)] {
+        let (median, p90, min) = stats(ms);
+        println!(
+            "{}",
+            serde_json::json!({ "bench": bench, "runs": RUNS, "iters": ITERS, "median_ms": (median * 10.0).round() / 10.0, "p90_ms": (p90 * 10.0).round() / 10.0, "min_ms": (min * 10.0).round() / 10.0 })
+        );
+    }
     let addr = builder::serve(store.clone(), None).await;
     let cases = [
         ("sweep_page", format!("/sweeps/{name}")),
-        ("sweep_page_sorted_filtered", format!("/sweeps/{name}?sort=map_at_r&desc=1&loss=triplet")),
-        ("sweep_page_grouped_heatmap", format!("/sweeps/{name}?group=config&hm_x=margin&hm_y=lr")),
+        (
+            "sweep_page_sorted_filtered",
+            format!("/sweeps/{name}?sort=map_at_r&desc=1&loss=triplet"),
+        ),
+        (
+            "sweep_page_grouped_heatmap",
+            format!("/sweeps/{name}?group=config&hm_x=margin&hm_y=lr"),
+        ),
         ("run_page_heavy", format!("/runs/{heavy}")),
         ("run_page_typical", format!("/runs/{typical}")),
         ("sweeps_page", "/".to_owned()),
-        ("export_long_csv", format!("/sweeps/{name}/export?format=csv")),
+        (
+            "export_long_csv",
+            format!("/sweeps/{name}/export?format=csv"),
+        ),
     ];
     for (bench, path) in cases {
         let mut ms = Vec::with_capacity(ITERS);

@@ -68,7 +68,11 @@ fn start_chromedriver() -> (Driver, u16) {
             "{path} is missing: the browser test needs Debian's `{pkg}` (apt-get install chromium chromium-driver)"
         );
     }
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let child = Command::new(CHROMEDRIVER)
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
@@ -97,7 +101,12 @@ async fn connect(port: u16, profile: &Path) -> Client {
     let url = format!("http://127.0.0.1:{port}");
     let mut last = None;
     for _ in 0..100 {
-        match ClientBuilder::rustls().unwrap().capabilities(caps.clone()).connect(&url).await {
+        match ClientBuilder::rustls()
+            .unwrap()
+            .capabilities(caps.clone())
+            .connect(&url)
+            .await
+        {
             Ok(c) => return c,
             Err(e) => last = Some(e),
         }
@@ -114,26 +123,54 @@ async fn real_runs(dir: &Path) -> (coordinator::store::Store, String, Vec<i64>) 
     for (job, params) in jobs {
         let attempt = builder::start_attempt(&store, job, coordinator::store::now_ms()).await;
         let work = dir.join(format!("work-{}", job.0));
-        let spec = RunSpec { params, data_dir: None, work_dir: work, resume_from: None };
+        let spec = RunSpec {
+            params,
+            data_dir: None,
+            work_dir: work,
+            resume_from: None,
+        };
         let (out, events) = tokio::task::spawn_blocking(move || {
             let mut events = Vec::new();
-            let out = train::run::<CpuBackend>(&Default::default(), &spec, &mut |e| events.push(e), &CancelToken::new());
+            let out = train::run::<CpuBackend>(
+                &Default::default(),
+                &spec,
+                &mut |e| events.push(e),
+                &CancelToken::new(),
+            );
             (out, events)
         })
         .await
         .unwrap();
-        let Outcome::Finished { metrics } = out.expect("training run (is Fashion-MNIST installed in /usr/share/datasets/fashion-mnist?)") else {
+        let Outcome::Finished { metrics } = out.expect(
+            "training run (is Fashion-MNIST installed in /usr/share/datasets/fashion-mnist?)",
+        ) else {
             panic!("run was cancelled")
         };
         builder::record_train_events(&store, job, attempt, &events, &metrics).await;
-        builder::end_attempt(&store, job, attempt, "done", None, coordinator::store::now_ms()).await;
+        builder::end_attempt(
+            &store,
+            job,
+            attempt,
+            "done",
+            None,
+            coordinator::store::now_ms(),
+        )
+        .await;
         ids.push(job.0);
     }
     (store, name, ids)
 }
 
 fn enc(s: &str) -> String {
-    s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 async fn count(c: &Client, css: &str) -> usize {
@@ -159,10 +196,11 @@ async fn browser_renders_filters_and_scrubs_real_runs() {
     let (_driver, port) = start_chromedriver();
     let dir = tempfile::tempdir().unwrap();
     let (store, sweep, jobs) = real_runs(dir.path()).await;
-    let snap_points: Vec<i64> = sqlx::query_scalar("SELECT n FROM snapshots ORDER BY epoch DESC LIMIT 1")
-        .fetch_all(store.reader())
-        .await
-        .unwrap();
+    let snap_points: Vec<i64> =
+        sqlx::query_scalar("SELECT n FROM snapshots ORDER BY epoch DESC LIMIT 1")
+            .fetch_all(store.reader())
+            .await
+            .unwrap();
     let addr = builder::serve(store.clone(), None).await;
     let base = format!("http://{addr}");
     let profile = tempfile::tempdir().unwrap();
@@ -170,44 +208,103 @@ async fn browser_renders_filters_and_scrubs_real_runs() {
 
     // Sweeps page.
     c.goto(&format!("{base}/")).await.unwrap();
-    assert_eq!(c.find(Locator::Css("main h1")).await.unwrap().text().await.unwrap(), "Sweeps");
+    assert_eq!(
+        c.find(Locator::Css("main h1"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "Sweeps"
+    );
     assert_eq!(count(&c, "table.sweeps tbody tr").await, 1);
     shot(&c, "01-sweeps").await;
 
     // Sweep page: the hostile name shows literally and its script never ran.
     let sweep_url = format!("{base}/sweeps/{}", enc(&sweep));
     c.goto(&sweep_url).await.unwrap();
-    assert_eq!(c.find(Locator::Css("main h1")).await.unwrap().text().await.unwrap(), sweep);
-    assert_eq!(c.execute("return typeof window.pwned", vec![]).await.unwrap(), json!("undefined"));
+    assert_eq!(
+        c.find(Locator::Css("main h1"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        sweep
+    );
+    assert_eq!(
+        c.execute("return typeof window.pwned", vec![])
+            .await
+            .unwrap(),
+        json!("undefined")
+    );
     assert_eq!(count(&c, "#runs-table tbody tr").await, 4);
     shot(&c, "02-sweep").await;
 
     // A filter narrows the runs table (plain form submission).
-    c.find(Locator::Css("#run-filters select[name=loss]")).await.unwrap().select_by_value("triplet").await.unwrap();
-    c.find(Locator::Css("#run-filters button[type=submit]")).await.unwrap().click().await.unwrap();
-    wait_until("the filtered table", || async { c.current_url().await.unwrap().as_str().contains("loss=triplet") }).await;
+    c.find(Locator::Css("#run-filters select[name=loss]"))
+        .await
+        .unwrap()
+        .select_by_value("triplet")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#run-filters button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_until("the filtered table", || async {
+        c.current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .contains("loss=triplet")
+    })
+    .await;
     assert_eq!(count(&c, "#runs-table tbody tr").await, 1);
-    let cell = c.find(Locator::Css("#runs-table tbody tr")).await.unwrap().text().await.unwrap();
+    let cell = c
+        .find(Locator::Css("#runs-table tbody tr"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(cell.contains("triplet"), "{cell}");
     shot(&c, "03-sweep-filtered").await;
 
     // Group by and heatmap views.
-    c.goto(&format!("{sweep_url}?group=loss&hm_x=loss&hm_y=margin&hm_facet=none")).await.unwrap();
+    c.goto(&format!(
+        "{sweep_url}?group=loss&hm_x=loss&hm_y=margin&hm_facet=none"
+    ))
+    .await
+    .unwrap();
     assert_eq!(count(&c, "table.groups tbody tr").await, 4);
     assert!(count(&c, "figure.heatmap td").await >= 4);
     shot(&c, "04-sweep-groups-heatmap").await;
 
     // Latent spaces: CE | BCE | contrastive | triplet side by side, every snapshot point drawn.
     c.goto(&format!("{sweep_url}/latent")).await.unwrap();
-    let plots = c.find_all(Locator::Css("#latent-grid svg.scatter")).await.unwrap();
+    let plots = c
+        .find_all(Locator::Css("#latent-grid svg.scatter"))
+        .await
+        .unwrap();
     assert_eq!(plots.len(), 4);
     let want = (snap_points[0] as usize).min(1000);
     for p in &plots {
-        assert_eq!(p.find_all(Locator::Css("circle")).await.unwrap().len(), want, "points per plot");
+        assert_eq!(
+            p.find_all(Locator::Css("circle")).await.unwrap().len(),
+            want,
+            "points per plot"
+        );
     }
     let heads: Vec<String> = {
         let mut v = Vec::new();
-        for h in c.find_all(Locator::Css("table.latent thead th")).await.unwrap() {
+        for h in c
+            .find_all(Locator::Css("table.latent thead th"))
+            .await
+            .unwrap()
+        {
             v.push(h.text().await.unwrap());
         }
         v
@@ -216,7 +313,13 @@ async fn browser_renders_filters_and_scrubs_real_runs() {
     shot(&c, "05-latent-last-epoch").await;
 
     // The epoch slider (with JS) swaps the plots without a reload.
-    let before = c.find(Locator::Id("latent-grid")).await.unwrap().html(true).await.unwrap();
+    let before = c
+        .find(Locator::Id("latent-grid"))
+        .await
+        .unwrap()
+        .html(true)
+        .await
+        .unwrap();
     c.execute(
         "const s = document.getElementById('epoch-slider'); s.value = s.min; s.dispatchEvent(new Event('input', {bubbles: true}));",
         vec![],
@@ -224,22 +327,70 @@ async fn browser_renders_filters_and_scrubs_real_runs() {
     .await
     .unwrap();
     wait_until("the slider to swap the plots", || async {
-        c.find(Locator::Id("latent-grid")).await.unwrap().html(true).await.unwrap() != before
+        c.find(Locator::Id("latent-grid"))
+            .await
+            .unwrap()
+            .html(true)
+            .await
+            .unwrap()
+            != before
     })
     .await;
-    let after = c.find(Locator::Id("latent-grid")).await.unwrap().html(true).await.unwrap();
-    assert!(after.contains("epoch 0"), "slider went to the first snapshot");
-    assert!(c.current_url().await.unwrap().as_str().contains("epoch=0"), "URL follows the slider");
-    shot(&c, "06-latent-epoch-0").await;
-    // Without JS the same works as links.
-    c.goto(&format!("{sweep_url}/latent?epoch=1")).await.unwrap();
-    let e1 = c.find(Locator::Id("latent-grid")).await.unwrap().html(true).await.unwrap();
-    assert!(e1.contains("epoch 1") && e1 != after);
+    let after = c
+        .find(Locator::Id("latent-grid"))
+        .await
+        .unwrap()
+        .html(true)
+        .await
+        .unwrap();
+    let slider = c.find(Locator::Id("epoch-slider")).await.unwrap();
+    let (min, max) = (
+        slider.attr("min").await.unwrap().unwrap(),
+        slider.attr("max").await.unwrap().unwrap(),
+    );
+    assert_ne!(min, max, "several snapshots to scrub through");
+    assert!(
+        after.contains(&format!("epoch {min} ·")),
+        "slider went to the first snapshot"
+    );
+    assert!(
+        c.current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .contains(&format!("epoch={min}")),
+        "URL follows the slider"
+    );
+    shot(&c, "06-latent-first-epoch").await;
+    // Without JS the same works as links (and a reload keeps the chosen epoch).
+    c.goto(&format!("{sweep_url}/latent?epoch={max}"))
+        .await
+        .unwrap();
+    let last = c
+        .find(Locator::Id("latent-grid"))
+        .await
+        .unwrap()
+        .html(true)
+        .await
+        .unwrap();
+    assert!(last.contains(&format!("epoch {max} ·")) && last != after);
 
     // Run page: curves, evaluation table, retrieval images that actually load.
     c.goto(&format!("{base}/runs/{}", jobs[3])).await.unwrap();
     assert!(count(&c, "svg.linechart polyline").await >= 4);
-    assert_eq!(count(&c, "#eval-table tbody tr").await, 3, "evaluations of epochs 0, 1 and 2");
+    let evals: i64 = sqlx::query_scalar(
+        "SELECT COUNT(DISTINCT epoch) FROM metrics WHERE job_id = ?1 AND name = 'map_at_r'",
+    )
+    .bind(jobs[3])
+    .fetch_one(store.reader())
+    .await
+    .unwrap();
+    assert!(evals >= 2);
+    assert_eq!(
+        count(&c, "#eval-table tbody tr").await,
+        evals as usize,
+        "one row per evaluation"
+    );
     wait_until("retrieval images to load", || async {
         c.execute(
             "return [...document.querySelectorAll('.retrieval img')].every(i => i.complete && i.naturalWidth === 28)",
@@ -255,7 +406,15 @@ async fn browser_renders_filters_and_scrubs_real_runs() {
 
     // Workers page renders (no workers registered: the table is empty, not an error).
     c.goto(&format!("{base}/workers")).await.unwrap();
-    assert_eq!(c.find(Locator::Css("main h1")).await.unwrap().text().await.unwrap(), "Workers");
+    assert_eq!(
+        c.find(Locator::Css("main h1"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "Workers"
+    );
     shot(&c, "08-workers").await;
 
     c.close().await.unwrap();

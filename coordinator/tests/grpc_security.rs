@@ -18,10 +18,18 @@ use tonic::codegen::http::uri::PathAndQuery;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_checked_when_configured_and_required_beyond_loopback() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = start_on(&dir.path().join("ls.db"), None, |c| c.token = Some("s3cret".into())).await;
+    let srv = start_on(&dir.path().join("ls.db"), None, |c| {
+        c.token = Some("s3cret".into())
+    })
+    .await;
     for token in [None, Some("wrong")] {
         let err = client(&srv.url, token)
-            .register(rpc::RegisterRequest { protocol_version: PROTOCOL_VERSION, name: "w".into(), backend: "cpu".into(), ..Default::default() })
+            .register(rpc::RegisterRequest {
+                protocol_version: PROTOCOL_VERSION,
+                name: "w".into(),
+                backend: "cpu".into(),
+                ..Default::default()
+            })
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated, "token {token:?}");
@@ -32,10 +40,20 @@ async fn tokens_are_checked_when_configured_and_required_beyond_loopback() {
 
     // Listening on every interface without a token is refused before binding anything useful.
     let open = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
-    let store = coordinator::store::Store::open(&dir.path().join("other.db")).await.unwrap();
-    let cfg = coordinator::grpc::GrpcConfig::new(open.local_addr().unwrap(), &dir.path().join("other.db"));
-    let err = coordinator::grpc::serve_on(open, store, cfg, std::future::pending()).await.unwrap_err();
-    assert!(matches!(err, coordinator::grpc::ServeError::TokenRequired(_)), "{err}");
+    let store = coordinator::store::Store::open(&dir.path().join("other.db"))
+        .await
+        .unwrap();
+    let cfg = coordinator::grpc::GrpcConfig::new(
+        open.local_addr().unwrap(),
+        &dir.path().join("other.db"),
+    );
+    let err = coordinator::grpc::serve_on(open, store, cfg, std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, coordinator::grpc::ServeError::TokenRequired(_)),
+        "{err}"
+    );
     srv.stop().await;
 }
 
@@ -74,16 +92,29 @@ impl Decoder for Raw {
 }
 
 async fn raw_call(url: &str, path: &'static str, body: Vec<u8>) -> Result<Vec<u8>, tonic::Status> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned()).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
-    grpc.unary(tonic::Request::new(body), PathAndQuery::from_static(path), Raw).await.map(|r| r.into_inner())
+    grpc.unary(
+        tonic::Request::new(body),
+        PathAndQuery::from_static(path),
+        Raw,
+    )
+    .await
+    .map(|r| r.into_inner())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_malformed_and_garbage_input_is_refused_and_others_carry_on() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = start_on(&dir.path().join("ls.db"), None, |c| c.max_message_bytes = 64 * 1024).await;
+    let srv = start_on(&dir.path().join("ls.db"), None, |c| {
+        c.max_message_bytes = 64 * 1024
+    })
+    .await;
     let sweep = submit(&srv.store, &tiny_sweep("sec", 2, "")).await;
     let c = client(&srv.url, None);
     let w = register(&c, "good").await;
@@ -103,31 +134,62 @@ async fn oversized_malformed_and_garbage_input_is_refused_and_others_carry_on() 
         .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     // Oversized message inside a report stream.
-    let err = send_reports(&c, vec![report(w, job.attempt_id, 1, points(0, 5_000))]).await.unwrap_err();
+    let err = send_reports(&c, vec![report(w, job.attempt_id, 1, points(0, 5_000))])
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
 
     // Undecodable protobuf (field 0 / wire type 7 does not exist).
-    let err = raw_call(&srv.url, "/latentsweep.v1.Coordinator/Lease", vec![0xff, 0xff, 0xff, 0xff, 0x0f]).await.unwrap_err();
+    let err = raw_call(
+        &srv.url,
+        "/latentsweep.v1.Coordinator/Lease",
+        vec![0xff, 0xff, 0xff, 0xff, 0x0f],
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     // Decodable but meaningless values.
-    let err = c.clone().lease(lease_req(-5, 1, vec![], 0)).await.unwrap_err();
+    let err = c
+        .clone()
+        .lease(lease_req(-5, 1, vec![], 0))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    let err = c.clone().lease(lease_req(w, 1, vec![0], 0)).await.unwrap_err();
+    let err = c
+        .clone()
+        .lease(lease_req(w, 1, vec![0], 0))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let bad_snapshot = rpc::ReportRequest {
         protocol_version: PROTOCOL_VERSION,
         worker_id: w,
         attempt_id: job.attempt_id,
         item: 1,
-        body: Some(rpc::report_request::Body::Snapshot(rpc::EpochSnapshot { epoch: 1, xy: vec![1.0], ..Default::default() })),
+        body: Some(rpc::report_request::Body::Snapshot(rpc::EpochSnapshot {
+            epoch: 1,
+            xy: vec![1.0],
+            ..Default::default()
+        })),
     };
-    assert_eq!(send_reports(&c, vec![bad_snapshot]).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(
+        send_reports(&c, vec![bad_snapshot])
+            .await
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
+    );
     // Unknown methods.
-    let err = raw_call(&srv.url, "/latentsweep.v1.Coordinator/Nope", vec![]).await.unwrap_err();
+    let err = raw_call(&srv.url, "/latentsweep.v1.Coordinator/Nope", vec![])
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
 
     // Raw garbage on the socket: the connection is dropped, nothing else is affected.
-    for garbage in [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), (0..4096u32).map(|i| (i * 7919 % 256) as u8).collect()] {
+    for garbage in [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        (0..4096u32).map(|i| (i * 7919 % 256) as u8).collect(),
+    ] {
         let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
         s.write_all(&garbage).await.unwrap();
         let mut buf = vec![0u8; 4096];
@@ -140,24 +202,41 @@ async fn oversized_malformed_and_garbage_input_is_refused_and_others_carry_on() 
             }
         })
         .await;
-        assert!(closed.is_ok(), "server must close a connection that speaks garbage");
+        assert!(
+            closed.is_ok(),
+            "server must close a connection that speaks garbage"
+        );
     }
     // HTTP/2 preface followed by a broken frame.
     let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
-    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x04\xff\x00\x00\x00\x00\x01garbage").await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x04\xff\x00\x00\x00\x00\x01garbage")
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 4096];
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
 
     // The good worker carries on: its attempt is intact and completes; the next job leases.
-    let acks = send_reports(&c, vec![report(w, job.attempt_id, 1, points(0, 10))]).await.unwrap();
+    let acks = send_reports(&c, vec![report(w, job.attempt_id, 1, points(0, 10))])
+        .await
+        .unwrap();
     assert_eq!(acks.len(), 1);
     c.clone()
-        .complete(rpc::CompleteRequest { protocol_version: PROTOCOL_VERSION, worker_id: w, attempt_id: job.attempt_id, metrics: BTreeMap::new() })
+        .complete(rpc::CompleteRequest {
+            protocol_version: PROTOCOL_VERSION,
+            worker_id: w,
+            attempt_id: job.attempt_id,
+            metrics: BTreeMap::new(),
+        })
         .await
         .unwrap();
     let next = lease_one(&c, w, &[]).await;
     assert_ne!(next.job_id, job.job_id);
     let states = job_states(&srv.store, sweep).await;
-    assert!(states.iter().any(|(id, s)| *id == job.job_id && s == "done"), "{states:?}");
+    assert!(
+        states
+            .iter()
+            .any(|(id, s)| *id == job.job_id && s == "done"),
+        "{states:?}"
+    );
     srv.stop().await;
 }

@@ -48,7 +48,11 @@ async fn two_local_workers_run_the_four_losses_to_completion() {
     assert!(states.iter().all(|(_, s)| s == "done"), "{states:?}");
     stop_tx.send(true).unwrap();
     for w in workers {
-        tokio::time::timeout(Duration::from_secs(30), w).await.expect("worker exits").unwrap().expect("worker ok");
+        tokio::time::timeout(Duration::from_secs(30), w)
+            .await
+            .expect("worker exits")
+            .unwrap()
+            .expect("worker ok");
     }
 
     let db = srv.store.reader();
@@ -72,14 +76,19 @@ async fn two_local_workers_run_the_four_losses_to_completion() {
     assert_eq!(losses, ["bce", "ce", "contrastive", "triplet"]);
     for r in &per_job {
         let loss: String = r.get("loss");
-        let metrics: serde_json::Value = serde_json::from_str(&r.get::<String, _>("metrics_json")).unwrap();
+        let metrics: serde_json::Value =
+            serde_json::from_str(&r.get::<String, _>("metrics_json")).unwrap();
         let knn = metrics["knn1_acc"].as_f64().unwrap_or(-1.0);
         assert!((0.0..=1.0).contains(&knn), "{loss}: knn1_acc {knn}");
         assert!(r.get::<i64, _>("loss_points") >= 1, "{loss}: step losses");
         assert_eq!(r.get::<i64, _>("epoch_points"), 1, "{loss}: one epoch");
         assert!(r.get::<i64, _>("eval_points") >= 1, "{loss}: evaluation");
         assert!(r.get::<i64, _>("snapshots") >= 1, "{loss}: snapshots");
-        assert_eq!(r.get::<i64, _>("checkpoints"), 1, "{loss}: the epoch's checkpoint");
+        assert_eq!(
+            r.get::<i64, _>("checkpoints"),
+            1,
+            "{loss}: the epoch's checkpoint"
+        );
     }
     let workers_used: i64 = sqlx::query_scalar(
         "SELECT COUNT(DISTINCT a.worker_id) FROM attempts a JOIN jobs j ON j.id = a.job_id WHERE j.sweep_id = ?1",

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -25,8 +26,9 @@ pub enum DataError {
 pub trait DashboardData: Send + Sync + 'static {
     /// Every sweep with its progress, in display order.
     fn sweeps(&self) -> DataFuture<'_, Vec<SweepSummary>>;
-    /// One sweep with all of its runs, or `None` if no sweep has this name.
-    fn sweep<'a>(&'a self, name: &'a str) -> DataFuture<'a, Option<SweepDetail>>;
+    /// One sweep with all of its runs, or `None` if no sweep has this name. Shared, so that a
+    /// source may cache it between requests (the live view re-renders it often).
+    fn sweep<'a>(&'a self, name: &'a str) -> DataFuture<'a, Option<Arc<SweepDetail>>>;
     /// One run with its attempts, or `None` if no job has this id.
     fn run(&self, job_id: i64) -> DataFuture<'_, Option<RunDetail>>;
     /// Every metric point of a run (all attempts), in no particular order.

@@ -295,7 +295,13 @@ fn long_header(t: &LongTable) -> Vec<String> {
     let mut h = vec!["job_id".to_owned(), "state".to_owned()];
     h.extend(t.params.iter().cloned());
     // The `epochs` result would clash with the `epochs` parameter in a header.
-    h.extend(t.metrics.iter().map(|m| if t.params.contains(m) { format!("final_{m}") } else { m.clone() }));
+    h.extend(t.metrics.iter().map(|m| {
+        if t.params.contains(m) {
+            format!("final_{m}")
+        } else {
+            m.clone()
+        }
+    }));
     h
 }
 

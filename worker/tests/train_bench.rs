@@ -19,7 +19,10 @@ fn time<R>(label: &str, reps: usize, mut f: impl FnMut() -> R) {
     for _ in 0..reps {
         std::hint::black_box(f());
     }
-    eprintln!("{label:<40} {:>9.2} ms", t.elapsed().as_secs_f64() * 1e3 / reps as f64);
+    eprintln!(
+        "{label:<40} {:>9.2} ms",
+        t.elapsed().as_secs_f64() * 1e3 / reps as f64
+    );
 }
 
 #[test]
@@ -35,14 +38,24 @@ fn op_timings_batch_128() {
     let h1 = conv1.forward(x.clone());
     let p1 = pool.forward(h1.clone());
     let h2 = conv2.forward(p1.clone());
-    time("conv1 fwd [128,1,28,28]", 10, || conv1.forward(x.clone()).into_data());
-    time("prelu (burn) [128,32,24,24]", 10, || act.forward(h1.clone()).into_data());
+    time("conv1 fwd [128,1,28,28]", 10, || {
+        conv1.forward(x.clone()).into_data()
+    });
+    time("prelu (burn) [128,32,24,24]", 10, || {
+        act.forward(h1.clone()).into_data()
+    });
     time("prelu (ours) [128,32,24,24]", 10, || {
         worker::train::model::nets::prelu(&act, h1.clone()).into_data()
     });
-    time("relu [128,32,24,24]", 10, || burn::tensor::activation::relu(h1.clone()).into_data());
-    time("maxpool2 [128,32,24,24]", 10, || pool.forward(h1.clone()).into_data());
-    time("conv2 fwd [128,32,12,12]", 10, || conv2.forward(p1.clone()).into_data());
+    time("relu [128,32,24,24]", 10, || {
+        burn::tensor::activation::relu(h1.clone()).into_data()
+    });
+    time("maxpool2 [128,32,24,24]", 10, || {
+        pool.forward(h1.clone()).into_data()
+    });
+    time("conv2 fwd [128,32,12,12]", 10, || {
+        conv2.forward(p1.clone()).into_data()
+    });
     let flat = pool.forward(h2).flatten::<2>(1, 3);
     time("fc 1024->256", 10, || fc.forward(flat.clone()).into_data());
     let _ = conv1.num_params();
@@ -78,7 +91,12 @@ fn embedding_net_ce_samples_per_sec() {
         &Default::default(),
         &spec,
         &mut |e| {
-            if let TrainEvent::Epoch { samples_per_sec, epoch_secs, .. } = e {
+            if let TrainEvent::Epoch {
+                samples_per_sec,
+                epoch_secs,
+                ..
+            } = e
+            {
                 eprintln!("epoch: {samples_per_sec:.0} samples/s, {epoch_secs:.1} s");
                 rate = samples_per_sec;
             }

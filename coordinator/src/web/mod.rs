@@ -2,6 +2,7 @@
 //! [`dashboard::DashboardData`] with SQL over [`Store::reader`], and [`router`] / [`serve`]
 //! mount the dashboard over HTTP.
 
+pub mod cache;
 pub mod images;
 pub mod queries;
 
@@ -28,6 +29,7 @@ fn data_err(e: StoreError) -> DataError {
 pub struct StoreData {
     store: Store,
     images: Arc<images::ImageCache>,
+    sweeps: cache::SweepCache,
 }
 
 impl StoreData {
@@ -36,6 +38,7 @@ impl StoreData {
         StoreData {
             store,
             images: Arc::new(images::ImageCache::new(data_dir)),
+            sweeps: cache::SweepCache::default(),
         }
     }
 }
@@ -45,9 +48,10 @@ impl DashboardData for StoreData {
         Box::pin(async move { queries::sweeps(self.store.reader()).await.map_err(data_err) })
     }
 
-    fn sweep<'a>(&'a self, name: &'a str) -> DataFuture<'a, Option<SweepDetail>> {
+    fn sweep<'a>(&'a self, name: &'a str) -> DataFuture<'a, Option<Arc<SweepDetail>>> {
         Box::pin(async move {
-            queries::sweep(self.store.reader(), name)
+            self.sweeps
+                .get(self.store.reader(), name)
                 .await
                 .map_err(data_err)
         })

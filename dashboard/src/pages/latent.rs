@@ -260,13 +260,20 @@ fn plot_cell(
 /// `<main>` of the latent-space page.
 pub fn main_html(d: &SweepDetail, p: &Plan, snaps: &[Snapshot], q: &Query) -> String {
     let grid = grid_html(p, snaps, q);
-    let (d, p, q, snaps) = (d.clone(), p.clone(), q.clone(), snaps.to_vec());
+    let (name, p, q, snaps) = (d.summary.name.clone(), p.clone(), q.clone(), snaps.to_vec());
     let top = super::render(move || {
         let epochs = epochs_of(&snaps);
         let epoch = chosen_epoch(&q, &epochs);
-        let base = sweep_url(&d.summary.name);
+        let base = sweep_url(&name);
+        // The varying axes, plus the current ones even if they do not vary (one data set).
+        let mut choices: Vec<&Axis> = p.varying.iter().collect();
+        for a in [p.x.as_ref(), p.y.as_ref()].into_iter().flatten() {
+            if !choices.iter().any(|c| c.name == a.name) {
+                choices.push(a);
+            }
+        }
         let axis_opts = |cur: Option<&Axis>| {
-            p.varying
+            choices
                 .iter()
                 .map(|a| view! { <option value=a.name.clone() selected=cur.map(|c| &c.name) == Some(&a.name)>{a.name.clone()}</option> })
                 .collect_view()
@@ -314,7 +321,7 @@ pub fn main_html(d: &SweepDetail, p: &Plan, snaps: &[Snapshot], q: &Query) -> St
             .collect_view();
         let ev = epoch.unwrap_or(0).to_string();
         view! {
-            <p class="crumbs"><a href="/">"Sweeps"</a>" / "<a href=base.clone()>{d.summary.name.clone()}</a>" /"</p>
+            <p class="crumbs"><a href="/">"Sweeps"</a>" / "<a href=base.clone()>{name.clone()}</a>" /"</p>
             <h1>"Latent spaces"</h1>
             <p class="tabs"><a href=base.clone()>"Runs"</a><a class="current" href=format!("{base}/latent")>"Latent spaces"</a></p>
             <form class="controls" method="get">

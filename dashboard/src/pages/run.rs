@@ -81,6 +81,11 @@ fn run_main(d: RunDetail, metrics: Vec<MetricPoint>, snap: Option<Snapshot>) -> 
         .iter()
         .map(|(s, _, v)| (*s as f64, *v))
         .collect();
+    // Epoch means by step too: short runs log fewer steps than one step-event interval.
+    let epoch_loss_by_step: Vec<(f64, f64)> = get("epoch_loss")
+        .iter()
+        .map(|(s, _, v)| (*s as f64, *v))
+        .collect();
     let epoch_loss = by_epoch(&get("epoch_loss"));
     let scores: Vec<Series> = SCORE_METRICS
         .iter()
@@ -113,7 +118,7 @@ fn run_main(d: RunDetail, metrics: Vec<MetricPoint>, snap: Option<Snapshot>) -> 
         </div>
         <h2>"Curves"</h2>
         <div class="charts">
-            <LineChart title="training loss".to_owned() x_label="step".to_owned() series=vec![Series { name: "loss".into(), points: loss }]/>
+            <LineChart title="training loss".to_owned() x_label="step".to_owned() series=vec![Series { name: "loss".into(), points: loss }, Series { name: "epoch mean".into(), points: epoch_loss_by_step }]/>
             <LineChart title="epoch loss".to_owned() x_label="epoch".to_owned() series=vec![Series { name: "epoch_loss".into(), points: epoch_loss }]/>
             <LineChart title="evaluation".to_owned() x_label="epoch".to_owned() series=scores y_range=(0.0, 1.0)/>
             <LineChart title="embedding health".to_owned() x_label="epoch".to_owned() series=health/>

@@ -4,6 +4,8 @@ use leptos::prelude::*;
 use serde_json::Value;
 
 use super::{Query, StateBadge, run_url, sweep_url};
+use std::sync::Arc;
+
 use crate::data::{RunRow, SweepDetail};
 use crate::pages::sweeps::Progress;
 use crate::plot::heat_color;
@@ -25,11 +27,11 @@ const GROUP_METRICS: &[&str] = &[
 pub const GROUP_CONFIG: &str = "config";
 
 /// `<main>` of the sweep page.
-pub fn main_html(d: SweepDetail, q: Query) -> String {
+pub fn main_html(d: Arc<SweepDetail>, q: Query) -> String {
     super::render(move || sweep_main(d, q))
 }
 
-fn sweep_main(d: SweepDetail, q: Query) -> impl IntoView {
+fn sweep_main(d: Arc<SweepDetail>, q: Query) -> impl IntoView {
     let axes = table::axes(&d.runs);
     let varying: Vec<Axis> = axes.iter().filter(|a| a.varies()).cloned().collect();
     let fixed: Vec<Axis> = axes.iter().filter(|a| !a.varies()).cloned().collect();

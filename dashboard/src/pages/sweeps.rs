@@ -55,6 +55,7 @@ pub fn Progress(counts: crate::data::JobCounts) -> impl IntoView {
 /// `<main>` of the sweeps page.
 pub fn main_html(sweeps: Vec<SweepSummary>) -> String {
     super::render(move || {
+        let empty = sweeps.is_empty();
         let rows = sweeps
             .into_iter()
             .map(|s| {
@@ -84,14 +85,15 @@ pub fn main_html(sweeps: Vec<SweepSummary>) -> String {
             .collect_view();
         view! {
             <h1>"Sweeps"</h1>
-            <table class="data sweeps">
+            {empty.then(|| view! { <p class="muted">"No sweeps yet: submit one with "<code>"coordinator submit FILE"</code>"."</p> })}
+            <div class="scroll"><table class="data sweeps">
                 <thead><tr>
                     <th>"sweep"</th><th>"state"</th><th>"priority"</th><th>"progress"</th>
                     <th>"queued"</th><th>"running"</th><th>"done"</th><th>"failed"</th><th>"cancelled"</th>
                     <th>"ETA"</th><th>"submitted (UTC)"</th>
                 </tr></thead>
                 <tbody>{rows}</tbody>
-            </table>
+            </table></div>
         }
     })
 }

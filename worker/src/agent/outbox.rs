@@ -100,13 +100,13 @@ impl Outbox {
                 epoch,
                 step,
                 loss,
-                lr,
+                // The epoch's last Step event already recorded `lr` at this step.
+                lr: _,
                 samples_per_sec,
                 epoch_secs,
                 health,
             } => {
                 self.point(epoch, step, "epoch_loss", loss, t);
-                self.point(epoch, step, "lr", lr, t);
                 self.point(epoch, step, "samples_per_sec", samples_per_sec, t);
                 self.point(epoch, step, "epoch_secs", epoch_secs, t);
                 for (k, v) in health {

@@ -455,6 +455,16 @@ where
                 window_n = 0;
             }
         }
+        // Flush the epoch's tail so short epochs (fewer than STEP_EVENT_EVERY steps) still
+        // draw a loss curve.
+        if window_n > 0 {
+            (ctx.on_event)(TrainEvent::Step {
+                epoch,
+                step: ctx.step,
+                loss: window_loss / window_n as f64,
+                lr,
+            });
+        }
         stats.all = epoch_start.elapsed();
         stats.timed = timed_start.map(|t| t.elapsed()).unwrap_or_default();
         Ok(Some(stats))
