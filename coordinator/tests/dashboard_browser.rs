@@ -403,6 +403,20 @@ async fn browser_renders_filters_and_scrubs_real_runs() {
     .await;
     assert!(count(&c, ".retrieval img").await >= 5 * 7);
     shot(&c, "07-run").await;
+    c.execute(
+        "document.querySelector('.retrieval').scrollIntoView()",
+        vec![],
+    )
+    .await
+    .unwrap();
+    shot(&c, "07b-run-latent-retrieval").await;
+    c.execute(
+        "document.getElementById('attempts').scrollIntoView()",
+        vec![],
+    )
+    .await
+    .unwrap();
+    shot(&c, "07c-run-evaluation-attempts").await;
 
     // Workers page renders (no workers registered: the table is empty, not an error).
     c.goto(&format!("{base}/workers")).await.unwrap();

@@ -133,6 +133,42 @@ async fn pages_render_filter_sort_and_group() {
     );
     assert!(count(&html, "background:#") >= 4, "coloured heatmap cells");
 
+    // The coordinator caches loaded sweeps; finishing a job must show on the next load.
+    let before = builder::http_get(addr, &format!("/sweeps/{sweep}"))
+        .await
+        .text();
+    assert!(before.contains("1 queued · 1 running"), "summary line");
+    let (job, attempt): (i64, i64) =
+        sqlx::query_as("SELECT job_id, id FROM attempts WHERE state = 'running'")
+            .fetch_one(store.reader())
+            .await
+            .unwrap();
+    let params = &jobs.iter().find(|(j, _)| j.0 == job).unwrap().1;
+    builder::record_synthetic_run(
+        &store,
+        proto::JobId(job),
+        proto::AttemptId(attempt),
+        params,
+        1_700_000_000_000,
+    )
+    .await;
+    builder::end_attempt(
+        &store,
+        proto::JobId(job),
+        proto::AttemptId(attempt),
+        "done",
+        None,
+        now_ms(),
+    )
+    .await;
+    let after = builder::http_get(addr, &format!("/sweeps/{sweep}"))
+        .await
+        .text();
+    assert!(
+        after.contains("1 queued · 0 running"),
+        "cached sweep was refreshed"
+    );
+
     // Unknown sweep and run: 404 pages, not errors.
     assert_eq!(
         builder::http_get(addr, "/sweeps/none-such").await.status,

@@ -43,15 +43,17 @@ fn check_golden(name: &str, actual: &str) {
     }
 }
 
-/// Every golden table: (file, format, rows, cols, metric, agg).
-const CASES: &[(
-    &str,
-    &str,
-    Option<&str>,
-    Option<&str>,
-    Option<&str>,
-    Option<&str>,
-)] = &[
+/// One golden table: (file, format, rows, cols, metric, agg).
+type Case = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<&'static str>,
+);
+
+const CASES: &[Case] = &[
     ("long.csv", "csv", None, None, None, None),
     ("long.md", "md", None, None, None, None),
     ("long.tex", "latex", None, None, None, None),

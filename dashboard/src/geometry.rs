@@ -81,11 +81,11 @@ pub fn align_sequence(seq: &[(&[u32], &[[f32; 2]])]) -> Vec<Vec<[f64; 2]>> {
         let pos: HashMap<u32, usize> = prev_idx.iter().enumerate().map(|(i, &x)| (x, i)).collect();
         let (mut bs, mut as_) = (Vec::new(), Vec::new());
         for (i, &x) in idx.iter().enumerate() {
-            if let (Some(&j), Some(p)) = (pos.get(&x), centred.get(i)) {
-                if let Some(q) = prev.get(j) {
-                    bs.push(*p);
-                    as_.push(*q);
-                }
+            if let (Some(&j), Some(p)) = (pos.get(&x), centred.get(i))
+                && let Some(q) = prev.get(j)
+            {
+                bs.push(*p);
+                as_.push(*q);
             }
         }
         let r = if bs.len() >= 2 {

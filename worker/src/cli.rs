@@ -17,9 +17,17 @@ use worker::train::{self, CancelToken, Outcome, RunSpec, TrainEvent};
     version,
     about = "latentsweep worker: trains metric-learning networks with Burn"
 )]
+#[command(
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = "Agent mode: `worker --coordinator http://HOST:50051 [--cpu | --devices 0,1] [--slots N] \
+[--token T]` registers with a coordinator and trains the jobs it leases until SIGTERM."
+)]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub agent: Option<worker::agent::cli::AgentArgs>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -132,17 +140,23 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
 
 #[cfg(feature = "cuda")]
 fn train_cuda(args: &TrainArgs) -> anyhow::Result<()> {
-    use burn::backend::{Autodiff, Cuda};
+    let device = cuda_device(0).context("--backend cuda")?;
+    train_on::<burn::backend::Autodiff<burn::backend::Cuda>>(&device, args)
+}
+
+/// GPU `index`, checked by a tiny allocation: Burn panics when no driver or GPU is present,
+/// and that must become an error message rather than a crash.
+#[cfg(feature = "cuda")]
+pub fn cuda_device(index: u32) -> anyhow::Result<burn::backend::cuda::CudaDevice> {
     use burn::tensor::Tensor;
-    let device = Default::default();
-    // Burn panics when no driver or GPU is present; turn that into an error message.
+    let device = burn::backend::cuda::CudaDevice::new(index as usize);
     let probe = std::panic::catch_unwind(|| {
-        Tensor::<Cuda, 1>::zeros([1], &device).into_data();
+        Tensor::<burn::backend::Cuda, 1>::zeros([1], &device).into_data();
     });
     if probe.is_err() {
-        bail!("--backend cuda: no usable CUDA GPU / driver found");
+        bail!("no usable CUDA GPU {index} / driver found");
     }
-    train_on::<Autodiff<Cuda>>(&device, args)
+    Ok(device)
 }
 
 #[cfg(not(feature = "cuda"))]

@@ -1,6 +1,7 @@
 //! `worker` binary: a thin clap dispatcher over the `worker` library.
 
 mod cli;
+mod connect;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -13,7 +14,13 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = cli::Cli::parse();
-    match cli.command {
-        cli::Command::Train(args) => cli::train(&args),
+    match (cli.command, cli.agent) {
+        (Some(cli::Command::Train(args)), _) => cli::train(&args),
+        (None, Some(agent)) => connect::run(agent),
+        (None, None) => {
+            use clap::CommandFactory;
+            cli::Cli::command().print_help()?;
+            anyhow::bail!("give a subcommand (`worker train ...`) or `--coordinator URL`")
+        }
     }
 }

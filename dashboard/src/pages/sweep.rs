@@ -51,7 +51,7 @@ fn sweep_main(d: Arc<SweepDetail>, q: Query) -> impl IntoView {
             view! { <li><span class="k">{a.name.clone()}</span>" = "<span class="v">{v}</span></li> }
         })
         .collect_view();
-    let eta = crate::pages::sweeps::eta_ms(&d.summary).map(|ms| super::fmt_duration_ms(ms));
+    let eta = crate::pages::sweeps::eta_ms(&d.summary).map(super::fmt_duration_ms);
     view! {
         <p class="crumbs"><a href="/">"Sweeps"</a>" / "</p>
         <h1>{name.clone()}</h1>
@@ -392,30 +392,42 @@ fn heatmap(
     metric: &str,
     title: String,
 ) -> impl IntoView + use<> {
-    let owned: Vec<RunRow> = runs.iter().map(|r| (*r).clone()).collect();
-    let axes = table::axes(&owned);
-    let vals = |n: &str| {
-        axes.iter()
-            .find(|a| a.name == n)
-            .map(|a| a.values.clone())
-            .unwrap_or_default()
+    // One pass over the runs: a sweep page may hold 10,000 of them.
+    let (mut xs, mut ys): (Vec<Value>, Vec<Value>) = (Vec::new(), Vec::new());
+    let mut buckets: Vec<(usize, usize, f64)> = Vec::new();
+    for r in runs {
+        let (Some(xv), Some(yv)) = (r.param(x), r.param(y)) else {
+            continue;
+        };
+        let xi = xs.iter().position(|v| v == xv).unwrap_or_else(|| {
+            xs.push(xv.clone());
+            xs.len() - 1
+        });
+        let yi = ys.iter().position(|v| v == yv).unwrap_or_else(|| {
+            ys.push(yv.clone());
+            ys.len() - 1
+        });
+        if let Some(m) = r.metrics.get(metric) {
+            buckets.push((xi, yi, *m));
+        }
+    }
+    let mut vals: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); xs.len()]; ys.len()];
+    for (xi, yi, m) in buckets {
+        vals[yi][xi].push(m);
+    }
+    // Display order: sorted values, cells permuted to match.
+    let order = |v: &[Value]| {
+        let mut idx: Vec<usize> = (0..v.len()).collect();
+        idx.sort_by(|a, b| table::cmp_values(&v[*a], &v[*b]));
+        idx
     };
-    let (xs, ys) = (vals(x), vals(y));
-    let cells: Vec<Vec<Option<Stats>>> = ys
+    let (xo, yo) = (order(&xs), order(&ys));
+    let cells: Vec<Vec<Option<Stats>>> = yo
         .iter()
-        .map(|yv| {
-            xs.iter()
-                .map(|xv| {
-                    let v: Vec<f64> = runs
-                        .iter()
-                        .filter(|r| r.param(x) == Some(xv) && r.param(y) == Some(yv))
-                        .filter_map(|r| r.metrics.get(metric).copied())
-                        .collect();
-                    Stats::of(&v)
-                })
-                .collect()
-        })
+        .map(|&yi| xo.iter().map(|&xi| Stats::of(&vals[yi][xi])).collect())
         .collect();
+    let xs: Vec<Value> = xo.iter().map(|&i| xs[i].clone()).collect();
+    let ys: Vec<Value> = yo.iter().map(|&i| ys[i].clone()).collect();
     let all: Vec<f64> = cells.iter().flatten().flatten().map(|s| s.mean).collect();
     let (lo, hi) = all
         .iter()

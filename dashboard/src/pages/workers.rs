@@ -12,6 +12,7 @@ const STALE_MS: i64 = 60_000;
 pub fn main_html(workers: Vec<WorkerInfo>) -> String {
     super::render(move || {
         let now = now_ms();
+        let empty = workers.is_empty();
         let rows = workers
             .into_iter()
             .map(|w| {
@@ -48,6 +49,7 @@ pub fn main_html(workers: Vec<WorkerInfo>) -> String {
             .collect_view();
         view! {
             <h1>"Workers"</h1>
+            {empty.then(|| view! { <p class="muted">"No worker has registered yet: start one with "<code>"worker --coordinator URL"</code>"."</p> })}
             <table class="data workers">
                 <thead><tr><th>"worker"</th><th>"status"</th><th>"host"</th><th>"backend"</th><th>"devices"</th><th>"current job"</th><th>"last heartbeat"</th><th>"version"</th></tr></thead>
                 <tbody>{rows}</tbody>

@@ -11,7 +11,7 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 use proto::{JobParams, Loss, Mining, Optimizer as OptimizerKind};
 
 use super::data::{self, Normalizer, Prepared};
@@ -444,7 +444,7 @@ where
             }
             window_loss += loss;
             window_n += 1;
-            if ctx.step % STEP_EVENT_EVERY == 0 {
+            if ctx.step.is_multiple_of(STEP_EVENT_EVERY) {
                 (ctx.on_event)(TrainEvent::Step {
                     epoch,
                     step: ctx.step,
@@ -503,9 +503,4 @@ fn batch_loss<B: AutodiffBackend>(
         Objective::TripletSampled(cfg) => cfg.sampled(part(0), part(1), part(2)),
         Objective::TripletOnline(cfg, mining) => cfg.online(emb, &batch.labels, *mining),
     }
-}
-
-#[allow(dead_code)]
-fn scalar<B: AutodiffBackend>(t: Tensor<B, 1>) -> f64 {
-    t.into_scalar().elem::<f64>()
 }

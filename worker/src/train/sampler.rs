@@ -155,7 +155,7 @@ impl Sampler {
                     let mut b = Vec::with_capacity(chunk.len());
                     for &a in chunk {
                         // Alternating over a random order gives exactly half same-class pairs.
-                        let same = pos % 2 == 0 || self.by_class.len() < 2;
+                        let same = pos.is_multiple_of(2) || self.by_class.len() < 2;
                         pos += 1;
                         b.push(if same {
                             self.positive(&mut rng, a)

@@ -16,6 +16,8 @@ pub use nets::{
 };
 
 /// One of the embedding networks.
+// One model exists per run, so the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Backbone<B: Backend> {
     Embedding(EmbeddingNet<B>),

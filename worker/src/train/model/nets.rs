@@ -206,3 +206,32 @@ impl<B: Backend> LenetHadsell<B> {
         self.fc.forward(x.flatten::<2>(1, 3)) // [N, D]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+    use burn::tensor::Distribution;
+
+    #[test]
+    fn every_network_embeds_both_input_sizes() {
+        let d = Default::default();
+        for (h, w) in [(28, 28), (56, 46), (105, 105)] {
+            let x = Tensor::<Flex, 4>::random([2, 1, h, w], Distribution::Default, &d);
+            let e = EmbeddingNetConfig::new(h, w, 3).init::<Flex>(&d).unwrap();
+            assert_eq!(e.forward(x.clone()).dims(), [2, 3]);
+            let k = KochSiameseConfig::new(h, w, 3).init::<Flex>(&d).unwrap();
+            let out = k.forward(x.clone());
+            assert_eq!(out.dims(), [2, 3]);
+            let v = out.into_data().to_vec::<f32>().unwrap();
+            assert!(
+                v.iter().all(|&s| s > 0.0 && s < 1.0),
+                "sigmoid embedding {v:?}"
+            );
+            let l = LenetHadsellConfig::new(h, w, 3).init::<Flex>(&d).unwrap();
+            assert_eq!(l.forward(x).dims(), [2, 3]);
+        }
+        assert_eq!(KochSiameseConfig::new(105, 105, 2).kernels(), [10, 7, 4, 4]);
+        assert!(EmbeddingNetConfig::new(8, 8, 2).init::<Flex>(&d).is_err());
+    }
+}
