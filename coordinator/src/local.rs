@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use worker::agent::{self, AgentConfig, AgentError};
-use worker::train::CpuBackend;
 
 /// Options of the local workers.
 #[derive(Debug, Clone)]
@@ -46,7 +45,7 @@ pub fn spawn_local_workers(
                 let signal = async move {
                     let _ = stop.wait_for(|s| *s).await;
                 };
-                agent::run::<CpuBackend>(cfg, vec![Default::default()], signal).await
+                agent::run_cpu(cfg, Box::pin(signal)).await
             })
         })
         .collect()

@@ -93,6 +93,12 @@ impl IntoResponse for WebError {
 
 type Res = Result<Response, WebError>;
 
+async fn sweep_or_404(data: &Data, name: &str) -> Result<Arc<crate::data::SweepDetail>, WebError> {
+    data.sweep(name)
+        .await?
+        .ok_or_else(|| WebError::NotFound(format!("no sweep named “{name}”")))
+}
+
 /// The whole page, or only `<main>`'s content when the live script asks with `?fragment=1`.
 fn page(q: &Query, title: &str, nav: Nav, main: String) -> Response {
     if q.get("fragment").is_some() {
@@ -116,10 +122,7 @@ async fn sweep_page(
     Path(name): Path<String>,
     AxQuery(q): AxQuery<Vec<(String, String)>>,
 ) -> Res {
-    let d = data
-        .sweep(&name)
-        .await?
-        .ok_or_else(|| WebError::NotFound(format!("no sweep named “{name}”")))?;
+    let d = sweep_or_404(&data, &name).await?;
     let q = Query(q);
     Ok(page(
         &q,
@@ -134,10 +137,7 @@ async fn latent_page(
     Path(name): Path<String>,
     AxQuery(q): AxQuery<Vec<(String, String)>>,
 ) -> Res {
-    let d = data
-        .sweep(&name)
-        .await?
-        .ok_or_else(|| WebError::NotFound(format!("no sweep named “{name}”")))?;
+    let d = sweep_or_404(&data, &name).await?;
     let q = Query(q);
     let plan = pages::latent::plan(&d, &q);
     let snaps = data.snapshots(&plan.job_ids()).await?;
@@ -240,10 +240,7 @@ async fn export_endpoint(
     Path(name): Path<String>,
     AxQuery(q): AxQuery<Vec<(String, String)>>,
 ) -> Res {
-    let d = data
-        .sweep(&name)
-        .await?
-        .ok_or_else(|| WebError::NotFound(format!("no sweep named “{name}”")))?;
+    let d = sweep_or_404(&data, &name).await?;
     let format: Format = Query(q.clone()).get("format").unwrap_or("csv").parse()?;
     let t = table_for_query(&d.runs, &q)?;
     let body = export::render(&t, format);

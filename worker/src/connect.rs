@@ -14,12 +14,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     match choice {
         DeviceChoice::Cpu { slots } => {
             tracing::info!(slots, coordinator = %cfg.coordinator, "worker starting on the CPU (Burn Flex)");
-            let devices = vec![Default::default(); slots];
-            rt.block_on(agent::run::<worker::train::CpuBackend>(
-                cfg,
-                devices,
-                agent::shutdown_signal(),
-            ))?;
+            rt.block_on(agent::run_cpu(cfg, Box::pin(agent::shutdown_signal())))?;
         }
         DeviceChoice::Cuda(indices) => run_cuda(&rt, cfg, &indices)?,
     }

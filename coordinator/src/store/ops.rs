@@ -86,14 +86,20 @@ impl Store {
     }
 
     async fn set_sweep_state(&self, sweep: SweepId, state: &str) -> Result<(), StoreError> {
-        let n = sqlx::query("UPDATE sweeps SET state = ?2, updated_at = ?3 WHERE id = ?1")
+        let q = sqlx::query("UPDATE sweeps SET state = ?2, updated_at = ?3 WHERE id = ?1")
             .bind(sweep.0)
             .bind(state)
-            .bind(now_ms())
-            .execute(&self.writer)
-            .await?
-            .rows_affected();
-        if n == 0 {
+            .bind(now_ms());
+        self.update_one_sweep(sweep, q).await
+    }
+
+    /// Runs an `UPDATE sweeps … WHERE id = ?1`; a sweep that does not exist is `NotFound`.
+    async fn update_one_sweep<'q>(
+        &self,
+        sweep: SweepId,
+        q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    ) -> Result<(), StoreError> {
+        if q.execute(&self.writer).await?.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("sweep {sweep}")));
         }
         Ok(())
@@ -120,16 +126,10 @@ impl Store {
 
     /// Changes a sweep's priority (higher runs first; ties in submission order).
     pub async fn set_priority(&self, sweep: SweepId, priority: i64) -> Result<(), StoreError> {
-        let n = sqlx::query("UPDATE sweeps SET priority = ?2, updated_at = ?3 WHERE id = ?1")
+        let q = sqlx::query("UPDATE sweeps SET priority = ?2, updated_at = ?3 WHERE id = ?1")
             .bind(sweep.0)
             .bind(priority)
-            .bind(now_ms())
-            .execute(&self.writer)
-            .await?
-            .rows_affected();
-        if n == 0 {
-            return Err(StoreError::NotFound(format!("sweep {sweep}")));
-        }
-        Ok(())
+            .bind(now_ms());
+        self.update_one_sweep(sweep, q).await
     }
 }

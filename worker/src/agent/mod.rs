@@ -143,6 +143,17 @@ pub async fn run<B: AutodiffBackend>(
     run_with(cfg, Arc::new(BurnTrainer::<B> { devices }), shutdown).await
 }
 
+/// [`run`] on the CPU backend (Burn Flex), one slot per `cfg.devices` entry. It is not generic,
+/// so the training code is compiled here, at this crate's optimisation level, even for callers
+/// built without optimisation (the coordinator's `--local-workers` in a dev build).
+pub async fn run_cpu(
+    cfg: AgentConfig,
+    shutdown: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+) -> Result<(), AgentError> {
+    let devices = vec![Default::default(); cfg.devices.len()];
+    run::<train::CpuBackend>(cfg, devices, shutdown).await
+}
+
 /// Resolves on SIGTERM or Ctrl-C: the agent's usual shutdown signal.
 pub async fn shutdown_signal() {
     #[cfg(unix)]
