@@ -1,6 +1,7 @@
 //! The unary calls of `latentsweep.v1.Coordinator` (registration, leases, attempt ends); the
 //! streams live in `report` and `artifacts`.
 
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::Shared;
 use super::convert;
 use super::error::RpcError;
-use crate::sched::{AttemptEnd, fencing};
+use crate::sched::AttemptEnd;
 use crate::store::StoreError;
 use crate::store::lease::Ended;
 use crate::store::now_ms;
@@ -52,13 +53,13 @@ impl Service {
         let free = (r.free_slots as usize).min(MAX_SLOTS);
         let store = &self.shared.store;
         let sched = self.shared.cfg.sched;
-        let mut stop = store
-            .heartbeat(worker, &running, sched.lease_expiry(now_ms()))
+        // The first look shares the heartbeat's transaction; later looks (long-poll) lease alone.
+        let (mut stop, mut jobs) = store
+            .heartbeat_and_lease(worker, &running, free, sched.lease_expiry(now_ms()))
             .await
             .map_err(unknown_worker(worker))?;
         let deadline = tokio::time::Instant::now() + sched.poll_wait(r.wait_ms);
-        let mut jobs = Vec::new();
-        loop {
+        while jobs.is_empty() && stop.is_empty() {
             // Subscribe before looking, so a wake-up between the look and the wait is not lost.
             let woken = self.shared.changed.notified();
             tokio::pin!(woken);
@@ -69,7 +70,7 @@ impl Service {
                     .await?;
             }
             let now = tokio::time::Instant::now();
-            if !jobs.is_empty() || !stop.is_empty() || now >= deadline {
+            if !jobs.is_empty() || now >= deadline {
                 break;
             }
             let nap = (deadline - now).min(POLL_RECHECK);
@@ -96,9 +97,21 @@ impl Service {
 
     /// Ends an attempt; `Ended::Repeat` (a retried request) counts as success.
     async fn end(&self, worker: i64, attempt: i64, end: AttemptEnd) -> Result<String, RpcError> {
+        self.end_with(worker, attempt, end, None).await
+    }
+
+    /// Ends an attempt, storing `result` with it when the end applies.
+    async fn end_with(
+        &self,
+        worker: i64,
+        attempt: i64,
+        end: AttemptEnd,
+        result: Option<&BTreeMap<String, f64>>,
+    ) -> Result<String, RpcError> {
         let worker = convert::worker_id(worker)?;
         let attempt = convert::attempt_id(attempt)?;
-        match self.shared.store.end_attempt(attempt, worker, &end).await? {
+        let store = &self.shared.store;
+        match store.end_attempt_with(attempt, worker, &end, result).await? {
             Ended::Applied { job, job_state } => {
                 tracing::info!(%worker, %attempt, %job, end = end.attempt_state(), %job_state,
                     error = end.error_text().as_deref().unwrap_or(""), "attempt ended");
@@ -113,26 +126,15 @@ impl Service {
         }
     }
 
+    /// Stores the result and ends the attempt as done, in one transaction.
     async fn do_complete(&self, r: rpc::CompleteRequest) -> Result<(), RpcError> {
         convert::check_version(r.protocol_version)?;
-        let worker = convert::worker_id(r.worker_id)?;
-        let attempt = convert::attempt_id(r.attempt_id)?;
-        let store = &self.shared.store;
-        let view = store.attempt_view(attempt).await?;
-        if let Some(v) = &view
-            && fencing::is_repeat_of(v, worker.0, "done")
-        {
-            return Ok(());
-        }
-        fencing::check(attempt.0, view.as_ref(), worker.0).map_err(RpcError::Fenced)?;
-        let job = proto::JobId(view.map(|v| v.job).unwrap_or_default());
-        let metrics = r
+        let metrics: BTreeMap<String, f64> = r
             .metrics
             .into_iter()
             .filter(|(_, v)| v.is_finite())
             .collect();
-        store.record_result(job, attempt, &metrics).await?;
-        self.end(worker.0, attempt.0, AttemptEnd::Done)
+        self.end_with(r.worker_id, r.attempt_id, AttemptEnd::Done, Some(&metrics))
             .await
             .map(|_| ())
     }

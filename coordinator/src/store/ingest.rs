@@ -232,17 +232,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         let json =
             serde_json::to_string(metrics).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        sqlx::query(
-            "INSERT INTO results (job_id, attempt_id, metrics_json, finished_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(job_id) DO UPDATE SET attempt_id = excluded.attempt_id,
-                 metrics_json = excluded.metrics_json, finished_at = excluded.finished_at",
-        )
-        .bind(job.0)
-        .bind(attempt.0)
-        .bind(json)
-        .bind(now_ms())
-        .execute(&self.writer)
-        .await?;
+        let mut conn = self.writer.acquire().await?;
+        upsert_result(&mut conn, job, attempt, &json).await?;
         Ok(())
     }
 
@@ -264,4 +255,25 @@ impl Store {
         .await?;
         Ok(())
     }
+}
+
+/// Stores (or replaces) a job's final metrics, on the caller's connection or transaction.
+pub(super) async fn upsert_result(
+    conn: &mut sqlx::SqliteConnection,
+    job: JobId,
+    attempt: AttemptId,
+    metrics_json: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO results (job_id, attempt_id, metrics_json, finished_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(job_id) DO UPDATE SET attempt_id = excluded.attempt_id,
+             metrics_json = excluded.metrics_json, finished_at = excluded.finished_at",
+    )
+    .bind(job.0)
+    .bind(attempt.0)
+    .bind(metrics_json)
+    .bind(now_ms())
+    .execute(conn)
+    .await?;
+    Ok(())
 }

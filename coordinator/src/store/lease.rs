@@ -2,6 +2,8 @@
 //! leases, ending attempts. The decisions come from [`crate::sched`]; this module reads the
 //! rows those functions need and applies their answers, one short write transaction each.
 
+use std::collections::BTreeMap;
+
 use proto::{AttemptId, JobId, WorkerId};
 use sqlx::{Row, SqliteConnection};
 
@@ -107,12 +109,16 @@ impl Store {
     /// leased to it earlier that it does not list is one whose lease reply it never received
     /// (the call was abandoned or the connection dropped). Such orphans are released at once
     /// (not counted as failures) instead of blocking their job for a whole TTL.
-    pub async fn heartbeat(
+    ///
+    /// In the same write transaction, leases up to `free` queued jobs as [`Store::lease_jobs`]
+    /// does: a `Lease` call that finds work at once costs one commit instead of two.
+    pub async fn heartbeat_and_lease(
         &self,
         worker: WorkerId,
         running: &[AttemptId],
+        free: usize,
         expires_at: i64,
-    ) -> Result<Vec<AttemptId>, StoreError> {
+    ) -> Result<(Vec<AttemptId>, Vec<LeasedJob>), StoreError> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let seen = sqlx::query("UPDATE workers SET last_seen_at = ?2 WHERE id = ?1")
             .bind(worker.0)
@@ -138,11 +144,13 @@ impl Store {
             stopped_in(&mut tx, worker, &ids).await?
         };
         release_orphans(&mut tx, worker, &ids_json(running)).await?;
+        let mut leased = lease_in(&mut tx, worker, free, expires_at).await?;
         tx.commit().await?;
-        Ok(stop)
+        self.attach_checkpoints(&mut leased).await?;
+        Ok((stop, leased))
     }
 
-    /// Read-only part of [`Store::heartbeat`]: which of `running` must stop.
+    /// Read-only part of [`Store::heartbeat_and_lease`]: which of `running` must stop.
     pub async fn stopped_attempts(
         &self,
         worker: WorkerId,
@@ -186,67 +194,20 @@ impl Store {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let now = now_ms();
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let sweeps = sqlx::query(&format!(
-            "SELECT id, name FROM sweeps WHERE state = 'active' ORDER BY {}",
-            sched::SWEEP_ORDER_SQL
-        ))
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut leased = Vec::new();
-        for s in sweeps {
-            let sweep_id: i64 = s.try_get("id")?;
-            let sweep_name: String = s.try_get("name")?;
-            let jobs = sqlx::query(&format!(
-                "SELECT id, params_json FROM jobs WHERE state = 'queued' AND sweep_id = ?1
-                 ORDER BY {} LIMIT ?2",
-                sched::JOB_ORDER_SQL
-            ))
-            .bind(sweep_id)
-            .bind((n - leased.len()) as i64)
-            .fetch_all(&mut *tx)
-            .await?;
-            for j in jobs {
-                let job: i64 = j.try_get("id")?;
-                let number: i64 = sqlx::query_scalar(
-                    "UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_at = ?2
-                     WHERE id = ?1 AND state = 'queued' RETURNING attempts",
-                )
-                .bind(job)
-                .bind(now)
-                .fetch_one(&mut *tx)
-                .await?;
-                let attempt: i64 = sqlx::query_scalar(
-                    "INSERT INTO attempts (job_id, number, worker_id, state, lease_expires_at, started_at)
-                     VALUES (?1, ?2, ?3, 'running', ?4, ?5) RETURNING id",
-                )
-                .bind(job)
-                .bind(number)
-                .bind(worker.0)
-                .bind(expires_at)
-                .bind(now)
-                .fetch_one(&mut *tx)
-                .await?;
-                leased.push(LeasedJob {
-                    job: JobId(job),
-                    attempt: AttemptId(attempt),
-                    number: u32::try_from(number).unwrap_or(u32::MAX),
-                    params_json: j.try_get("params_json")?,
-                    sweep_name: sweep_name.clone(),
-                    expires_at,
-                    resume: None,
-                });
-            }
-            if leased.len() >= n {
-                break;
-            }
-        }
+        let mut leased = lease_in(&mut tx, worker, n, expires_at).await?;
         tx.commit().await?;
-        for l in &mut leased {
+        self.attach_checkpoints(&mut leased).await?;
+        Ok(leased)
+    }
+
+    /// The checkpoint each newly leased job resumes from, if any.
+    async fn attach_checkpoints(&self, leased: &mut [LeasedJob]) -> Result<(), StoreError> {
+        // A first attempt cannot have left a checkpoint behind.
+        for l in leased.iter_mut().filter(|l| l.number > 1) {
             l.resume = self.latest_checkpoint(l.job).await?;
         }
-        Ok(leased)
+        Ok(())
     }
 
     /// The attempt as fencing sees it.
@@ -277,9 +238,28 @@ impl Store {
         worker: WorkerId,
         end: &AttemptEnd,
     ) -> Result<Ended, StoreError> {
+        self.end_attempt_with(attempt, worker, end, None).await
+    }
+
+    /// [`Store::end_attempt`], also storing the job's final `result` in the same transaction
+    /// when the end is applied (a repeated or fenced request stores nothing).
+    pub async fn end_attempt_with(
+        &self,
+        attempt: AttemptId,
+        worker: WorkerId,
+        end: &AttemptEnd,
+        result: Option<&BTreeMap<String, f64>>,
+    ) -> Result<Ended, StoreError> {
+        let result_json = result
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        // One query for fencing and for the job's retry budget (what `end_in` would read).
         let row = sqlx::query(
-            "SELECT a.id, a.job_id, a.worker_id, a.state, j.state AS job_state
+            "SELECT a.id, a.job_id, a.worker_id, a.state, j.state AS job_state, j.max_attempts,
+                    (SELECT COUNT(*) FROM attempts f WHERE f.job_id = a.job_id AND f.id != a.id
+                       AND f.state IN ('failed', 'expired')) AS failures
              FROM attempts a JOIN jobs j ON j.id = a.job_id WHERE a.id = ?1",
         )
         .bind(attempt.0)
@@ -307,12 +287,16 @@ impl Store {
         if let Err(fence) = sched::fencing::check(attempt.0, view.as_ref(), worker.0) {
             return Ok(Ended::Fenced(fence));
         }
-        let job = JobId(view.map(|v| v.job).unwrap_or_default());
-        let next = end_in(&mut tx, attempt, job, end).await?;
-        let job_state: String = sqlx::query_scalar("SELECT state FROM jobs WHERE id = ?1")
-            .bind(job.0)
-            .fetch_one(&mut *tx)
-            .await?;
+        let (Some(v), Some(r)) = (view, row) else {
+            // `fencing::check` rejects unknown attempts; kept total for the compiler.
+            return Ok(Ended::Fenced(Fence::Unknown { attempt: attempt.0 }));
+        };
+        let job = JobId(v.job);
+        let job_view = job_view(&r, "job_state")?;
+        if let Some(json) = &result_json {
+            super::ingest::upsert_result(&mut tx, job, attempt, json).await?;
+        }
+        let (next, job_state) = apply_end(&mut tx, attempt, job, job_view, end).await?;
         tx.commit().await?;
         tracing::debug!(%attempt, %job, ?next, "attempt ended");
         Ok(Ended::Applied { job, job_state })
@@ -345,7 +329,7 @@ impl Store {
             let end = AttemptEnd::Expired {
                 worker: r.try_get("worker_id")?,
             };
-            let next = end_in(&mut tx, attempt, job, &end).await?;
+            let (next, _) = end_in(&mut tx, attempt, job, &end).await?;
             out.push(Expired { attempt, job, next });
         }
         tx.commit().await?;
@@ -397,6 +381,74 @@ impl Store {
     }
 }
 
+/// Leases up to `n` queued jobs inside the caller's write transaction (see [`Store::lease_jobs`]).
+async fn lease_in(
+    conn: &mut SqliteConnection,
+    worker: WorkerId,
+    n: usize,
+    expires_at: i64,
+) -> Result<Vec<LeasedJob>, StoreError> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let now = now_ms();
+    let sweeps = sqlx::query(&format!(
+        "SELECT id, name FROM sweeps WHERE state = 'active' ORDER BY {}",
+        sched::SWEEP_ORDER_SQL
+    ))
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut leased = Vec::new();
+    for s in sweeps {
+        let sweep_id: i64 = s.try_get("id")?;
+        let sweep_name: String = s.try_get("name")?;
+        let jobs = sqlx::query(&format!(
+            "SELECT id, params_json FROM jobs WHERE state = 'queued' AND sweep_id = ?1
+             ORDER BY {} LIMIT ?2",
+            sched::JOB_ORDER_SQL
+        ))
+        .bind(sweep_id)
+        .bind((n - leased.len()) as i64)
+        .fetch_all(&mut *conn)
+        .await?;
+        for j in jobs {
+            let job: i64 = j.try_get("id")?;
+            let number: i64 = sqlx::query_scalar(
+                "UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_at = ?2
+                 WHERE id = ?1 AND state = 'queued' RETURNING attempts",
+            )
+            .bind(job)
+            .bind(now)
+            .fetch_one(&mut *conn)
+            .await?;
+            let attempt: i64 = sqlx::query_scalar(
+                "INSERT INTO attempts (job_id, number, worker_id, state, lease_expires_at, started_at)
+                 VALUES (?1, ?2, ?3, 'running', ?4, ?5) RETURNING id",
+            )
+            .bind(job)
+            .bind(number)
+            .bind(worker.0)
+            .bind(expires_at)
+            .bind(now)
+            .fetch_one(&mut *conn)
+            .await?;
+            leased.push(LeasedJob {
+                job: JobId(job),
+                attempt: AttemptId(attempt),
+                number: u32::try_from(number).unwrap_or(u32::MAX),
+                params_json: j.try_get("params_json")?,
+                sweep_name: sweep_name.clone(),
+                expires_at,
+                resume: None,
+            });
+        }
+        if leased.len() >= n {
+            break;
+        }
+    }
+    Ok(leased)
+}
+
 async fn stopped_in(
     conn: &mut SqliteConnection,
     worker: WorkerId,
@@ -441,8 +493,7 @@ async fn end_in(
     attempt: AttemptId,
     job: JobId,
     end: &AttemptEnd,
-) -> Result<JobNext, StoreError> {
-    let now = now_ms();
+) -> Result<(JobNext, String), StoreError> {
     let row = sqlx::query(
         "SELECT state, max_attempts,
                 (SELECT COUNT(*) FROM attempts WHERE job_id = ?1 AND id != ?2
@@ -453,11 +504,29 @@ async fn end_in(
     .bind(attempt.0)
     .fetch_one(&mut *conn)
     .await?;
-    let view = JobView {
-        state: row.try_get("state")?,
+    let view = job_view(&row, "state")?;
+    apply_end(conn, attempt, job, view, end).await
+}
+
+/// A job's state and retry budget from a row holding the job state in column `state_col`,
+/// plus `max_attempts` and `failures`.
+fn job_view(row: &sqlx::sqlite::SqliteRow, state_col: &str) -> Result<JobView, sqlx::Error> {
+    Ok(JobView {
+        state: row.try_get(state_col)?,
         failures: u32::try_from(row.try_get::<i64, _>("failures")?).unwrap_or(u32::MAX),
         max_attempts: u32::try_from(row.try_get::<i64, _>("max_attempts")?).unwrap_or(0),
-    };
+    })
+}
+
+/// Writes the end of an attempt and the job's next state given the job's current `view`.
+async fn apply_end(
+    conn: &mut SqliteConnection,
+    attempt: AttemptId,
+    job: JobId,
+    view: JobView,
+    end: &AttemptEnd,
+) -> Result<(JobNext, String), StoreError> {
+    let now = now_ms();
     let next = sched::after_attempt(&view, end);
     sqlx::query("UPDATE attempts SET state = ?2, ended_at = ?3, error = ?4 WHERE id = ?1")
         .bind(attempt.0)
@@ -470,7 +539,7 @@ async fn end_in(
         JobNext::Done => ("done", None),
         JobNext::Requeue { last_error } => ("queued", last_error.clone()),
         JobNext::Fail { last_error } => ("failed", Some(last_error.clone())),
-        JobNext::Unchanged => return Ok(next),
+        JobNext::Unchanged => return Ok((next, view.state)),
     };
     sqlx::query(
         "UPDATE jobs SET state = ?2, last_error = COALESCE(?3, last_error), updated_at = ?4 WHERE id = ?1",
@@ -481,5 +550,5 @@ async fn end_in(
     .bind(now)
     .execute(&mut *conn)
     .await?;
-    Ok(next)
+    Ok((next, state.to_owned()))
 }
