@@ -177,8 +177,10 @@ async fn main() {
     }
     let addr = builder::serve(store.clone(), None).await;
     let cases = [
-        // Cold: the sweep changed before every request, so the coordinator reloads all runs.
+        // Cold: a fresh coordinator (empty cache) for every request: all runs are loaded.
         ("sweep_page_cold", format!("/sweeps/{name}")),
+        // Changed: one job moved before every request (the live view while a sweep runs).
+        ("sweep_page_changed", format!("/sweeps/{name}")),
         ("sweep_page", format!("/sweeps/{name}")),
         (
             "sweep_page_sorted_filtered",
@@ -200,15 +202,26 @@ async fn main() {
         let mut ms = Vec::with_capacity(ITERS);
         let mut bytes = 0;
         for i in 0..ITERS + 3 {
-            if bench.ends_with("_cold") {
-                sqlx::query("UPDATE sweeps SET updated_at = updated_at + 1 WHERE name = ?1")
-                    .bind(&name)
-                    .execute(store.writer())
-                    .await
-                    .unwrap();
+            let target = if bench.ends_with("_cold") {
+                builder::serve(store.clone(), None).await
+            } else {
+                addr
+            };
+            if bench.ends_with("_changed") {
+                sqlx::query(
+                    "UPDATE jobs SET updated_at = ?2, attempts = attempts + 1
+                     WHERE id = (SELECT MIN(j.id) + ?3 FROM jobs j JOIN sweeps s ON s.id = j.sweep_id
+                                 WHERE s.name = ?1)",
+                )
+                .bind(&name)
+                .bind(coordinator::store::now_ms())
+                .bind(i as i64)
+                .execute(store.writer())
+                .await
+                .unwrap();
             }
             let t = Instant::now();
-            let r = builder::http_get(addr, &path).await;
+            let r = builder::http_get(target, &path).await;
             let dt = t.elapsed().as_secs_f64() * 1000.0;
             assert_eq!(r.status, 200, "{path}");
             bytes = r.body.len();

@@ -151,6 +151,56 @@ pub async fn sweeps(db: &SqlitePool) -> Result<Vec<SweepSummary>, StoreError> {
 
 /// One sweep with all its runs, or `None`.
 pub async fn sweep(db: &SqlitePool, name: &str) -> Result<Option<SweepDetail>, StoreError> {
+    let Some(head) = sweep_head(db, name).await? else {
+        return Ok(None);
+    };
+    let runs = sweep_runs(db, head.id, None).await?;
+    Ok(Some(assemble(db, head, runs).await?))
+}
+
+/// `old` brought up to date by re-reading only the runs whose job changed at or after
+/// `since.0` (ms, `jobs.updated_at`) or whose result was stored at or after `since.1`.
+pub async fn sweep_refresh(
+    db: &SqlitePool,
+    name: &str,
+    old: &SweepDetail,
+    since: (i64, i64),
+) -> Result<Option<SweepDetail>, StoreError> {
+    let Some(head) = sweep_head(db, name).await? else {
+        return Ok(None);
+    };
+    if head.id != old.summary.id {
+        let runs = sweep_runs(db, head.id, None).await?;
+        return Ok(Some(assemble(db, head, runs).await?));
+    }
+    let changed = sweep_runs(db, head.id, Some(since)).await?;
+    let pos: HashMap<i64, usize> = old
+        .runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.job_id, i))
+        .collect();
+    let mut runs = old.runs.clone();
+    for c in changed {
+        match pos.get(&c.job_id) {
+            Some(&i) => runs[i] = c,
+            None => runs.push(c),
+        }
+    }
+    Ok(Some(assemble(db, head, runs).await?))
+}
+
+/// The `sweeps` row of a sweep page.
+struct SweepHead {
+    id: i64,
+    name: String,
+    state: String,
+    priority: i64,
+    created_at: i64,
+    spec_toml: String,
+}
+
+async fn sweep_head(db: &SqlitePool, name: &str) -> Result<Option<SweepHead>, StoreError> {
     let Some(s) = sqlx::query(
         "SELECT id, name, state, priority, created_at, spec_toml FROM sweeps WHERE name = ?1",
     )
@@ -160,7 +210,22 @@ pub async fn sweep(db: &SqlitePool, name: &str) -> Result<Option<SweepDetail>, S
     else {
         return Ok(None);
     };
-    let id: i64 = s.try_get("id")?;
+    Ok(Some(SweepHead {
+        id: s.try_get("id")?,
+        name: s.try_get("name")?,
+        state: s.try_get("state")?,
+        priority: s.try_get("priority")?,
+        created_at: s.try_get("created_at")?,
+        spec_toml: s.try_get("spec_toml")?,
+    }))
+}
+
+/// The sweep's runs; with `since`, only those changed since then (see [`sweep_refresh`]).
+async fn sweep_runs(
+    db: &SqlitePool,
+    id: i64,
+    since: Option<(i64, i64)>,
+) -> Result<Vec<RunRow>, StoreError> {
     // One JSON document instead of one row per job: decoding 10,000 rows one by one through
     // the driver costs several times more. Plain concatenation, because the stored JSON
     // columns are valid JSON already and re-parsing them in SQLite (`json()`) is the slow part.
@@ -170,21 +235,19 @@ pub async fn sweep(db: &SqlitePool, name: &str) -> Result<Option<SweepDetail>, S
                     params_json || ',' || json_quote(last_error) || ',' || COALESCE(metrics_json, 'null') || ']',
                     ','), '') || ']'
          FROM (SELECT j.id, j.seq, j.state, j.attempts, j.params_json, j.last_error, r.metrics_json
-               FROM jobs j LEFT JOIN results r ON r.job_id = j.id WHERE j.sweep_id = ?1 ORDER BY j.seq)",
+               FROM jobs j LEFT JOIN results r ON r.job_id = j.id
+               WHERE j.sweep_id = ?1
+                 AND (?2 IS NULL OR j.updated_at >= ?2 OR r.finished_at >= ?3)
+               ORDER BY j.seq)",
     )
     .bind(id)
+    .bind(since.map(|s| s.0))
+    .bind(since.map(|s| s.1))
     .fetch_one(db)
     .await?;
     let raw: Vec<RawRun> = serde_json::from_str(&doc)
         .map_err(|e| StoreError::Corrupt(format!("jobs of sweep {id}: {e}")))?;
-    let mean: Option<f64> = sqlx::query_scalar(
-        "SELECT AVG(a.ended_at - a.started_at) FROM jobs j JOIN attempts a ON a.job_id = j.id
-         WHERE j.sweep_id = ?1 AND a.state = 'done' AND a.ended_at IS NOT NULL",
-    )
-    .bind(id)
-    .fetch_one(db)
-    .await?;
-    let mut runs: Vec<RunRow> = raw
+    Ok(raw
         .into_iter()
         .map(
             |(job_id, seq, state, attempts, params, last_error, metrics)| RunRow {
@@ -197,25 +260,40 @@ pub async fn sweep(db: &SqlitePool, name: &str) -> Result<Option<SweepDetail>, S
                 last_error,
             },
         )
-        .collect();
+        .collect())
+}
+
+/// A sweep page's data from its row and runs: counts and the mean job time are derived here.
+async fn assemble(
+    db: &SqlitePool,
+    head: SweepHead,
+    mut runs: Vec<RunRow>,
+) -> Result<SweepDetail, StoreError> {
+    let mean: Option<f64> = sqlx::query_scalar(
+        "SELECT AVG(a.ended_at - a.started_at) FROM jobs j JOIN attempts a ON a.job_id = j.id
+         WHERE j.sweep_id = ?1 AND a.state = 'done' AND a.ended_at IS NOT NULL",
+    )
+    .bind(head.id)
+    .fetch_one(db)
+    .await?;
     runs.sort_by_key(|r| r.seq);
     let mut counts = JobCounts::default();
     for r in &runs {
         add_count(&mut counts, &r.state, 1);
     }
-    Ok(Some(SweepDetail {
+    Ok(SweepDetail {
         summary: SweepSummary {
-            id,
-            name: s.try_get("name")?,
-            state: s.try_get("state")?,
-            priority: s.try_get("priority")?,
-            created_at_ms: s.try_get("created_at")?,
+            id: head.id,
+            name: head.name,
+            state: head.state,
+            priority: head.priority,
+            created_at_ms: head.created_at,
             counts,
             mean_job_ms: mean,
         },
-        spec_text: s.try_get("spec_toml")?,
+        spec_text: head.spec_toml,
         runs,
-    }))
+    })
 }
 
 /// One run with its sweep name and attempts, or `None`.
