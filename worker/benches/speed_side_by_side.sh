@@ -4,21 +4,21 @@
 # machine; it prints the JSON lines of both sides, then a Markdown table for BENCHMARKS.md.
 #
 #   apt-get install -y python3-torch dataset-fashion-mnist   # PyTorch reference (Debian CPU build)
-#   bash worker/benches/speed_side_by_side.sh [ROUNDS]        # default 2 rounds, alternating
+#   bash worker/benches/speed_side_by_side.sh [ROUNDS]        # default 1 round (ROUNDS > 1 alternates)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-rounds="${1:-2}"
+rounds="${1:-1}"
 threads="$(nproc)"
 out="$(mktemp)"
 cargo bench -p latentsweep-worker --bench train_speed --no-run >/dev/null 2>&1 || \
     cargo bench -p latentsweep-worker --bench train_speed --no-run
 for r in $(seq "$rounds"); do
     echo "# round $r: latentsweep" >&2
-    cargo bench -q -p latentsweep-worker --bench train_speed -- --repeats 5 --batches 24 | tee -a "$out"
+    cargo bench -q -p latentsweep-worker --bench train_speed -- --repeats 5 --batches 16 | tee -a "$out"
     echo "# round $r: pytorch, $threads threads" >&2
-    /usr/bin/python3 worker/benches/pytorch_reference.py --threads "$threads" --steps 24 --repeats 5 | tee -a "$out"
+    /usr/bin/python3 worker/benches/pytorch_reference.py --threads "$threads" --steps 16 --repeats 5 | tee -a "$out"
     echo "# round $r: pytorch, 1 thread" >&2
-    /usr/bin/python3 worker/benches/pytorch_reference.py --threads 1 --steps 24 --repeats 5 | tee -a "$out"
+    /usr/bin/python3 worker/benches/pytorch_reference.py --threads 1 --steps 16 --repeats 5 | tee -a "$out"
 done
 /usr/bin/python3 - "$out" <<'PY'
 import json, statistics, sys
