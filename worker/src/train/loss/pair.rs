@@ -49,10 +49,15 @@ pub struct BceHead<B: Backend> {
 }
 
 impl BceHeadConfig {
+    /// The usual uniform init, with the weights made non-positive: a larger distance must start
+    /// out meaning "less likely the same". With a positive weight, different-class pairs pull
+    /// their distance down just like same-class pairs, and the embedding can collapse to one
+    /// point before the sign flips; at that point `|f1 − f2| = 0` passes no gradient and training
+    /// never recovers (seen on full Fashion-MNIST with D = 2: MAP@R 0.017 after an epoch).
     pub fn init<B: Backend>(&self, device: &B::Device) -> BceHead<B> {
-        BceHead {
-            fc: LinearConfig::new(self.dim, 1).init(device),
-        }
+        let mut fc = LinearConfig::new(self.dim, 1).init(device);
+        fc.weight = fc.weight.map(|w| w.abs().neg());
+        BceHead { fc }
     }
 }
 
@@ -122,6 +127,16 @@ mod tests {
         let out = cfg.forward(e1.clone(), e2, t1(&[0.0]));
         let grads = out.loss.backward();
         assert!(vals(e1.grad(&grads).unwrap()).iter().all(|g| g.is_finite()));
+    }
+
+    #[test]
+    fn bce_head_starts_with_distance_meaning_different() {
+        for _ in 0..8 {
+            let head = BceHeadConfig::new(2).init::<Ad>(&Default::default());
+            let w = head.fc.weight.val().into_data().to_vec::<f32>().unwrap();
+            assert!(w.iter().all(|&x| x <= 0.0), "{w:?}");
+            assert!(w.iter().any(|&x| x < 0.0), "{w:?}");
+        }
     }
 
     #[test]
