@@ -21,7 +21,9 @@ struct Args {
 
 fn args() -> Args {
     let mut a = Args {
-        losses: ["ce", "bce", "contrastive", "triplet"].map(String::from).to_vec(),
+        losses: ["ce", "bce", "contrastive", "triplet"]
+            .map(String::from)
+            .to_vec(),
         repeats: 5,
         batches: 24,
         batch: 128,

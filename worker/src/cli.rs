@@ -260,10 +260,7 @@ fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> anyhow::Result<()>
     Ok(())
 }
 
-fn train_on<B: burn::tensor::backend::AutodiffBackend>(
-    device: &B::Device,
-    args: &TrainArgs,
-) -> anyhow::Result<()> {
+fn train_on<B: train::TrainBackend>(device: &B::Device, args: &TrainArgs) -> anyhow::Result<()> {
     let params = args.job_params()?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;

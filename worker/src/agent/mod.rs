@@ -16,12 +16,11 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU8;
 use std::time::Duration;
 
-use burn::tensor::backend::AutodiffBackend;
 use proto::rpc::{self, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
 use tonic::Code;
 
-use crate::train::{self, CancelToken, Outcome, RunSpec, TrainError, TrainEvent};
+use crate::train::{self, CancelToken, Outcome, RunSpec, TrainBackend, TrainError, TrainEvent};
 pub use attempt::AttemptResult;
 use attempt::{Ctx, Running, STOP_COORDINATOR, STOP_SHUTDOWN};
 use client::{Backoff, Client};
@@ -109,11 +108,11 @@ pub trait Trainer: Send + Sync + 'static {
 }
 
 /// [`train::run`] on one Burn device per slot.
-pub struct BurnTrainer<B: AutodiffBackend> {
+pub struct BurnTrainer<B: TrainBackend> {
     pub devices: Vec<B::Device>,
 }
 
-impl<B: AutodiffBackend> Trainer for BurnTrainer<B> {
+impl<B: TrainBackend> Trainer for BurnTrainer<B> {
     fn train(
         &self,
         slot: usize,
@@ -128,7 +127,7 @@ impl<B: AutodiffBackend> Trainer for BurnTrainer<B> {
 
 /// Runs the agent on Burn backend `B` with one slot per device (`devices[i]` serves
 /// `cfg.devices[i]`) until `shutdown` resolves and every slot has handed its job back.
-pub async fn run<B: AutodiffBackend>(
+pub async fn run<B: TrainBackend>(
     cfg: AgentConfig,
     devices: Vec<B::Device>,
     shutdown: impl Future<Output = ()> + Send,

@@ -10,7 +10,6 @@ use burn::module::Module;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
-use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor, TensorData};
 use proto::{JobParams, Loss, Mining, Optimizer as OptimizerKind};
 
@@ -21,7 +20,9 @@ use super::loss::triplet::{OnlineMining, TripletLossConfig};
 use super::loss::{LossOutput, ce, mean_norm};
 use super::model::{MetricNet, ModelShape};
 use super::sampler::{Batch, Sampler, SamplerKind, pk_shape};
-use super::{CancelToken, Outcome, RunSpec, Snapshot, TrainError, TrainEvent, checkpoint, eval};
+use super::{
+    CancelToken, Outcome, RunSpec, Snapshot, TrainBackend, TrainError, TrainEvent, checkpoint, eval,
+};
 
 /// A Step event is emitted every this many optimizer steps.
 pub const STEP_EVENT_EVERY: u64 = 20;
@@ -84,7 +85,7 @@ impl Objective {
 }
 
 /// Everything a run needs besides the model and optimizer.
-struct Ctx<'a, B: AutodiffBackend> {
+struct Ctx<'a, B: TrainBackend> {
     device: &'a B::Device,
     spec: &'a RunSpec,
     on_event: &'a mut dyn FnMut(TrainEvent),
@@ -103,7 +104,7 @@ struct Ctx<'a, B: AutodiffBackend> {
 }
 
 /// Trains (or resumes) the run described by `spec`; see [`TrainEvent`] for what is reported.
-pub fn run<B: AutodiffBackend>(
+pub fn run<B: TrainBackend>(
     device: &B::Device,
     spec: &RunSpec,
     on_event: &mut dyn FnMut(TrainEvent),
@@ -199,7 +200,7 @@ fn train_with<B, O>(
     mut optim: O,
 ) -> Result<Outcome, TrainError>
 where
-    B: AutodiffBackend,
+    B: TrainBackend,
     O: Optimizer<MetricNet<B>, B>,
 {
     let p = ctx.spec.params.clone();
@@ -308,7 +309,7 @@ fn checkpoint_path(work_dir: &Path, epoch: u32) -> PathBuf {
         .join(format!("epoch-{epoch:04}.ckpt"))
 }
 
-fn evaluate_and_emit<B: AutodiffBackend>(
+fn evaluate_and_emit<B: TrainBackend>(
     ctx: &mut Ctx<'_, B>,
     model: &MetricNet<B>,
     epoch: u32,
@@ -384,7 +385,7 @@ fn run_epoch<B, O>(
     epoch: u32,
 ) -> Result<Option<EpochStats>, TrainError>
 where
-    B: AutodiffBackend,
+    B: TrainBackend,
     O: Optimizer<MetricNet<B>, B>,
 {
     let lr = ctx.spec.params.lr;
@@ -472,7 +473,7 @@ where
 }
 
 /// The loss of one batch for the run's objective.
-fn batch_loss<B: AutodiffBackend>(
+fn batch_loss<B: TrainBackend>(
     objective: &Objective,
     model: &MetricNet<B>,
     emb: Tensor<B, 2>,

@@ -4,19 +4,23 @@
 use std::collections::BTreeMap;
 
 use burn::module::AutodiffModule;
-use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 
-use super::Snapshot;
 use super::data::Prepared;
 use super::eval::{self, EmbeddingSet};
 use super::model::MetricNet;
+use super::model::fused::FusedBlock;
+use super::{Snapshot, TrainBackend};
 
 /// Images embedded per forward pass during evaluation.
 const EMBED_CHUNK: usize = 500;
 
 /// Embeds every image of `set` (`[N, D]` row-major) without building a graph.
-pub fn embed_all<B: Backend>(model: &MetricNet<B>, set: &Prepared, device: &B::Device) -> Vec<f32> {
+pub fn embed_all<B: FusedBlock>(
+    model: &MetricNet<B>,
+    set: &Prepared,
+    device: &B::Device,
+) -> Vec<f32> {
     let px = set.pixels_per_image();
     let mut out = Vec::new();
     for start in (0..set.len()).step_by(EMBED_CHUNK) {
@@ -40,7 +44,7 @@ pub struct EvalPlan<'a> {
 }
 
 /// Evaluates `model` and builds the snapshot of `epoch`.
-pub fn evaluate<B: AutodiffBackend>(
+pub fn evaluate<B: TrainBackend>(
     model: &MetricNet<B>,
     plan: &EvalPlan<'_>,
     epoch: u32,

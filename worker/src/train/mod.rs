@@ -24,6 +24,20 @@ pub use engine::{STEP_EVENT_EVERY, run};
 /// The CPU backend used by `worker train` and the tests.
 pub type CpuBackend = burn::backend::Autodiff<burn::backend::Flex>;
 
+/// A backend the training loop runs on: autodiff, with the fused kernels of
+/// [`model::fused`] (where it has them) both under autodiff and for evaluation.
+pub trait TrainBackend:
+    burn::tensor::backend::AutodiffBackend<InnerBackend: model::fused::FusedBlock>
+    + model::fused::FusedBlock
+{
+}
+
+impl<B> TrainBackend for B where
+    B: burn::tensor::backend::AutodiffBackend<InnerBackend: model::fused::FusedBlock>
+        + model::fused::FusedBlock
+{
+}
+
 /// One training run.
 #[derive(Debug, Clone)]
 pub struct RunSpec {

@@ -1,7 +1,9 @@
 //! The trained model: an embedding network (backbone) plus the parameters some losses add
 //! (the `ce` classifier, the `bce` siamese head).
 
+pub mod fused;
 pub mod nets;
+pub mod ops;
 
 use burn::module::Module;
 use burn::tensor::Tensor;
@@ -10,6 +12,7 @@ use proto::{Loss, Network};
 
 use crate::train::loss::ce::{CeHead, CeHeadConfig};
 use crate::train::loss::pair::{BceHead, BceHeadConfig};
+use fused::FusedBlock;
 pub use nets::{
     EmbeddingNet, EmbeddingNetConfig, KochSiamese, KochSiameseConfig, LenetHadsell,
     LenetHadsellConfig,
@@ -25,7 +28,7 @@ pub enum Backbone<B: Backend> {
     Lenet(LenetHadsell<B>),
 }
 
-impl<B: Backend> Backbone<B> {
+impl<B: FusedBlock> Backbone<B> {
     /// `[N, 1, H, W] -> [N, D]`
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
         match self {
@@ -55,7 +58,7 @@ pub struct ModelShape {
     pub n_classes: usize,
 }
 
-impl<B: Backend> MetricNet<B> {
+impl<B: FusedBlock> MetricNet<B> {
     pub fn new(shape: &ModelShape, device: &B::Device) -> Result<Self, String> {
         let (h, w, d) = (shape.height, shape.width, shape.dim);
         if d == 0 {

@@ -11,6 +11,9 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::{relu, sigmoid};
 use burn::tensor::backend::Backend;
 
+use super::fused::{FusedBlock, conv_prelu_pool};
+use super::ops::conv2d_then;
+
 /// PReLU with one shared slope: `max(x, 0) + alpha · min(x, 0)`.
 ///
 /// Same maths as `burn::nn::PRelu::forward` (whose parameters it uses), but Flex's fused
@@ -80,8 +83,23 @@ impl EmbeddingNetConfig {
     }
 }
 
-impl<B: Backend> EmbeddingNet<B> {
+impl<B: FusedBlock> EmbeddingNet<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
+        let block = |conv: &Conv2d<B>, act: &PRelu<B>, x: Tensor<B, 4>| {
+            conv_prelu_pool(conv, act, &x)
+                .unwrap_or_else(|| self.pool.forward(prelu(act, conv.forward(x))))
+        };
+        let x = block(&self.conv1, &self.act1, x); // [N, 32, h1, w1]
+        let x = block(&self.conv2, &self.act2, x); // [N, 64, h2, w2]
+        let x = x.flatten::<2>(1, 3); // [N, 64*h2*w2]
+        let x = prelu(&self.act3, self.fc1.forward(x)); // [N, 256]
+        let x = prelu(&self.act4, self.fc2.forward(x)); // [N, 256]
+        self.fc3.forward(x) // [N, D]
+    }
+
+    /// [`Self::forward`] computed with Burn's `Conv2d` / `MaxPool2d` modules only (the
+    /// reference the fused path is tested and benchmarked against).
+    pub fn forward_reference(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
         let x = self.pool.forward(prelu(&self.act1, self.conv1.forward(x))); // [N, 32, h1, w1]
         let x = self.pool.forward(prelu(&self.act2, self.conv2.forward(x))); // [N, 64, h2, w2]
         let x = x.flatten::<2>(1, 3); // [N, 64*h2*w2]
@@ -152,10 +170,10 @@ impl KochSiameseConfig {
 impl<B: Backend> KochSiamese<B> {
     pub fn forward(&self, mut x: Tensor<B, 4>) -> Tensor<B, 2> {
         for (i, conv) in self.convs.iter().enumerate() {
-            x = relu(conv.forward(x));
-            if i < 3 {
-                x = self.pool.forward(x);
-            }
+            x = conv2d_then(conv, x, |x| {
+                let x = relu(x);
+                if i < 3 { self.pool.forward(x) } else { x }
+            });
         } // [N, 256, h, w]
         sigmoid(self.fc.forward(x.flatten::<2>(1, 3))) // [N, D]
     }
@@ -201,7 +219,7 @@ impl LenetHadsellConfig {
 
 impl<B: Backend> LenetHadsell<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
-        let x = self.pool.forward(relu(self.conv1.forward(x))); // [N, 15, h1, w1]
+        let x = conv2d_then(&self.conv1, x, |x| self.pool.forward(relu(x))); // [N, 15, h1, w1]
         let x = relu(self.conv2.forward(x)); // [N, 30, h2, w2]
         self.fc.forward(x.flatten::<2>(1, 3)) // [N, D]
     }
@@ -233,5 +251,62 @@ mod tests {
         }
         assert_eq!(KochSiameseConfig::new(105, 105, 2).kernels(), [10, 7, 4, 4]);
         assert!(EmbeddingNetConfig::new(8, 8, 2).init::<Flex>(&d).is_err());
+    }
+
+    /// The fast forward (GEMM first convolution) gives the outputs and parameter gradients of
+    /// the plain Burn-module forward.
+    #[test]
+    fn embedding_net_fast_forward_matches_burn_modules() {
+        use burn::backend::Autodiff;
+        use burn::module::Param;
+        type Ad = Autodiff<Flex>;
+        let d = Default::default();
+        let close = |what: &str, a: Vec<f32>, b: Vec<f32>| {
+            let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+            let err = a
+                .iter()
+                .zip(&b)
+                .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(
+                err <= 1e-4 * scale,
+                "{what}: max error {err} (scale {scale})"
+            );
+        };
+        for (h, w) in [(28, 28), (56, 46)] {
+            let mut net = EmbeddingNetConfig::new(h, w, 3).init::<Ad>(&d).unwrap();
+            // Non-zero biases, so that the bias gradients and additions are exercised.
+            net.conv1.bias = Some(Param::from_tensor(Tensor::random(
+                [32],
+                Distribution::Default,
+                &d,
+            )));
+            let x = Tensor::<Ad, 4>::random([5, 1, h, w], Distribution::Default, &d);
+            let r = Tensor::<Ad, 2>::random([5, 3], Distribution::Default, &d);
+            let run = |fast: bool| {
+                let y = if fast {
+                    net.forward(x.clone())
+                } else {
+                    net.forward_reference(x.clone())
+                };
+                let g = (y.clone() * r.clone()).sum().backward();
+                let v =
+                    |t: Option<Tensor<Flex, 4>>| t.unwrap().into_data().to_vec::<f32>().unwrap();
+                let b =
+                    |t: Option<Tensor<Flex, 1>>| t.unwrap().into_data().to_vec::<f32>().unwrap();
+                (
+                    y.inner().into_data().to_vec::<f32>().unwrap(),
+                    v(net.conv1.weight.grad(&g)),
+                    b(net.conv1.bias.as_ref().unwrap().grad(&g)),
+                    b(net.act1.alpha.grad(&g)),
+                    v(net.conv2.weight.grad(&g)),
+                )
+            };
+            let (fast, slow) = (run(true), run(false));
+            close("output", fast.0, slow.0);
+            close("conv1 weight grad", fast.1, slow.1);
+            close("conv1 bias grad", fast.2, slow.2);
+            close("prelu1 alpha grad", fast.3, slow.3);
+            close("conv2 weight grad", fast.4, slow.4);
+        }
     }
 }
