@@ -4,14 +4,17 @@
 //! - [`policy`]: lease lifetimes, long-poll waits, the reaper's period;
 //! - [`transitions`]: what happens to a job when one of its attempts ends;
 //! - [`fencing`]: whether a worker may still speak for an attempt;
-//! - [`order`]: which queued job runs next.
+//! - [`heartbeat`]: which attempts a heartbeat renews, stops or releases;
+//! - [`order`]: which queued job runs next, and which caller gets it.
 
 pub mod fencing;
+pub mod heartbeat;
 pub mod order;
 pub mod policy;
 pub mod transitions;
 
 pub use fencing::{AttemptView, Fence};
+pub use heartbeat::{Reconciled, reconcile};
 pub use order::{Candidate, JOB_ORDER_SQL, SWEEP_ORDER_SQL};
 pub use policy::{DEFAULT_LEASE_TTL, DEFAULT_MAX_ATTEMPTS, MAX_LONG_POLL, SchedConfig};
 pub use transitions::{AttemptEnd, JobNext, JobView, after_attempt};

@@ -35,6 +35,20 @@ pub fn next_jobs(mut candidates: Vec<Candidate>, n: usize) -> Vec<Candidate> {
     candidates
 }
 
+/// How many of `available` jobs (already in queue order) each caller gets when several ask at
+/// once: first come, first served, so the result equals answering them one after another.
+pub fn share_out(wants: &[usize], available: usize) -> Vec<usize> {
+    let mut left = available;
+    wants
+        .iter()
+        .map(|&w| {
+            let n = w.min(left);
+            left -= n;
+            n
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,5 +73,13 @@ mod tests {
         let q = vec![c(5, 2, 0), c(0, 1, 1), c(0, 1, 0)];
         assert_eq!(next_jobs(q, 2), vec![c(5, 2, 0), c(0, 1, 0)]);
         assert!(next_jobs(vec![], 4).is_empty());
+    }
+
+    #[test]
+    fn earlier_callers_are_served_first() {
+        assert_eq!(share_out(&[1, 2, 1], 10), vec![1, 2, 1]);
+        assert_eq!(share_out(&[1, 2, 1], 2), vec![1, 1, 0]);
+        assert_eq!(share_out(&[0, 3], 2), vec![0, 2]);
+        assert!(share_out(&[], 5).is_empty());
     }
 }

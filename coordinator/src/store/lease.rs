@@ -1,12 +1,14 @@
 //! Lease and attempt queries: registering workers, leasing queued jobs, renewing and expiring
 //! leases, ending attempts. The decisions come from [`crate::sched`]; this module reads the
-//! rows those functions need and applies their answers, one short write transaction each.
+//! rows those functions need and applies their answers in short write transactions. The hot
+//! calls (`Lease` heartbeats and attempt ends) go through group commit ([`super::group`]).
 
 use std::collections::BTreeMap;
 
 use proto::{AttemptId, JobId, WorkerId};
 use sqlx::{Row, SqliteConnection};
 
+use super::batch::{self, EndCall, LeaseCall};
 use super::{Store, StoreError, now_ms};
 use crate::sched::{self, AttemptEnd, AttemptView, Fence, JobNext, JobView};
 
@@ -111,7 +113,9 @@ impl Store {
     /// (not counted as failures) instead of blocking their job for a whole TTL.
     ///
     /// In the same write transaction, leases up to `free` queued jobs as [`Store::lease_jobs`]
-    /// does: a `Lease` call that finds work at once costs one commit instead of two.
+    /// does: a `Lease` call that finds work at once costs one commit instead of two. That
+    /// transaction is shared with the concurrent calls of other workers (group commit); the
+    /// reply comes after COMMIT.
     pub async fn heartbeat_and_lease(
         &self,
         worker: WorkerId,
@@ -119,33 +123,13 @@ impl Store {
         free: usize,
         expires_at: i64,
     ) -> Result<(Vec<AttemptId>, Vec<LeasedJob>), StoreError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let seen = sqlx::query("UPDATE workers SET last_seen_at = ?2 WHERE id = ?1")
-            .bind(worker.0)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
-        if seen.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("worker {worker}")));
-        }
-        let stop = if running.is_empty() {
-            Vec::new()
-        } else {
-            let ids = ids_json(running);
-            sqlx::query(
-                "UPDATE attempts SET lease_expires_at = ?3
-                 WHERE worker_id = ?1 AND state = 'running' AND id IN (SELECT value FROM json_each(?2))",
-            )
-            .bind(worker.0)
-            .bind(&ids)
-            .bind(expires_at)
-            .execute(&mut *tx)
-            .await?;
-            stopped_in(&mut tx, worker, &ids).await?
+        let call = LeaseCall {
+            worker,
+            running: running.to_vec(),
+            free,
+            expires_at,
         };
-        release_orphans(&mut tx, worker, &ids_json(running)).await?;
-        let mut leased = lease_in(&mut tx, worker, free, expires_at).await?;
-        tx.commit().await?;
+        let (stop, mut leased) = self.group.lease(call).await?;
         self.attach_checkpoints(&mut leased).await?;
         Ok((stop, leased))
     }
@@ -195,7 +179,10 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let mut leased = lease_in(&mut tx, worker, n, expires_at).await?;
+        let mut leased = batch::pick(&mut tx, &[(worker, n, expires_at)])
+            .await?
+            .pop()
+            .unwrap_or_default();
         tx.commit().await?;
         self.attach_checkpoints(&mut leased).await?;
         Ok(leased)
@@ -242,7 +229,8 @@ impl Store {
     }
 
     /// [`Store::end_attempt`], also storing the job's final `result` in the same transaction
-    /// when the end is applied (a repeated or fenced request stores nothing).
+    /// when the end is applied (a repeated or fenced request stores nothing). Goes through
+    /// group commit like [`Store::heartbeat_and_lease`].
     pub async fn end_attempt_with(
         &self,
         attempt: AttemptId,
@@ -254,52 +242,13 @@ impl Store {
             .map(serde_json::to_string)
             .transpose()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        // One query for fencing and for the job's retry budget (what `end_in` would read).
-        let row = sqlx::query(
-            "SELECT a.id, a.job_id, a.worker_id, a.state, j.state AS job_state, j.max_attempts,
-                    (SELECT COUNT(*) FROM attempts f WHERE f.job_id = a.job_id AND f.id != a.id
-                       AND f.state IN ('failed', 'expired')) AS failures
-             FROM attempts a JOIN jobs j ON j.id = a.job_id WHERE a.id = ?1",
-        )
-        .bind(attempt.0)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let view = row
-            .as_ref()
-            .map(|r| -> Result<AttemptView, sqlx::Error> {
-                Ok(AttemptView {
-                    id: r.try_get("id")?,
-                    job: r.try_get("job_id")?,
-                    worker: r.try_get("worker_id")?,
-                    state: r.try_get("state")?,
-                })
-            })
-            .transpose()?;
-        if let (Some(v), Some(r)) = (&view, &row)
-            && sched::fencing::is_repeat_of(v, worker.0, end.attempt_state())
-        {
-            return Ok(Ended::Repeat {
-                job: JobId(v.job),
-                job_state: r.try_get("job_state")?,
-            });
-        }
-        if let Err(fence) = sched::fencing::check(attempt.0, view.as_ref(), worker.0) {
-            return Ok(Ended::Fenced(fence));
-        }
-        let (Some(v), Some(r)) = (view, row) else {
-            // `fencing::check` rejects unknown attempts; kept total for the compiler.
-            return Ok(Ended::Fenced(Fence::Unknown { attempt: attempt.0 }));
+        let call = EndCall {
+            attempt,
+            worker,
+            end: end.clone(),
+            result_json,
         };
-        let job = JobId(v.job);
-        let job_view = job_view(&r, "job_state")?;
-        if let Some(json) = &result_json {
-            super::ingest::upsert_result(&mut tx, job, attempt, json).await?;
-        }
-        let (next, job_state) = apply_end(&mut tx, attempt, job, job_view, end).await?;
-        tx.commit().await?;
-        tracing::debug!(%attempt, %job, ?next, "attempt ended");
-        Ok(Ended::Applied { job, job_state })
+        self.group.end(call).await
     }
 
     /// Expires every running attempt whose lease ran out before `now`; their jobs go back to the
@@ -381,74 +330,6 @@ impl Store {
     }
 }
 
-/// Leases up to `n` queued jobs inside the caller's write transaction (see [`Store::lease_jobs`]).
-async fn lease_in(
-    conn: &mut SqliteConnection,
-    worker: WorkerId,
-    n: usize,
-    expires_at: i64,
-) -> Result<Vec<LeasedJob>, StoreError> {
-    if n == 0 {
-        return Ok(Vec::new());
-    }
-    let now = now_ms();
-    let sweeps = sqlx::query(&format!(
-        "SELECT id, name FROM sweeps WHERE state = 'active' ORDER BY {}",
-        sched::SWEEP_ORDER_SQL
-    ))
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut leased = Vec::new();
-    for s in sweeps {
-        let sweep_id: i64 = s.try_get("id")?;
-        let sweep_name: String = s.try_get("name")?;
-        let jobs = sqlx::query(&format!(
-            "SELECT id, params_json FROM jobs WHERE state = 'queued' AND sweep_id = ?1
-             ORDER BY {} LIMIT ?2",
-            sched::JOB_ORDER_SQL
-        ))
-        .bind(sweep_id)
-        .bind((n - leased.len()) as i64)
-        .fetch_all(&mut *conn)
-        .await?;
-        for j in jobs {
-            let job: i64 = j.try_get("id")?;
-            let number: i64 = sqlx::query_scalar(
-                "UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_at = ?2
-                 WHERE id = ?1 AND state = 'queued' RETURNING attempts",
-            )
-            .bind(job)
-            .bind(now)
-            .fetch_one(&mut *conn)
-            .await?;
-            let attempt: i64 = sqlx::query_scalar(
-                "INSERT INTO attempts (job_id, number, worker_id, state, lease_expires_at, started_at)
-                 VALUES (?1, ?2, ?3, 'running', ?4, ?5) RETURNING id",
-            )
-            .bind(job)
-            .bind(number)
-            .bind(worker.0)
-            .bind(expires_at)
-            .bind(now)
-            .fetch_one(&mut *conn)
-            .await?;
-            leased.push(LeasedJob {
-                job: JobId(job),
-                attempt: AttemptId(attempt),
-                number: u32::try_from(number).unwrap_or(u32::MAX),
-                params_json: j.try_get("params_json")?,
-                sweep_name: sweep_name.clone(),
-                expires_at,
-                resume: None,
-            });
-        }
-        if leased.len() >= n {
-            break;
-        }
-    }
-    Ok(leased)
-}
-
 async fn stopped_in(
     conn: &mut SqliteConnection,
     worker: WorkerId,
@@ -465,25 +346,15 @@ async fn stopped_in(
     Ok(ids.into_iter().map(AttemptId).collect())
 }
 
-async fn release_orphans(
+/// Releases an attempt `worker` holds but no longer listed: its lease reply never arrived.
+pub(super) async fn release_orphan(
     conn: &mut SqliteConnection,
+    attempt: AttemptId,
+    job: JobId,
     worker: WorkerId,
-    ids_json: &str,
 ) -> Result<(), StoreError> {
-    let rows = sqlx::query(
-        "SELECT id, job_id FROM attempts WHERE worker_id = ?1 AND state = 'running'
-           AND id NOT IN (SELECT value FROM json_each(?2))",
-    )
-    .bind(worker.0)
-    .bind(ids_json)
-    .fetch_all(&mut *conn)
-    .await?;
-    for r in rows {
-        let attempt = AttemptId(r.try_get("id")?);
-        let job = JobId(r.try_get("job_id")?);
-        tracing::info!(%attempt, %job, %worker, "releasing an attempt whose lease reply was lost");
-        end_in(conn, attempt, job, &AttemptEnd::Released).await?;
-    }
+    tracing::info!(%attempt, %job, %worker, "releasing an attempt whose lease reply was lost");
+    end_in(conn, attempt, job, &AttemptEnd::Released).await?;
     Ok(())
 }
 

@@ -2,9 +2,12 @@
 //!
 //! Two pools share one database file: `writer` holds a single connection, so every write goes
 //! through one path and SQLite never has to arbitrate between our own writers; `reader` serves
-//! concurrent queries, which WAL lets run beside the writer.
+//! concurrent queries, which WAL lets run beside the writer. The hot write path (leases and
+//! attempt ends) is group-committed through one task ([`group`]).
 
+mod batch;
 mod error;
+mod group;
 mod ingest;
 pub mod lease;
 mod ops;
@@ -30,6 +33,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 pub struct Store {
     writer: SqlitePool,
     reader: SqlitePool,
+    group: group::GroupCommit,
 }
 
 /// Milliseconds since the Unix epoch, the time unit of every column.
@@ -77,7 +81,12 @@ impl Store {
             .max_connections(4)
             .connect_with(opts.read_only(true))
             .await?;
-        Ok(Store { writer, reader })
+        let group = group::GroupCommit::start(writer.clone());
+        Ok(Store {
+            writer,
+            reader,
+            group,
+        })
     }
 
     /// Pool for queries.
