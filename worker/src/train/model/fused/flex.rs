@@ -4,8 +4,9 @@
 //!
 //! Shapes: input `x [N, C, H, W]`, weight `[O, C, kh, kw]`, conv output `Ho = H − kh + 1`,
 //! `Wo = W − kw + 1`, pooled `Hp = Ho / 2`, `Wp = Wo / 2` (floor, like `MaxPool2d`),
-//! `P = Ho·Wo`, `CK = C·kh·kw`. The conv output lives channel-major, `[O, N·P]`, which is what
-//! `W [O, CK] × cols [CK, N·P]` produces; the block's output is NCHW.
+//! `P = Ho·Wo`, `CK = C·kh·kw`. The batch is cut into chunks of `nb` images, processed in
+//! parallel; a chunk's conv output lives channel-major, `[O, nb·P]`, which is what
+//! `W [O, CK] × cols [CK, nb·P]` produces; the block's output is NCHW.
 
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
@@ -61,9 +62,6 @@ impl Dims {
     fn ck(&self) -> usize {
         self.c * self.kh * self.kw
     }
-    fn np(&self) -> usize {
-        self.n * self.ho * self.wo
-    }
     fn pooled(&self) -> usize {
         self.hp * self.wp
     }
@@ -87,131 +85,134 @@ fn tensor(v: Vec<f32>, shape: impl Into<burn::tensor::Shape>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(v, shape.into()))
 }
 
-/// `cols[(c·kh + i)·kw + j, (n·Ho + y)·Wo + x] = x[n, c, y + i, x + j]`; rows in the order of
-/// the weight's `[C, kh, kw]` flattening, so `W` multiplies it without a permute.
-fn im2col(x: &[f32], d: &Dims) -> Vec<f32> {
-    let np = d.np();
+/// Images per chunk: the block runs chunk by chunk so that a chunk's im2col matrix and conv
+/// output (about 2 MiB each) stay in cache between the passes over them, instead of
+/// streaming matrices of tens of megabytes through memory (and the allocator) several times.
+fn chunk_images(d: &Dims) -> usize {
+    const CHUNK_FLOATS: usize = 1 << 19;
+    (CHUNK_FLOATS / (d.ck() * d.ho * d.wo)).clamp(1, d.n)
+}
+
+/// The im2col matrix of images `b0..b0 + nb`: `[CK, nb·P]`, row `(c·kh + i)·kw + j` (the
+/// weight's `[C, kh, kw]` flattening, so `W` multiplies it without a permute), column
+/// `(b·Ho + y)·Wo + x` holding `x[b0 + b, c, y + i, x + j]`.
+fn im2col(x: &[f32], d: &Dims, b0: usize, nb: usize) -> Vec<f32> {
+    let np = nb * d.ho * d.wo;
     let mut cols = vec![0f32; d.ck() * np];
-    cols.par_chunks_mut(np).enumerate().for_each(|(row, out)| {
+    for (row, out) in cols.chunks_exact_mut(np).enumerate() {
         let (ci, ij) = (row / (d.kh * d.kw), row % (d.kh * d.kw));
         let (i, j) = (ij / d.kw, ij % d.kw);
-        for b in 0..d.n {
+        for b in 0..nb {
             for y in 0..d.ho {
-                let src = ((b * d.c + ci) * d.h + y + i) * d.w + j;
+                let src = (((b0 + b) * d.c + ci) * d.h + y + i) * d.w + j;
                 let dst = (b * d.ho + y) * d.wo;
                 out[dst..dst + d.wo].copy_from_slice(&x[src..src + d.wo]);
             }
         }
-    });
+    }
     cols
 }
 
-/// The adjoint of [`im2col`]: sums every column entry back into its input pixel. `[N, C, H, W]`
-fn col2im(cols: &[f32], d: &Dims) -> Vec<f32> {
-    let np = d.np();
-    let mut dx = vec![0f32; d.n * d.c * d.h * d.w];
-    dx.par_chunks_mut(d.c * d.h * d.w)
-        .enumerate()
-        .for_each(|(b, image)| {
-            for row in 0..d.ck() {
-                let (ci, ij) = (row / (d.kh * d.kw), row % (d.kh * d.kw));
-                let (i, j) = (ij / d.kw, ij % d.kw);
-                for y in 0..d.ho {
-                    let src = row * np + (b * d.ho + y) * d.wo;
-                    let dst = (ci * d.h + y + i) * d.w + j;
-                    for (o, s) in image[dst..dst + d.wo]
-                        .iter_mut()
-                        .zip(&cols[src..src + d.wo])
-                    {
-                        *o += s;
-                    }
+/// The adjoint of [`im2col`]: adds every column entry of `cols [CK, nb·P]` into its pixel of
+/// `dx`, the `nb` images' `[nb, C, H, W]` gradient.
+fn col2im(cols: &[f32], d: &Dims, nb: usize, dx: &mut [f32]) {
+    let np = nb * d.ho * d.wo;
+    for (row, col) in cols.chunks_exact(np).enumerate() {
+        let (ci, ij) = (row / (d.kh * d.kw), row % (d.kh * d.kw));
+        let (i, j) = (ij / d.kw, ij % d.kw);
+        for b in 0..nb {
+            for y in 0..d.ho {
+                let src = (b * d.ho + y) * d.wo;
+                let dst = ((b * d.c + ci) * d.h + y + i) * d.w + j;
+                for (o, s) in dx[dst..dst + d.wo].iter_mut().zip(&col[src..src + d.wo]) {
+                    *o += s;
                 }
             }
-        });
-    dx
+        }
+    }
 }
 
-/// Bias, PReLU and the 2×2 max over the channel-major conv output `z [O, N·P]`.
-///
-/// Returns the NCHW output and, per output, the pre-activation at the window's maximum and
-/// the maximum's position in the window (0..4, row-major; the first maximum wins, as in
-/// Flex's `max_pool2d`).
-fn prelu_pool(z: &[f32], bias: &[f32], alpha: f32, d: &Dims) -> (Vec<f32>, Vec<f32>, Vec<u8>) {
-    let per_image = d.o * d.pooled();
-    let len = d.n * per_image;
-    let (mut out, mut zmax, mut arg) = (vec![0f32; len], vec![0f32; len], vec![0u8; len]);
-    out.par_chunks_mut(per_image)
-        .zip(zmax.par_chunks_mut(per_image))
-        .zip(arg.par_chunks_mut(per_image))
-        .enumerate()
-        .for_each(|(b, ((out, zmax), arg))| {
-            for oc in 0..d.o {
-                let plane = &z[(oc * d.n + b) * d.ho * d.wo..][..d.ho * d.wo];
-                let bias = bias[oc];
-                for py in 0..d.hp {
-                    for px in 0..d.wp {
-                        let (mut best, mut best_z, mut best_k) = (f32::NEG_INFINITY, 0.0, 0u8);
-                        for k in 0..4u8 {
-                            let (dy, dx) = (usize::from(k / 2), usize::from(k % 2));
-                            let zz = plane[(2 * py + dy) * d.wo + 2 * px + dx] + bias;
-                            let a = if zz > 0.0 { zz } else { alpha * zz };
-                            if a > best || k == 0 {
-                                (best, best_z, best_k) = (a, zz, k);
-                            }
+/// Bias, PReLU and the 2×2 max over a chunk's conv output `z [O, nb·P]`, written to the
+/// chunk's NCHW output and, per output, the pre-activation at the window's maximum and the
+/// maximum's position in the window (0..4, row-major; the first maximum wins, as in Flex's
+/// `max_pool2d`).
+fn prelu_pool(z: &[f32], bias: &[f32], alpha: f32, d: &Dims, nb: usize, out: Outputs<'_>) {
+    let plane = d.ho * d.wo;
+    for b in 0..nb {
+        for oc in 0..d.o {
+            let z = &z[(oc * nb + b) * plane..][..plane];
+            let bias = bias[oc];
+            let base = (b * d.o + oc) * d.pooled();
+            for py in 0..d.hp {
+                for px in 0..d.wp {
+                    let (mut best, mut best_z, mut best_k) = (f32::NEG_INFINITY, 0.0, 0u8);
+                    for k in 0..4u8 {
+                        let (dy, dx) = (usize::from(k / 2), usize::from(k % 2));
+                        let zz = z[(2 * py + dy) * d.wo + 2 * px + dx] + bias;
+                        let a = if zz > 0.0 { zz } else { alpha * zz };
+                        if a > best || k == 0 {
+                            (best, best_z, best_k) = (a, zz, k);
                         }
-                        let at = oc * d.pooled() + py * d.wp + px;
-                        (out[at], zmax[at], arg[at]) = (best, best_z, best_k);
                     }
+                    let at = base + py * d.wp + px;
+                    (out.y[at], out.zmax[at], out.arg[at]) = (best, best_z, best_k);
                 }
             }
-        });
-    (out, zmax, arg)
+        }
+    }
 }
 
-/// Gradient of [`prelu_pool`]: the conv output's gradient `dz [O, N·P]` (zero off the maxima),
-/// and the bias and PReLU-slope gradients.
+/// A chunk's slices of the forward's outputs, `[nb, O, Hp, Wp]` each.
+struct Outputs<'a> {
+    y: &'a mut [f32],
+    zmax: &'a mut [f32],
+    arg: &'a mut [u8],
+}
+
+/// Gradient of [`prelu_pool`] for a chunk: the conv output's gradient `dz [O, nb·P]` (zero
+/// off the maxima), the bias gradient's share and the PReLU slope's.
 fn prelu_pool_backward(
     g: &[f32],
     zmax: &[f32],
     arg: &[u8],
     alpha: f32,
     d: &Dims,
+    nb: usize,
 ) -> (Vec<f32>, Vec<f32>, f32) {
     let plane = d.ho * d.wo;
-    let mut dz = vec![0f32; d.o * d.n * plane];
-    let per_channel: Vec<(f32, f32)> = dz
-        .par_chunks_mut(d.n * plane)
-        .enumerate()
-        .map(|(oc, dz)| {
-            let (mut db, mut da) = (0f32, 0f32);
-            for b in 0..d.n {
-                let base = (b * d.o + oc) * d.pooled();
-                for py in 0..d.hp {
-                    for px in 0..d.wp {
-                        let at = base + py * d.wp + px;
-                        let (gv, zz) = (g[at], zmax[at]);
-                        let v = if zz > 0.0 {
-                            gv
-                        } else {
-                            da += gv * zz;
-                            gv * alpha
-                        };
-                        db += v;
-                        let (dy, dx) = (usize::from(arg[at] / 2), usize::from(arg[at] % 2));
-                        dz[b * plane + (2 * py + dy) * d.wo + 2 * px + dx] = v;
-                    }
+    let mut dz = vec![0f32; d.o * nb * plane];
+    let mut dbias = vec![0f32; d.o];
+    let mut dalpha = 0f32;
+    for b in 0..nb {
+        for (oc, db) in dbias.iter_mut().enumerate() {
+            let base = (b * d.o + oc) * d.pooled();
+            let dz = &mut dz[(oc * nb + b) * plane..][..plane];
+            for py in 0..d.hp {
+                for px in 0..d.wp {
+                    let at = base + py * d.wp + px;
+                    let (gv, zz) = (g[at], zmax[at]);
+                    let v = if zz > 0.0 {
+                        gv
+                    } else {
+                        dalpha += gv * zz;
+                        gv * alpha
+                    };
+                    *db += v;
+                    let (dy, dx) = (usize::from(arg[at] / 2), usize::from(arg[at] % 2));
+                    dz[(2 * py + dy) * d.wo + 2 * px + dx] = v;
                 }
             }
-            (db, da)
-        })
-        .collect();
-    let dbias = per_channel.iter().map(|p| p.0).collect();
-    let dalpha = per_channel.iter().map(|p| p.1).sum();
+        }
+    }
     (dz, dbias, dalpha)
 }
 
 fn scalar(t: &FlexTensor) -> f32 {
     values(t)[0]
+}
+
+fn matmul(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
+    Flex::float_matmul(lhs, rhs)
 }
 
 fn forward(
@@ -221,18 +222,37 @@ fn forward(
     alpha: FlexTensor,
 ) -> (FlexTensor, BlockState<Flex>) {
     let d = Dims::new(dims4(&x), dims4(&weight));
-    let cols = tensor(im2col(&values(&x), &d), [d.ck(), d.np()]);
+    let nb = chunk_images(&d);
     let w2 = weight.reshape([d.o, d.ck()].into());
-    let z = Flex::float_matmul(w2, cols.clone()); // [O, N·P]
-    let (out, zmax, arg) = prelu_pool(&values(&z), &values(&bias), scalar(&alpha), &d);
+    let (xs, bias, alpha) = (values(&x), values(&bias), scalar(&alpha));
+    let per_image = d.o * d.pooled();
+    let len = d.n * per_image;
+    let (mut y, mut zmax, mut arg) = (vec![0f32; len], vec![0f32; len], vec![0u8; len]);
+    y.par_chunks_mut(nb * per_image)
+        .zip(zmax.par_chunks_mut(nb * per_image))
+        .zip(arg.par_chunks_mut(nb * per_image))
+        .enumerate()
+        .for_each(|(chunk, ((y, zmax), arg))| {
+            let (b0, nb) = (chunk * nb, y.len() / per_image);
+            let cols = tensor(im2col(&xs, &d, b0, nb), [d.ck(), nb * d.ho * d.wo]);
+            let z = matmul(w2.clone(), cols); // [O, nb·P]
+            prelu_pool(&values(&z), &bias, alpha, &d, nb, Outputs { y, zmax, arg });
+        });
     let shape = [d.n, d.o, d.hp, d.wp];
     let state = BlockState {
-        cols,
+        x: x.clone(),
         zmax: tensor(zmax, shape),
         arg: tensor(arg.into_iter().map(f32::from).collect(), shape),
-        x_shape: [d.n, d.c, d.h, d.w],
     };
-    (tensor(out, shape), state)
+    (tensor(y, shape), state)
+}
+
+/// One chunk's share of the backward: it fills `dx` (the chunk's input gradient) when given,
+/// and returns its shares of the weight, bias and slope gradients.
+struct ChunkGrads {
+    weight: Option<Vec<f32>>,
+    bias: Vec<f32>,
+    alpha: f32,
 }
 
 impl FusedBlock for Flex {
@@ -258,30 +278,61 @@ impl FusedBlock for Flex {
         grad: FlexTensor,
         wants: [bool; 4],
     ) -> BlockGrads<Flex> {
-        let d = Dims::new(state.x_shape, dims4(&weight));
+        let d = Dims::new(dims4(&state.x), dims4(&weight));
+        let nb = chunk_images(&d);
+        let (xs, g, zmax) = (values(&state.x), values(&grad), values(&state.zmax));
         let arg: Vec<u8> = values(&state.arg).iter().map(|&v| v as u8).collect();
-        let (dz, dbias, dalpha) = prelu_pool_backward(
-            &values(&grad),
-            &values(&state.zmax),
-            &arg,
-            scalar(&alpha),
-            &d,
-        );
-        let dz = tensor(dz, [d.o, d.np()]);
-        let x = wants[0].then(|| {
-            let w2 = weight.reshape([d.o, d.ck()].into()).transpose(0, 1); // [CK, O]
-            let dcols = Flex::float_matmul(w2, dz.clone()); // [CK, N·P]
-            tensor(col2im(&values(&dcols), &d), state.x_shape)
+        let alpha = scalar(&alpha);
+        let w2 = weight.reshape([d.o, d.ck()].into());
+        let wt = w2.clone().transpose(0, 1); // [CK, O]
+        let pooled = d.o * d.pooled();
+        let chunk = |ci: usize, dx: Option<&mut [f32]>| {
+            let (b0, nb) = (ci * nb, nb.min(d.n - ci * nb));
+            let at = b0 * pooled..(b0 + nb) * pooled;
+            let (dz, bias, da) =
+                prelu_pool_backward(&g[at.clone()], &zmax[at.clone()], &arg[at], alpha, &d, nb);
+            let dz = tensor(dz, [d.o, nb * d.ho * d.wo]);
+            let weight = wants[1].then(|| {
+                let cols = tensor(im2col(&xs, &d, b0, nb), [d.ck(), nb * d.ho * d.wo]);
+                values(&matmul(dz.clone(), cols.transpose(0, 1))).into_owned() // [O, CK]
+            });
+            if let Some(dx) = dx {
+                let dcols = matmul(wt.clone(), dz); // [CK, nb·P]
+                col2im(&values(&dcols), &d, nb, dx);
+            }
+            ChunkGrads {
+                weight,
+                bias,
+                alpha: da,
+            }
+        };
+        let image = d.c * d.h * d.w;
+        let mut dx = wants[0].then(|| vec![0f32; d.n * image]);
+        let parts: Vec<ChunkGrads> = match dx.as_mut() {
+            Some(dx) => dx
+                .par_chunks_mut(nb * image)
+                .enumerate()
+                .map(|(ci, dx)| chunk(ci, Some(dx)))
+                .collect(),
+            None => (0..d.n.div_ceil(nb))
+                .into_par_iter()
+                .map(|ci| chunk(ci, None))
+                .collect(),
+        };
+        let sum = |a: Vec<f32>, b: &[f32]| a.into_iter().zip(b).map(|(a, b)| a + b).collect();
+        let dweight = wants[1].then(|| {
+            let total = parts
+                .iter()
+                .filter_map(|p| p.weight.as_deref())
+                .fold(vec![0f32; d.o * d.ck()], sum);
+            tensor(total, [d.o, d.c, d.kh, d.kw])
         });
-        let weight = wants[1].then(|| {
-            let dw = Flex::float_matmul(dz, state.cols.transpose(0, 1)); // [O, CK]
-            dw.reshape([d.o, d.c, d.kh, d.kw].into())
-        });
+        let dbias = parts.iter().fold(vec![0f32; d.o], |a, p| sum(a, &p.bias));
         BlockGrads {
-            x,
-            weight,
+            x: dx.map(|dx| tensor(dx, [d.n, d.c, d.h, d.w])),
+            weight: dweight,
             bias: wants[2].then(|| tensor(dbias, [d.o])),
-            alpha: wants[3].then(|| tensor(vec![dalpha], [1])),
+            alpha: wants[3].then(|| tensor(vec![parts.iter().map(|p| p.alpha).sum()], [1])),
         }
     }
 }

@@ -28,32 +28,28 @@ use burn::tensor::{Tensor, TensorPrimitive};
 
 /// What the fused backward needs from the forward.
 pub struct BlockState<B: Backend> {
-    /// The im2col matrix of the input, `[C·kh·kw, N·Ho·Wo]` (kept: the weight gradient needs
-    /// it, and rebuilding it costs a pass over the input).
-    pub cols: FloatTensor<B>,
+    /// The input `[N, C, H, W]` (the weight gradient needs its im2col matrix, rebuilt chunk by
+    /// chunk where it is used rather than kept whole).
+    pub x: FloatTensor<B>,
     /// Pre-activation at each pooling window's maximum, `[N, O, Hp, Wp]`.
     pub zmax: FloatTensor<B>,
     /// Position of the maximum within its 2×2 window (0..4, row-major), `[N, O, Hp, Wp]`.
     pub arg: FloatTensor<B>,
-    pub x_shape: [usize; 4],
 }
 
 impl<B: Backend> Clone for BlockState<B> {
     fn clone(&self) -> Self {
         BlockState {
-            cols: self.cols.clone(),
+            x: self.x.clone(),
             zmax: self.zmax.clone(),
             arg: self.arg.clone(),
-            x_shape: self.x_shape,
         }
     }
 }
 
 impl<B: Backend> std::fmt::Debug for BlockState<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BlockState")
-            .field("x_shape", &self.x_shape)
-            .finish_non_exhaustive()
+        f.debug_struct("BlockState").finish_non_exhaustive()
     }
 }
 

@@ -133,6 +133,30 @@ fn matches_modules_on_embedding_net_layers() {
 }
 
 #[test]
+fn matches_modules_across_chunks() {
+    // Batches of several chunks (36 and 10 images per chunk for these layers), the last one
+    // partial: every chunk's share of the weight, bias and slope gradients must be summed.
+    check(
+        "conv1, 2 chunks",
+        1,
+        32,
+        [5, 5],
+        [40, 1, 28, 28],
+        0.25,
+        false,
+    );
+    check(
+        "conv2, 3 chunks",
+        32,
+        64,
+        [5, 5],
+        [23, 32, 12, 12],
+        0.25,
+        true,
+    );
+}
+
+#[test]
 fn matches_modules_on_odd_sizes_and_slopes() {
     // Odd conv outputs (the pool drops the last row / column), non-square kernel.
     check("odd 3->5 3x2", 3, 5, [3, 2], [2, 3, 10, 9], 0.25, true);
