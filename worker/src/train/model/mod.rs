@@ -86,3 +86,30 @@ impl<B: FusedBlock> MetricNet<B> {
         self.backbone.forward(x)
     }
 }
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    use burn::backend::Flex;
+    use burn::tensor::Tensor;
+
+    /// `a` equals `b` within 1e-4 relative to the largest magnitude in `b` (the fast paths sum
+    /// in another order than Burn's modules).
+    #[track_caller]
+    pub fn assert_close_values(what: &str, a: &[f32], b: &[f32]) {
+        assert_eq!(a.len(), b.len(), "{what}: lengths differ");
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+        let err = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(
+            err <= 1e-4 * scale,
+            "{what}: max error {err} (scale {scale})"
+        );
+    }
+
+    #[track_caller]
+    pub fn assert_close<const D: usize>(what: &str, a: Tensor<Flex, D>, b: Tensor<Flex, D>) {
+        assert_eq!(a.dims(), b.dims(), "{what}: shapes differ");
+        let a = a.into_data().to_vec::<f32>().unwrap();
+        let b = b.into_data().to_vec::<f32>().unwrap();
+        assert_close_values(what, &a, &b);
+    }
+}

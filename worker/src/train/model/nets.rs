@@ -259,19 +259,11 @@ mod tests {
     fn embedding_net_fast_forward_matches_burn_modules() {
         use burn::backend::Autodiff;
         use burn::module::Param;
+
+        use crate::train::model::test_util::assert_close_values;
         type Ad = Autodiff<Flex>;
         let d = Default::default();
-        let close = |what: &str, a: Vec<f32>, b: Vec<f32>| {
-            let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-            let err = a
-                .iter()
-                .zip(&b)
-                .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-            assert!(
-                err <= 1e-4 * scale,
-                "{what}: max error {err} (scale {scale})"
-            );
-        };
+        let close = |what: &str, a: Vec<f32>, b: Vec<f32>| assert_close_values(what, &a, &b);
         for (h, w) in [(28, 28), (56, 46)] {
             let mut net = EmbeddingNetConfig::new(h, w, 3).init::<Ad>(&d).unwrap();
             // Non-zero biases, so that the bias gradients and additions are exercised.

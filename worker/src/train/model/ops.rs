@@ -38,6 +38,22 @@ pub fn gemm_supported<B: Backend>(conv: &Conv2d<B>) -> bool {
 /// and multiplies it by the weight reshaped to `[O, kh·kw·C]`. Panics if `conv` is not
 /// [`gemm_supported`].
 pub fn conv2d_gemm_cnhw<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let (cols, weight, [n, ho, wo]) = gemm_operands(conv, x);
+    let [o, _] = weight.dims();
+    let mut y = weight.matmul(cols); // [O, N·Ho·Wo]
+    if let Some(bias) = &conv.bias {
+        y = y + bias.val().reshape([o, 1]);
+    }
+    y.reshape([o, n, ho, wo])
+}
+
+/// Pads a channel-major input `[C, N, H, W]` as `conv` asks and builds the two operands of its
+/// GEMM: the im2col matrix `[kh·kw·C, N·Ho·Wo]` (row `(i·kw + j)·C + c`) and the weight as
+/// `[O, kh·kw·C]` (same column order); also returns `[N, Ho, Wo]`.
+fn gemm_operands<B: Backend>(
+    conv: &Conv2d<B>,
+    x: Tensor<B, 4>,
+) -> (Tensor<B, 2>, Tensor<B, 2>, [usize; 3]) {
     assert!(gemm_supported(conv), "conv2d_gemm: unsupported convolution");
     let x = match conv.padding {
         PaddingConfig2d::Explicit(top, left, bottom, right) if top + left + bottom + right > 0 => {
@@ -56,15 +72,9 @@ pub fn conv2d_gemm_cnhw<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor
         h >= kh && w >= kw,
         "conv2d_gemm: input {h}x{w} smaller than kernel"
     );
-    let (ho, wo) = (h - kh + 1, w - kw + 1);
-    let k = kh * kw * c;
-    let cols = im2col_cnhw(x, kh, kw); // [kh·kw·C, N·Ho·Wo], row (i·kw + j)·C + c
-    let weight = weight.permute([0, 2, 3, 1]).reshape([o, k]); // column (i·kw + j)·C + c
-    let mut y = weight.matmul(cols); // [O, N·Ho·Wo]
-    if let Some(bias) = &conv.bias {
-        y = y + bias.val().reshape([o, 1]);
-    }
-    y.reshape([o, n, ho, wo])
+    let cols = im2col_cnhw(x, kh, kw);
+    let weight = weight.permute([0, 2, 3, 1]).reshape([o, kh * kw * c]);
+    (cols, weight, [n, h - kh + 1, w - kw + 1])
 }
 
 /// The im2col matrix of a contiguous channel-major input `[C, N, H, W]` for a `kh×kw` valid
@@ -113,30 +123,11 @@ pub fn conv2d_gemm<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4
     if !gemm_supported(conv) {
         return conv.forward(x);
     }
-    let x = x.swap_dims(0, 1); // [C, N, H, W] (a copy unless C == 1)
-    let x = match conv.padding {
-        PaddingConfig2d::Explicit(top, left, bottom, right) if top + left + bottom + right > 0 => {
-            x.pad([(top, bottom), (left, right)], 0.0)
-        }
-        _ => x,
-    };
-    let [c, n, h, w] = x.dims();
-    let weight = conv.weight.val();
-    let [o, wc, kh, kw] = weight.dims();
-    assert_eq!(
-        wc, c,
-        "conv2d_gemm: input has {c} channels, weight expects {wc}"
-    );
-    assert!(
-        h >= kh && w >= kw,
-        "conv2d_gemm: input {h}x{w} smaller than kernel"
-    );
-    let (ho, wo) = (h - kh + 1, w - kw + 1);
-    let k = kh * kw * c;
-    let cols = im2col_cnhw(x, kh, kw)
-        .reshape([k, n, ho * wo])
-        .swap_dims(0, 1); // [N, K, Ho·Wo]
-    let weight = weight.permute([0, 2, 3, 1]).reshape([1, o, k]);
+    // [C, N, H, W] (a copy unless C == 1)
+    let (cols, weight, [n, ho, wo]) = gemm_operands(conv, x.swap_dims(0, 1));
+    let [o, k] = weight.dims();
+    let cols = cols.reshape([k, n, ho * wo]).swap_dims(0, 1); // [N, K, Ho·Wo]
+    let weight = weight.reshape([1, o, k]);
     let mut y = weight.matmul(cols); // [N, O, Ho·Wo]
     if let Some(bias) = &conv.bias {
         y = y + bias.val().reshape([1, o, 1]);
@@ -185,24 +176,9 @@ mod tests {
     use burn::nn::conv::Conv2dConfig;
     use burn::tensor::Distribution;
 
-    type Ad = Autodiff<Flex>;
+    use crate::train::model::test_util::assert_close;
 
-    /// `a` equals `b` within 1e-4 relative to the largest magnitude in `b`.
-    #[track_caller]
-    fn assert_close<const D: usize>(what: &str, a: Tensor<Flex, D>, b: Tensor<Flex, D>) {
-        assert_eq!(a.dims(), b.dims(), "{what}: shapes differ");
-        let a = a.into_data().to_vec::<f32>().unwrap();
-        let b = b.into_data().to_vec::<f32>().unwrap();
-        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-        let err = a
-            .iter()
-            .zip(&b)
-            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-        assert!(
-            err <= 1e-4 * scale,
-            "{what}: max error {err} (scale {scale})"
-        );
-    }
+    type Ad = Autodiff<Flex>;
 
     /// Random conv with a random (non-zero) bias.
     fn conv(config: Conv2dConfig) -> Conv2d<Ad> {

@@ -97,16 +97,16 @@ fn chunk_images(d: &Dims) -> usize {
 /// weight's `[C, kh, kw]` flattening, so `W` multiplies it without a permute), column
 /// `(b·Ho + y)·Wo + x` holding `x[b0 + b, c, y + i, x + j]`.
 fn im2col(x: &[f32], d: &Dims, b0: usize, nb: usize) -> Vec<f32> {
-    let np = nb * d.ho * d.wo;
-    let mut cols = vec![0f32; d.ck() * np];
-    for (row, out) in cols.chunks_exact_mut(np).enumerate() {
+    // Filled in order by appending, so the matrix is never zeroed first; the short rows are
+    // copied by a loop rather than a `memcpy` call each.
+    let mut cols = Vec::with_capacity(d.ck() * nb * d.ho * d.wo);
+    for row in 0..d.ck() {
         let (ci, ij) = (row / (d.kh * d.kw), row % (d.kh * d.kw));
         let (i, j) = (ij / d.kw, ij % d.kw);
-        for b in 0..nb {
+        for b in b0..b0 + nb {
             for y in 0..d.ho {
-                let src = (((b0 + b) * d.c + ci) * d.h + y + i) * d.w + j;
-                let dst = (b * d.ho + y) * d.wo;
-                out[dst..dst + d.wo].copy_from_slice(&x[src..src + d.wo]);
+                let src = ((b * d.c + ci) * d.h + y + i) * d.w + j;
+                cols.extend(x[src..src + d.wo].iter().copied());
             }
         }
     }
@@ -145,15 +145,16 @@ fn prelu_pool(z: &[f32], bias: &[f32], alpha: f32, d: &Dims, nb: usize, out: Out
             let base = (b * d.o + oc) * d.pooled();
             for py in 0..d.hp {
                 for px in 0..d.wp {
-                    let (mut best, mut best_z, mut best_k) = (f32::NEG_INFINITY, 0.0, 0u8);
-                    for k in 0..4u8 {
-                        let (dy, dx) = (usize::from(k / 2), usize::from(k % 2));
-                        let zz = z[(2 * py + dy) * d.wo + 2 * px + dx] + bias;
-                        let a = if zz > 0.0 { zz } else { alpha * zz };
-                        if a > best || k == 0 {
-                            (best, best_z, best_k) = (a, zz, k);
-                        }
-                    }
+                    // Branch-free: the signs and the maxima are data, not patterns a
+                    // branch predictor could learn.
+                    let r0 = (2 * py) * d.wo + 2 * px;
+                    let zs = [z[r0], z[r0 + 1], z[r0 + d.wo], z[r0 + d.wo + 1]].map(|v| v + bias);
+                    let a = zs.map(|v| v.max(0.0) + alpha * v.min(0.0));
+                    // First maximum wins: a later element must be strictly greater.
+                    let (k01, m01) = if a[1] > a[0] { (1, a[1]) } else { (0, a[0]) };
+                    let (k23, m23) = if a[3] > a[2] { (3, a[3]) } else { (2, a[2]) };
+                    let (best_k, best) = if m23 > m01 { (k23, m23) } else { (k01, m01) };
+                    let best_z = zs[usize::from(best_k)];
                     let at = base + py * d.wp + px;
                     (out.y[at], out.zmax[at], out.arg[at]) = (best, best_z, best_k);
                 }
@@ -191,12 +192,8 @@ fn prelu_pool_backward(
                 for px in 0..d.wp {
                     let at = base + py * d.wp + px;
                     let (gv, zz) = (g[at], zmax[at]);
-                    let v = if zz > 0.0 {
-                        gv
-                    } else {
-                        dalpha += gv * zz;
-                        gv * alpha
-                    };
+                    let v = gv * if zz > 0.0 { 1.0 } else { alpha };
+                    dalpha += gv * zz.min(0.0);
                     *db += v;
                     let (dy, dx) = (usize::from(arg[at] / 2), usize::from(arg[at] % 2));
                     dz[(2 * py + dy) * d.wo + 2 * px + dx] = v;

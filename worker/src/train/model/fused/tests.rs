@@ -10,24 +10,9 @@ use burn::tensor::{Distribution, Tensor};
 
 use super::conv_prelu_pool;
 use crate::train::model::nets::prelu;
+use crate::train::model::test_util::assert_close;
 
 type Ad = Autodiff<Flex>;
-
-#[track_caller]
-fn assert_close<const D: usize>(what: &str, a: Tensor<Flex, D>, b: Tensor<Flex, D>) {
-    assert_eq!(a.dims(), b.dims(), "{what}: shapes differ");
-    let a = a.into_data().to_vec::<f32>().unwrap();
-    let b = b.into_data().to_vec::<f32>().unwrap();
-    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-    let err = a
-        .iter()
-        .zip(&b)
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    assert!(
-        err <= 1e-4 * scale,
-        "{what}: max error {err} (scale {scale})"
-    );
-}
 
 fn layer(c: usize, o: usize, k: [usize; 2], alpha: f32) -> (Conv2d<Ad>, PRelu<Ad>) {
     let d = Default::default();
