@@ -70,7 +70,12 @@ async fn register(c: &Client, name: &str) -> i64 {
         software_version: "bench".into(),
         slots: 1,
     };
-    c.clone().register(req).await.unwrap().into_inner().worker_id
+    c.clone()
+        .register(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .worker_id
 }
 
 async fn lease_n(c: &mut Client, worker_id: i64, free: u32, wait_ms: u32) -> Vec<rpc::JobLease> {

@@ -20,7 +20,9 @@ use sqlx::Row;
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn worker_exe() -> PathBuf {
-    let dir = Path::new(env!("CARGO_BIN_EXE_coordinator")).parent().unwrap();
+    let dir = Path::new(env!("CARGO_BIN_EXE_coordinator"))
+        .parent()
+        .unwrap();
     let exe = dir.join(format!("worker{}", std::env::consts::EXE_SUFFIX));
     assert!(
         exe.exists(),
@@ -84,7 +86,13 @@ impl Proc {
     /// SIGTERM, then the exit status within `limit`.
     fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
         self.wait(limit)
     }
 
@@ -189,13 +197,23 @@ async fn a_killed_workers_job_finishes_on_the_other_worker() {
     .fetch_one(&db)
     .await
     .unwrap();
-    assert!(rerun.get::<i64, _>(0) >= 2, "the result comes from a new attempt");
+    assert!(
+        rerun.get::<i64, _>(0) >= 2,
+        "the result comes from a new attempt"
+    );
     assert_eq!(rerun.get::<String, _>(1), "worker-b");
     assert!(assert_metrics_exactly_once(&srv.store).await >= 3);
-    tracing::info!(secs = killed_at.elapsed().as_secs_f64(), "sweep done after the kill");
+    tracing::info!(
+        secs = killed_at.elapsed().as_secs_f64(),
+        "sweep done after the kill"
+    );
 
     // SIGTERM on an idle worker: a clean exit.
-    assert!(b.terminate(Duration::from_secs(30)).success(), "{}", b.log_text());
+    assert!(
+        b.terminate(Duration::from_secs(30)).success(),
+        "{}",
+        b.log_text()
+    );
     srv.stop().await;
 }
 
@@ -231,7 +249,11 @@ async fn a_coordinator_killed_mid_sweep_continues_after_a_restart() {
     // A read-only view of the coordinator's database.
     let t0 = Instant::now();
     while !db_path.exists() {
-        assert!(t0.elapsed() < Duration::from_secs(60), "{}", coord.log_text());
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "{}",
+            coord.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let opts = sqlx::sqlite::SqliteConnectOptions::new()
@@ -261,7 +283,11 @@ async fn a_coordinator_killed_mid_sweep_continues_after_a_restart() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut coord2 = Proc::spawn("coordinator-2", exe, &args, dir.path());
     let status = coord2.wait(Duration::from_secs(900));
-    assert!(status.success(), "restarted coordinator:\n{}", coord2.log_text());
+    assert!(
+        status.success(),
+        "restarted coordinator:\n{}",
+        coord2.log_text()
+    );
 
     let states: Vec<String> = sqlx::query_scalar("SELECT state FROM jobs ORDER BY seq")
         .fetch_all(&db)
@@ -290,21 +316,30 @@ async fn a_worker_started_before_the_coordinator_connects_when_it_appears() {
     let mut w = Proc::worker("early-worker", &url, dir.path());
     // Long enough for several failed connection attempts.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(w.child.try_wait().unwrap().is_none(), "the worker gave up:\n{}", w.log_text());
+    assert!(
+        w.child.try_wait().unwrap().is_none(),
+        "the worker gave up:\n{}",
+        w.log_text()
+    );
 
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
     let srv = start_on(&dir.path().join("ls.db"), Some(listener), |_| {}).await;
     let sweep = submit(&srv.store, &tiny_sweep("late-coordinator", 1, "")).await;
     let states = wait_all_final(&srv.store, sweep, Duration::from_secs(600)).await;
     assert_eq!(states.len(), 1);
     assert_eq!(states[0].1, "done", "{}", w.log_text());
-    let name: String = sqlx::query_scalar(
-        "SELECT w.name FROM attempts a JOIN workers w ON w.id = a.worker_id",
-    )
-    .fetch_one(srv.store.reader())
-    .await
-    .unwrap();
+    let name: String =
+        sqlx::query_scalar("SELECT w.name FROM attempts a JOIN workers w ON w.id = a.worker_id")
+            .fetch_one(srv.store.reader())
+            .await
+            .unwrap();
     assert_eq!(name, "early-worker");
-    assert!(w.terminate(Duration::from_secs(30)).success(), "{}", w.log_text());
+    assert!(
+        w.terminate(Duration::from_secs(30)).success(),
+        "{}",
+        w.log_text()
+    );
     srv.stop().await;
 }

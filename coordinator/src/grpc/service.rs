@@ -111,7 +111,10 @@ impl Service {
         let worker = convert::worker_id(worker)?;
         let attempt = convert::attempt_id(attempt)?;
         let store = &self.shared.store;
-        match store.end_attempt_with(attempt, worker, &end, result).await? {
+        match store
+            .end_attempt_with(attempt, worker, &end, result)
+            .await?
+        {
             Ended::Applied { job, job_state } => {
                 tracing::info!(%worker, %attempt, %job, end = end.attempt_state(), %job_state,
                     error = end.error_text().as_deref().unwrap_or(""), "attempt ended");
