@@ -97,8 +97,7 @@ fn chunk_images(d: &Dims) -> usize {
 /// weight's `[C, kh, kw]` flattening, so `W` multiplies it without a permute), column
 /// `(b·Ho + y)·Wo + x` holding `x[b0 + b, c, y + i, x + j]`.
 fn im2col(x: &[f32], d: &Dims, b0: usize, nb: usize) -> Vec<f32> {
-    // Filled in order by appending, so the matrix is never zeroed first; the short rows are
-    // copied by a loop rather than a `memcpy` call each.
+    // Filled in order by appending, so the matrix is never zeroed first.
     let mut cols = Vec::with_capacity(d.ck() * nb * d.ho * d.wo);
     for row in 0..d.ck() {
         let (ci, ij) = (row / (d.kh * d.kw), row % (d.kh * d.kw));
@@ -244,8 +243,8 @@ fn forward(
     (tensor(y, shape), state)
 }
 
-/// One chunk's share of the backward: it fills `dx` (the chunk's input gradient) when given,
-/// and returns its shares of the weight, bias and slope gradients.
+/// One chunk's shares of the weight, bias and slope gradients (its input gradient is written
+/// in place, into the chunk's slice of the whole batch's).
 struct ChunkGrads {
     weight: Option<Vec<f32>>,
     bias: Vec<f32>,
