@@ -41,7 +41,7 @@ impl Dims {
             "fused block: input has {c} channels, weight expects {wc}"
         );
         assert!(
-            h >= kh + 1 && w >= kw + 1,
+            h > kh && w > kw,
             "fused block: input {h}x{w} too small for a {kh}x{kw} kernel and 2x2 pooling"
         );
         let (ho, wo) = (h - kh + 1, w - kw + 1);
@@ -211,16 +211,18 @@ fn matmul(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
     Flex::float_matmul(lhs, rhs)
 }
 
+/// The block's output, plus (as plain vectors, so that inference drops them without building
+/// tensors) the per-output pre-activations and window positions the backward needs.
 fn forward(
-    x: FlexTensor,
+    x: &FlexTensor,
     weight: FlexTensor,
     bias: FlexTensor,
     alpha: FlexTensor,
-) -> (FlexTensor, BlockState<Flex>) {
-    let d = Dims::new(dims4(&x), dims4(&weight));
+) -> (FlexTensor, Vec<f32>, Vec<u8>) {
+    let d = Dims::new(dims4(x), dims4(&weight));
     let nb = chunk_images(&d);
     let w2 = weight.reshape([d.o, d.ck()].into());
-    let (xs, bias, alpha) = (values(&x), values(&bias), scalar(&alpha));
+    let (xs, bias, alpha) = (values(x), values(&bias), scalar(&alpha));
     let per_image = d.o * d.pooled();
     let len = d.n * per_image;
     let (mut y, mut zmax, mut arg) = (vec![0f32; len], vec![0f32; len], vec![0u8; len]);
@@ -234,13 +236,7 @@ fn forward(
             let z = matmul(w2.clone(), cols); // [O, nb·P]
             prelu_pool(&values(&z), &bias, alpha, &d, nb, Outputs { y, zmax, arg });
         });
-    let shape = [d.n, d.o, d.hp, d.wp];
-    let state = BlockState {
-        x: x.clone(),
-        zmax: tensor(zmax, shape),
-        arg: tensor(arg.into_iter().map(f32::from).collect(), shape),
-    };
-    (tensor(y, shape), state)
+    (tensor(y, [d.n, d.o, d.hp, d.wp]), zmax, arg)
 }
 
 /// One chunk's shares of the weight, bias and slope gradients (its input gradient is written
@@ -255,7 +251,7 @@ impl FusedBlock for Flex {
     const FUSED_BLOCK: bool = true;
 
     fn conv_prelu_pool(x: FlexTensor, w: FlexTensor, b: FlexTensor, a: FlexTensor) -> FlexTensor {
-        forward(x, w, b, a).0
+        forward(&x, w, b, a).0
     }
 
     fn conv_prelu_pool_train(
@@ -264,7 +260,14 @@ impl FusedBlock for Flex {
         b: FlexTensor,
         a: FlexTensor,
     ) -> (FlexTensor, BlockState<Flex>) {
-        forward(x, w, b, a)
+        let (y, zmax, arg) = forward(&x, w, b, a);
+        let shape = y.layout().shape().clone();
+        let state = BlockState {
+            x,
+            zmax: tensor(zmax, shape.clone()),
+            arg: tensor(arg.into_iter().map(f32::from).collect(), shape),
+        };
+        (y, state)
     }
 
     fn conv_prelu_pool_backward(
