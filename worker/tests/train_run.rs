@@ -8,7 +8,8 @@ use std::sync::Mutex;
 use proto::{Dataset, JobParams, Loss, Mining, Network, Optimizer};
 use worker::train::{self, CancelToken, CpuBackend, Outcome, RunSpec, TrainError, TrainEvent};
 
-/// Burn's Flex RNG is process-global: runs in parallel test threads would interleave draws.
+/// One run at a time: each already uses every core through rayon. (Not needed for determinism:
+/// `same_seed_same_bits_beside_another_run` runs two at once on purpose.)
 static RUN_LOCK: Mutex<()> = Mutex::new(());
 
 fn faces() -> PathBuf {
@@ -42,6 +43,18 @@ fn run(
     cancel_after_checkpoint: bool,
 ) -> (Result<Outcome, TrainError>, Vec<TrainEvent>) {
     let _guard = RUN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    run_until(params, work, resume, &|e| {
+        cancel_after_checkpoint && matches!(e, TrainEvent::Checkpoint { .. })
+    })
+}
+
+/// One run that is cancelled as soon as `cancel_on` returns true for an event.
+fn run_until(
+    params: &JobParams,
+    work: &Path,
+    resume: Option<PathBuf>,
+    cancel_on: &dyn Fn(&TrainEvent) -> bool,
+) -> (Result<Outcome, TrainError>, Vec<TrainEvent>) {
     let spec = RunSpec {
         params: params.clone(),
         data_dir: None,
@@ -55,7 +68,7 @@ fn run(
         &Default::default(),
         &spec,
         &mut |e| {
-            if cancel_after_checkpoint && matches!(e, TrainEvent::Checkpoint { .. }) {
+            if cancel_on(&e) {
                 c.cancel();
             }
             events.push(e)
@@ -119,13 +132,13 @@ fn faces_end_to_end_event_stream() {
         kinds,
         [
             "epoch",
-            "checkpoint",
             "eval",
             "snapshot",
-            "epoch",
             "checkpoint",
+            "epoch",
             "eval",
-            "snapshot"
+            "snapshot",
+            "checkpoint"
         ]
     );
     let snapshots: Vec<_> = events
@@ -227,6 +240,74 @@ fn cancellation_returns_the_last_checkpoint() {
     assert_eq!(epochs_of(&events), vec![1]);
 }
 
+fn evals_of(events: &[TrainEvent]) -> Vec<u32> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            TrainEvent::Eval { epoch, .. } => Some(*epoch),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A cancel (or crash) while epoch 2 is being evaluated: the run stops inside the evaluation,
+/// epoch 2 is reported by nobody yet, and the resume from epoch 1's checkpoint reports it once.
+/// (When the checkpoint was written before the evaluation, a resume skipped epoch 2's metrics.)
+#[test]
+fn cancel_during_evaluation_then_resume_reports_each_epoch_once() {
+    let _guard = RUN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mut p = faces_params();
+    p.network = Network::LenetHadsell;
+    let work = tempfile::tempdir().unwrap();
+    // The last Step of epoch 2 is sent after its last optimizer step, just before evaluating.
+    let (out, first) = run_until(&p, work.path(), None, &|e| {
+        matches!(e, TrainEvent::Step { epoch: 2, .. })
+    });
+    let ckpt = match out.unwrap() {
+        Outcome::Cancelled {
+            checkpoint: Some(path),
+        } => path,
+        other => panic!("expected a cancel inside the evaluation, got {other:?}"),
+    };
+    assert!(ckpt.to_string_lossy().contains("epoch-0001"), "{ckpt:?}");
+    assert_eq!(epochs_of(&first), vec![1]);
+    assert_eq!(evals_of(&first), vec![1]);
+
+    let (out, second) = run_until(&p, work.path(), Some(ckpt), &|_| false);
+    final_metrics(out);
+    assert_eq!(epochs_of(&second), vec![2]);
+    assert_eq!(evals_of(&second), vec![2]);
+}
+
+/// The same job gives the same bits alone and beside another job in the same process (as under
+/// `worker --slots 2`): nothing it draws comes from state the other job shares.
+#[test]
+fn same_seed_same_bits_beside_another_run() {
+    let _guard = RUN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mut p = faces_params();
+    p.network = Network::LenetHadsell;
+    p.epochs = 1;
+    let mut other = p.clone();
+    other.loss = Loss::Triplet;
+    other.seed = 99;
+    let bits = |out: Result<Outcome, TrainError>| -> Vec<(String, u64)> {
+        final_metrics(out)
+            .into_iter()
+            .filter(|(k, _)| k != "samples_per_sec")
+            .map(|(k, v)| (k, v.to_bits()))
+            .collect()
+    };
+    let alone_dir = tempfile::tempdir().unwrap();
+    let alone = bits(run_until(&p, alone_dir.path(), None, &|_| false).0);
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (beside, _) = std::thread::scope(|s| {
+        let a = s.spawn(|| run_until(&p, dir_a.path(), None, &|_| false).0);
+        let b = s.spawn(|| run_until(&other, dir_b.path(), None, &|_| false).0);
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert_eq!(alone, bits(beside));
+}
+
 #[test]
 fn divergence_is_reported_with_its_step() {
     let mut p = faces_params();
@@ -281,7 +362,7 @@ fn every_loss_learns_on_fashion_mnist() {
         p.loss = loss;
         p.margin = margin;
         p.mining = mining;
-        // The untrained backbone is the same for every loss: heads are created after it.
+        // The untrained backbone is the same for every loss (model::init keys weights by path).
         let after = final_metrics(run(&p, work.path(), None, false).0)["map_at_r"];
         report.push((loss, after));
     }

@@ -121,7 +121,6 @@ pub fn run<B: TrainBackend>(
         )));
     }
     let objective = Objective::from_params(p)?;
-    B::seed(device, p.seed);
 
     let started = Instant::now();
     let ds = data::load(&p.dataset, spec.data_dir.as_deref())?;
@@ -145,7 +144,7 @@ pub fn run<B: TrainBackend>(
         Prepared::new(&train_set.subset(&eval_idx, px), ds.h, ds.w, &norm)
     };
     let snapshot_indices = eval::snapshot_subset(&test.labels, SNAPSHOT_POINTS, p.seed);
-    tracing::info!(
+    tracing::debug!(
         dataset = %p.dataset, train = train.len(), test = test.len(), h = ds.h, w = ds.w,
         mean = norm.mean, std = norm.std, secs = started.elapsed().as_secs_f64(), "data ready"
     );
@@ -158,15 +157,17 @@ pub fn run<B: TrainBackend>(
         dim: p.embedding_dim as usize,
         n_classes,
     };
-    let model = MetricNet::<B>::new(&shape, device).map_err(TrainError::Config)?;
+    let model = MetricNet::<B>::new(&shape, p.seed, device).map_err(TrainError::Config)?;
     let kind = objective.sampler_kind(p.batch_size as usize, n_classes);
+    let sampler = Sampler::new(&train.labels, kind, p.batch_size as usize)
+        .map_err(|e| TrainError::Config(format!("{} loss: {e}", p.loss)))?;
     let ctx = Ctx::<B> {
         device,
         spec,
         on_event,
         cancel,
         objective,
-        sampler: Sampler::new(&train.labels, kind, p.batch_size as usize),
+        sampler,
         train,
         eval_train,
         test,
@@ -239,27 +240,29 @@ where
         };
         timed_samples += stats.timed_samples;
         timed_secs += stats.timed.as_secs_f64();
-        let rate = stats.rate();
-        let health = BTreeMap::from([
-            (
-                "mean_embedding_norm".to_owned(),
-                stats.norm_sum / stats.batches.max(1) as f64,
-            ),
-            (
-                "active_fraction".to_owned(),
-                stats.active_sum / stats.batches.max(1) as f64,
-            ),
-        ]);
-        (ctx.on_event)(TrainEvent::Epoch {
+        let epoch_event = TrainEvent::Epoch {
             epoch,
             step: ctx.step,
             loss: stats.loss_sum / stats.batches.max(1) as f64,
             lr: p.lr,
-            samples_per_sec: rate,
+            samples_per_sec: stats.rate(),
             epoch_secs: t0.elapsed().as_secs_f64(),
-            health,
-        });
+            health: stats.health(),
+        };
 
+        // Evaluate, then checkpoint, then report: an epoch's events go out only once its
+        // checkpoint exists, so a run that dies (or is cancelled) before then resumes from the
+        // previous checkpoint and reports the epoch once, and one that dies after resumes past it
+        // with its metrics already sent. (Checkpointing before evaluating lost them.)
+        let due = epoch % p.eval_every.max(1) == 0 || epoch == p.epochs;
+        let evaluated = if due {
+            match evaluate(&ctx, &model, epoch) {
+                Some(e) => Some(e),
+                None => return Ok(cancelled(&ctx, epoch)),
+            }
+        } else {
+            None
+        };
         let path = checkpoint_path(&ctx.spec.work_dir, epoch);
         let model_bytes = Rec::default()
             .record(model.clone().into_record(), ())
@@ -272,18 +275,22 @@ where
             let _ = std::fs::remove_file(old);
         }
         ctx.last_checkpoint = Some(path.clone());
-        (ctx.on_event)(TrainEvent::Checkpoint { epoch, path });
 
-        if epoch % p.eval_every.max(1) == 0 || epoch == p.epochs {
-            final_metrics = Some(evaluate_and_emit(&mut ctx, &model, epoch));
+        (ctx.on_event)(epoch_event);
+        if let Some(e) = evaluated {
+            final_metrics = Some(emit_eval(&mut ctx, e, epoch));
         }
+        (ctx.on_event)(TrainEvent::Checkpoint { epoch, path });
     }
     let mut metrics = match final_metrics {
         Some(m) => m,
         // Nothing left to train (epochs = 0, or resumed at the end): evaluate as is.
         None => {
             let epoch = p.epochs.max(ctx.start_epoch.saturating_sub(1));
-            evaluate_and_emit(&mut ctx, &model, epoch)
+            match evaluate(&ctx, &model, epoch) {
+                Some(e) => emit_eval(&mut ctx, e, epoch),
+                None => return Ok(cancelled(&ctx, epoch)),
+            }
         }
     };
     let rate = if timed_secs > 0.0 {
@@ -309,11 +316,19 @@ fn checkpoint_path(work_dir: &Path, epoch: u32) -> PathBuf {
         .join(format!("epoch-{epoch:04}.ckpt"))
 }
 
-fn evaluate_and_emit<B: TrainBackend>(
-    ctx: &mut Ctx<'_, B>,
+fn cancelled<B: TrainBackend>(ctx: &Ctx<'_, B>, epoch: u32) -> Outcome {
+    tracing::debug!(epoch, step = ctx.step, "cancelled during evaluation");
+    Outcome::Cancelled {
+        checkpoint: ctx.last_checkpoint.clone(),
+    }
+}
+
+/// Evaluates `model` at `epoch`; None if the run was cancelled meanwhile.
+fn evaluate<B: TrainBackend>(
+    ctx: &Ctx<'_, B>,
     model: &MetricNet<B>,
     epoch: u32,
-) -> BTreeMap<String, f64> {
+) -> Option<(BTreeMap<String, f64>, Snapshot)> {
     let t = Instant::now();
     let plan = EvalPlan {
         train: &ctx.eval_train,
@@ -323,13 +338,22 @@ fn evaluate_and_emit<B: TrainBackend>(
         dim: ctx.spec.params.embedding_dim as usize,
         seed: ctx.spec.params.seed,
     };
-    let (metrics, snapshot): (_, Snapshot) = evaluation::evaluate(model, &plan, epoch, ctx.device);
-    tracing::info!(
+    let out = evaluation::evaluate(model, &plan, epoch, ctx.device, ctx.cancel)?;
+    tracing::debug!(
         epoch,
         secs = t.elapsed().as_secs_f64(),
-        map_at_r = metrics.get("map_at_r"),
+        map_at_r = out.0.get("map_at_r"),
         "evaluated"
     );
+    Some(out)
+}
+
+/// Reports an evaluation; returns its metrics.
+fn emit_eval<B: TrainBackend>(
+    ctx: &mut Ctx<'_, B>,
+    (metrics, snapshot): (BTreeMap<String, f64>, Snapshot),
+    epoch: u32,
+) -> BTreeMap<String, f64> {
     (ctx.on_event)(TrainEvent::Eval {
         epoch,
         step: ctx.step,
@@ -352,6 +376,15 @@ struct EpochStats {
 }
 
 impl EpochStats {
+    /// `mean_embedding_norm` and `active_fraction` (see [`super::loss`] for "active").
+    fn health(&self) -> BTreeMap<String, f64> {
+        let n = self.batches.max(1) as f64;
+        BTreeMap::from([
+            ("mean_embedding_norm".to_owned(), self.norm_sum / n),
+            ("active_fraction".to_owned(), self.active_sum / n),
+        ])
+    }
+
     fn rate(&self) -> f64 {
         let (n, t) = if self.timed > Duration::ZERO {
             (self.timed_samples, self.timed)

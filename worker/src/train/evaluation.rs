@@ -10,27 +10,32 @@ use super::data::Prepared;
 use super::eval::{self, EmbeddingSet};
 use super::model::MetricNet;
 use super::model::fused::FusedBlock;
-use super::{Snapshot, TrainBackend};
+use super::{CancelToken, Snapshot, TrainBackend};
 
 /// Images embedded per forward pass during evaluation.
 const EMBED_CHUNK: usize = 500;
 
-/// Embeds every image of `set` (`[N, D]` row-major) without building a graph.
-pub fn embed_all<B: FusedBlock>(
+/// Embeds every image of `set` (`[N, D]` row-major) without building a graph; None once
+/// `cancel` is set (checked per chunk, so a cancel lands within one chunk's forward pass).
+fn embed_all<B: FusedBlock>(
     model: &MetricNet<B>,
     set: &Prepared,
     device: &B::Device,
-) -> Vec<f32> {
+    cancel: &CancelToken,
+) -> Option<Vec<f32>> {
     let px = set.pixels_per_image();
     let mut out = Vec::new();
     for start in (0..set.len()).step_by(EMBED_CHUNK) {
+        if cancel.is_cancelled() {
+            return None;
+        }
         let n = EMBED_CHUNK.min(set.len() - start);
         let chunk = set.data[start * px..(start + n) * px].to_vec();
         let x = Tensor::<B, 4>::from_data(TensorData::new(chunk, [n, 1, set.h, set.w]), device);
         let emb = model.embed(x); // [n, D]
         out.extend(emb.into_data().to_vec::<f32>().expect("f32 embeddings"));
     }
-    out
+    Some(out)
 }
 
 /// The fixed inputs of every evaluation of a run.
@@ -43,17 +48,21 @@ pub struct EvalPlan<'a> {
     pub seed: u64,
 }
 
-/// Evaluates `model` and builds the snapshot of `epoch`.
+/// Evaluates `model` and builds the snapshot of `epoch`; None if `cancel` was set meanwhile.
 pub fn evaluate<B: TrainBackend>(
     model: &MetricNet<B>,
     plan: &EvalPlan<'_>,
     epoch: u32,
     device: &B::Device,
-) -> (BTreeMap<String, f64>, Snapshot) {
+    cancel: &CancelToken,
+) -> Option<(BTreeMap<String, f64>, Snapshot)> {
     let valid = model.valid();
     // The inner backend shares the autodiff backend's device type.
-    let train_emb = embed_all(&valid, plan.train, device);
-    let test_emb = embed_all(&valid, plan.test, device);
+    let train_emb = embed_all(&valid, plan.train, device, cancel)?;
+    let test_emb = embed_all(&valid, plan.test, device, cancel)?;
+    if cancel.is_cancelled() {
+        return None;
+    }
     let d = plan.dim;
     let metrics = eval::evaluate(
         &EmbeddingSet {
@@ -85,5 +94,5 @@ pub fn evaluate<B: TrainBackend>(
         indices: plan.snapshot_indices.to_vec(),
         class_names: plan.class_names.to_vec(),
     };
-    (metrics, snapshot)
+    Some((metrics, snapshot))
 }

@@ -52,19 +52,47 @@ pub fn pk_shape(batch_size: usize, n_classes: usize) -> (usize, usize) {
 }
 
 impl Sampler {
-    pub fn new(labels: &[u32], kind: SamplerKind, batch_size: usize) -> Self {
+    /// A sampler over `labels`, or why it cannot draw its batches from them: pairs and triplets
+    /// need a positive for every anchor (at least 2 images in every class) and a negative (at
+    /// least 2 classes). Checked here, before training starts, rather than failing mid-epoch.
+    pub fn new(labels: &[u32], kind: SamplerKind, batch_size: usize) -> Result<Self, String> {
         let n_classes = labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0);
         let mut by_class = vec![Vec::new(); n_classes];
         for (i, &l) in labels.iter().enumerate() {
             by_class[l as usize].push(i);
         }
+        if labels.is_empty() {
+            return Err("no training images".into());
+        }
+        if kind != SamplerKind::Shuffle {
+            let what = match kind {
+                SamplerKind::Pairs => "pairs",
+                SamplerKind::Triplets => "triplets",
+                _ => "class-balanced batches for triplet mining",
+            };
+            let present = by_class.iter().filter(|c| !c.is_empty()).count();
+            if present < 2 {
+                return Err(format!(
+                    "{what} need images of at least 2 classes for negatives; the training \
+                     images ({}) are all of one class (raise train_limit)",
+                    labels.len()
+                ));
+            }
+            if let Some(class) = by_class.iter().position(|c| c.len() == 1) {
+                return Err(format!(
+                    "{what} need at least 2 images of every class for positives; class {class} \
+                     has 1 of the {} training images (raise train_limit)",
+                    labels.len()
+                ));
+            }
+        }
         by_class.retain(|c: &Vec<usize>| !c.is_empty());
-        Sampler {
+        Ok(Sampler {
             labels: labels.to_vec(),
             by_class,
             kind,
             batch_size: batch_size.max(1),
-        }
+        })
     }
 
     pub fn kind(&self) -> SamplerKind {
@@ -198,7 +226,7 @@ mod tests {
             SamplerKind::Triplets,
             SamplerKind::ClassBalanced { p: 5, k: 4 },
         ] {
-            let s = Sampler::new(&labels(), kind, 32);
+            let s = Sampler::new(&labels(), kind, 32).unwrap();
             assert_eq!(s.epoch(3, 1), s.epoch(3, 1), "{kind:?}");
             assert_ne!(s.epoch(3, 1), s.epoch(4, 1), "{kind:?}");
             assert_ne!(s.epoch(3, 1), s.epoch(3, 2), "{kind:?}");
@@ -208,7 +236,7 @@ mod tests {
     #[test]
     fn pairs_are_balanced_and_correct() {
         let l = labels();
-        let s = Sampler::new(&l, SamplerKind::Pairs, 32);
+        let s = Sampler::new(&l, SamplerKind::Pairs, 32).unwrap();
         let batches = s.epoch(0, 1);
         let (mut same, mut total) = (0, 0);
         let mut seen = 0;
@@ -227,7 +255,7 @@ mod tests {
 
     #[test]
     fn triplets_have_valid_roles() {
-        let s = Sampler::new(&labels(), SamplerKind::Triplets, 50);
+        let s = Sampler::new(&labels(), SamplerKind::Triplets, 50).unwrap();
         for b in s.epoch(1, 1) {
             let n = b.anchors;
             for i in 0..n {
@@ -242,7 +270,7 @@ mod tests {
     fn class_balanced_batches_have_p_classes_of_k() {
         let (p, k) = pk_shape(32, 10);
         assert_eq!((p, k), (8, 4));
-        let s = Sampler::new(&labels(), SamplerKind::ClassBalanced { p, k }, 32);
+        let s = Sampler::new(&labels(), SamplerKind::ClassBalanced { p, k }, 32).unwrap();
         for b in s.epoch(0, 1) {
             let mut classes = b.labels.clone();
             classes.dedup();
@@ -251,5 +279,25 @@ mod tests {
         }
         assert_eq!(pk_shape(128, 10), (10, 12));
         assert_eq!(pk_shape(32, 40), (8, 4));
+    }
+
+    #[test]
+    fn impossible_sampling_is_an_error_not_a_panic() {
+        // One image: no positive and no negative (what `--train-limit 1` gave).
+        for kind in [
+            SamplerKind::Pairs,
+            SamplerKind::Triplets,
+            SamplerKind::ClassBalanced { p: 2, k: 2 },
+        ] {
+            let e = Sampler::new(&[3], kind, 32).unwrap_err();
+            assert!(e.contains("at least 2 classes"), "{kind:?}: {e}");
+            // Two classes, one of them a single image: no positive for that anchor.
+            let e = Sampler::new(&[0, 0, 1], kind, 32).unwrap_err();
+            assert!(e.contains("class 1 has 1"), "{kind:?}: {e}");
+            assert!(Sampler::new(&[0, 0, 1, 1], kind, 32).is_ok(), "{kind:?}");
+        }
+        // ce draws single images: one is enough.
+        assert!(Sampler::new(&[3], SamplerKind::Shuffle, 32).is_ok());
+        assert!(Sampler::new(&[], SamplerKind::Shuffle, 32).is_err());
     }
 }

@@ -55,13 +55,21 @@ impl BceHeadConfig {
     /// point before the sign flips; at that point `|f1 − f2| = 0` passes no gradient and training
     /// never recovers (seen on full Fashion-MNIST with D = 2: MAP@R 0.017 after an epoch).
     pub fn init<B: Backend>(&self, device: &B::Device) -> BceHead<B> {
-        let mut fc = LinearConfig::new(self.dim, 1).init(device);
-        fc.weight = fc.weight.map(|w| w.abs().neg());
-        BceHead { fc }
+        BceHead {
+            fc: LinearConfig::new(self.dim, 1).init(device),
+        }
+        .with_non_positive_weights()
     }
 }
 
 impl<B: Backend> BceHead<B> {
+    /// The same head with `−|w|` for its weights (see [`BceHeadConfig::init`]); applied again
+    /// after the model's seeded re-initialisation, which draws signs at random.
+    pub fn with_non_positive_weights(mut self) -> Self {
+        self.fc.weight = self.fc.weight.map(|w| w.abs().neg());
+        self
+    }
+
     /// `[N, D], [N, D] -> [N]` logits of "same class".
     pub fn forward(&self, e1: Tensor<B, 2>, e2: Tensor<B, 2>) -> Tensor<B, 1> {
         let n = e1.dims()[0];

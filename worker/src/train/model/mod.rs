@@ -2,6 +2,7 @@
 //! (the `ce` classifier, the `bce` siamese head).
 
 pub mod fused;
+mod init;
 pub mod nets;
 pub mod ops;
 
@@ -59,7 +60,10 @@ pub struct ModelShape {
 }
 
 impl<B: FusedBlock> MetricNet<B> {
-    pub fn new(shape: &ModelShape, device: &B::Device) -> Result<Self, String> {
+    /// The model of `shape`, its random weights drawn from `seed` alone (see [`init`]): the same
+    /// seed gives the same weights in any process, beside any other job, and the same backbone
+    /// whatever the loss.
+    pub fn new(shape: &ModelShape, seed: u64, device: &B::Device) -> Result<Self, String> {
         let (h, w, d) = (shape.height, shape.width, shape.dim);
         if d == 0 {
             return Err("embedding dimension must be at least 1".into());
@@ -73,12 +77,15 @@ impl<B: FusedBlock> MetricNet<B> {
                 Backbone::Lenet(LenetHadsellConfig::new(h, w, d).init(device)?)
             }
         };
-        Ok(MetricNet {
+        let net = MetricNet {
             backbone,
             ce_head: (shape.loss == Loss::Ce)
                 .then(|| CeHeadConfig::new(d, shape.n_classes).init(device)),
             bce_head: (shape.loss == Loss::Bce).then(|| BceHeadConfig::new(d).init(device)),
-        })
+        };
+        let mut net = init::seeded(net, "model", seed, device)?;
+        net.bce_head = net.bce_head.map(BceHead::with_non_positive_weights);
+        Ok(net)
     }
 
     /// The embedding that is evaluated and plotted. `[N, 1, H, W] -> [N, D]`
