@@ -169,7 +169,7 @@ mod tests {
             lines[0],
             "sweep `qs` finished: 2 run(s), 1 done, 1 failed, 0 cancelled"
         );
-        assert_eq!(lines[2], "run  loss     state   kNN@5   MAP@R");
+        assert_eq!(lines[2], "run  loss     state    kNN@5   MAP@R");
         assert_eq!(lines[3], "  7  ce       done    0.8123  0.5000");
         assert_eq!(lines[4], " 12  triplet  failed       -       -");
         assert_eq!(lines[6], "run 12 failed: no such folder: /x");

@@ -84,7 +84,7 @@ fn asset(ct: &'static str, body: &'static str) -> Response {
 
 /// What a visitor sees of a server-side failure; the detail goes to the log.
 pub const INTERNAL_ERROR_TEXT: &str =
-    "Something went wrong on the server. The details are in the coordinator's log.";
+    "Something went wrong on the server. The details are in the coordinator log.";
 
 /// Error responses of the handlers.
 #[derive(Debug, thiserror::Error)]
