@@ -18,8 +18,9 @@ use proto::sweep::load_sweep;
 
 /// Lifecycle events only: the coordinator's own info lines; per-step and per-checkpoint detail
 /// is at debug, and in-process workers say only what goes wrong (the coordinator logs their
-/// leases and attempt ends). `RUST_LOG` overrides it.
-const DEFAULT_LOG_FILTER: &str = "info,sqlx=warn,worker=warn";
+/// leases and attempt ends) and when they download a data set (a silent wait otherwise).
+/// `RUST_LOG` overrides it.
+const DEFAULT_LOG_FILTER: &str = "info,sqlx=warn,worker=warn,worker::train::data::download=info";
 
 /// Log lines go to standard error, printed above the progress bars when there are some.
 #[derive(Clone)]
