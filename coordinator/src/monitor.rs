@@ -109,7 +109,7 @@ pub async fn run(store: Store, opts: MonitorOptions) {
                 match summaries(&store, std::slice::from_ref(&s.name)).await {
                     Ok(text) => opts
                         .display
-                        .println(&format!("\n{text}\ndashboard: {}\n", opts.dashboard_url)),
+                        .println(&format!("\n{text}dashboard: {}\n", opts.dashboard_url)),
                     Err(e) => tracing::warn!(error = %e, "reading the sweep summary"),
                 }
             }

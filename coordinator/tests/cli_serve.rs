@@ -260,3 +260,64 @@ epochs = 1
         "the error is shown: {stdout}"
     );
 }
+
+/// Minimal HTTP/1.1 GET over a fresh connection; returns the whole response.
+fn http_get(addr: SocketAddr) -> String {
+    use std::io::Write;
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn idle_timeout_and_connection_cap_flags_apply_to_the_dashboard() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let args = [
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        &addr.to_string(),
+        "--idle-timeout",
+        "1",
+        "--max-connections",
+        "8",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let mut child = coordinator(dir.path(), &args);
+    let started = Instant::now();
+    while TcpStream::connect(addr).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "dashboard not up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut idle: Vec<TcpStream> = (0..24).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let page = http_get(addr);
+    // Closed: end of stream or a reset; still open: the read timed out.
+    let closed = idle.iter_mut().all(|s| {
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let mut buf = [0u8; 16];
+        match s.read(&mut buf) {
+            Ok(n) => n == 0,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        }
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(closed, "idle connections were closed");
+}
