@@ -214,3 +214,41 @@ async fn drained(store: &Store, sweeps: &[String]) {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(grpc: &str, http: &str, token: Option<&str>) -> ServeOptions {
+        let mut g = GrpcConfig::new(grpc.parse().unwrap(), std::path::Path::new("/tmp/x.db"));
+        g.token = token.map(str::to_owned);
+        ServeOptions {
+            grpc: g,
+            http_addr: http.parse().unwrap(),
+            local_workers: 0,
+            data_dir: None,
+            work_root: PathBuf::from("/tmp/x.workers"),
+            exit_when_done: false,
+            http_limits: ConnLimits::default(),
+            sweeps: Vec::new(),
+            display: None,
+        }
+    }
+
+    #[test]
+    fn exposed_addresses_need_a_token() {
+        assert!(check_exposure(&opts("127.0.0.1:1", "127.0.0.1:2", None)).is_ok());
+        assert!(check_exposure(&opts("[::1]:1", "127.0.0.1:2", None)).is_ok());
+        let err = check_exposure(&opts("0.0.0.0:1", "127.0.0.1:2", None)).unwrap_err();
+        assert!(matches!(
+            err,
+            ServeError::TokenRequired {
+                what: "--grpc-addr",
+                ..
+            }
+        ));
+        let err = check_exposure(&opts("127.0.0.1:1", "192.0.2.7:2", Some(""))).unwrap_err();
+        assert!(err.to_string().contains("--http-addr"), "{err}");
+        assert!(check_exposure(&opts("0.0.0.0:1", "0.0.0.0:2", Some("s3cret"))).is_ok());
+    }
+}
