@@ -86,7 +86,9 @@ fn refused_before_listening(grpc: &str, http: &str, flag: &str) {
         }
         for port in [g, h] {
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(50)).is_ok() {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(50)).is_ok()
+                && !listened.contains(&port)
+            {
                 listened.push(port);
             }
         }
