@@ -61,8 +61,9 @@ pub async fn run(store: Store, opts: MonitorOptions) {
     let started = Instant::now();
     let mut throttle = LineThrottle::new(LINE_INTERVAL, LINE_HEARTBEAT);
     let mut bars: Vec<(String, ProgressBar)> = Vec::new();
-    // Sweeps seen unfinished, so that a summary follows when they finish.
-    let mut unfinished: Vec<String> = Vec::new();
+    // Sweeps whose summary is due when they finish: those seen unfinished, and the submitted
+    // ones (a re-run of a finished sweep shows its results at once).
+    let mut unfinished: Vec<String> = opts.sweeps.clone();
     let header = match &opts.display {
         Display::Bars(mp) => {
             let h = mp.add(ProgressBar::new_spinner());
