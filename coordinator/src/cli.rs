@@ -73,9 +73,19 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
-    /// Stop serving once every job of the submitted sweeps has finished (done, failed or cancelled)
+    /// Stop once every job of the submitted sweeps (of all sweeps, if none was submitted) has
+    /// finished, print their summaries and exit: 0 if no job failed, 1 if some did, 2 if
+    /// stopped before the end
     #[arg(long)]
     pub exit_when_done: bool,
+
+    /// Close connections (gRPC and dashboard) idle for this long
+    #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout: u64,
+
+    /// Connections open at once per listener; more clients wait until one closes
+    #[arg(long, default_value_t = 1024, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
 
     #[command(flatten)]
     pub limits: LimitArgs,

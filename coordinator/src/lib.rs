@@ -1,9 +1,12 @@
 //! latentsweep coordinator: sweep submission, the SQLite store, job leasing over gRPC and the dashboard.
 
 pub mod cli;
+pub mod conn;
 pub mod export;
 pub mod grpc;
 pub mod local;
+pub mod monitor;
+pub mod progress;
 pub mod report;
 pub mod sched;
 pub mod serve;

@@ -2,30 +2,65 @@
 
 use anyhow::Context;
 use clap::Parser;
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use coordinator::cli::{Cli, Command, ServeArgs};
+use coordinator::conn::ConnLimits;
 use coordinator::export::{ExportRequest, run_export};
 use coordinator::grpc::GrpcConfig;
+use coordinator::monitor::Display;
 use coordinator::serve::ServeOptions;
 use coordinator::store::Store;
 use proto::sweep::load_sweep;
 
-fn init_tracing() {
+/// Lifecycle events only: the coordinator's own info lines; per-step and per-checkpoint detail
+/// is at debug, and in-process workers say only what goes wrong (the coordinator logs their
+/// leases and attempt ends) and when they download a data set (a silent wait otherwise).
+/// `RUST_LOG` overrides it.
+const DEFAULT_LOG_FILTER: &str = "info,sqlx=warn,worker=warn,worker::train::data::download=info";
+
+/// Log lines go to standard error, printed above the progress bars when there are some.
+#[derive(Clone)]
+struct LogWriter(Option<indicatif::MultiProgress>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // The fmt layer writes each event with one call, so a line is never split by a redraw.
+        let write = || std::io::stderr().lock().write_all(buf);
+        match &self.0 {
+            Some(mp) => mp.suspend(write)?,
+            None => write()?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+fn init_tracing(progress: Option<indicatif::MultiProgress>) {
+    let writer = LogWriter(progress);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+                .unwrap_or_else(|_| DEFAULT_LOG_FILTER.into()),
         )
-        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(move || writer.clone())
         .init();
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    init_tracing();
+async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    // Progress bars only when serving to a terminal; pipes and files get plain lines.
+    let bars = (cli.command.is_none() && std::io::stderr().is_terminal())
+        .then(indicatif::MultiProgress::new);
+    init_tracing(bars.clone());
     let db = cli.db.path();
     match cli.command {
         Some(Command::Submit { file, json, limits }) => {
@@ -127,33 +162,65 @@ async fn main() -> anyhow::Result<()> {
                 None => print!("{table}"),
             }
         }
-        None => serve(db, cli.serve).await?,
+        None => return serve(db, cli.serve, bars).await,
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
-/// Submits the `--sweep` files, then serves until Ctrl-C or SIGTERM.
-async fn serve(db: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
-    let store = open(&db).await?;
-    for file in &args.sweeps {
-        let (sweep, text) = load_sweep(file, args.limits.max_cells)?;
-        let out = store.submit(&sweep, &text, Some(file)).await?;
-        tracing::info!(sweep = %out.name, created = out.created, existing = out.existing, "submitted");
-    }
+/// Submits the `--sweep` files, then serves until Ctrl-C or SIGTERM (or, with
+/// `--exit-when-done`, until they have finished: then prints their summaries and exits 0 only
+/// if no job failed).
+async fn serve(
+    db: PathBuf,
+    args: ServeArgs,
+    bars: Option<indicatif::MultiProgress>,
+) -> anyhow::Result<ExitCode> {
     let mut grpc = GrpcConfig::new(args.grpc_addr, &db);
     grpc.token = args.token.filter(|t| !t.is_empty());
     grpc.sched.lease_ttl = Duration::from_secs(args.lease_ttl.max(1));
-    let opts = ServeOptions {
+    let limits = ConnLimits {
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        idle_timeout: Duration::from_secs(args.idle_timeout),
+        ..ConnLimits::default()
+    };
+    grpc.conn = limits;
+    let mut opts = ServeOptions {
         grpc,
         http_addr: args.http_addr,
         local_workers: args.local_workers,
         data_dir: args.data_dir,
         work_root: db.with_extension("workers"),
         exit_when_done: args.exit_when_done,
+        http_limits: limits,
+        sweeps: Vec::new(),
+        display: Some(bars.map_or(Display::Lines, Display::Bars)),
     };
-    coordinator::serve::run(store.clone(), opts, shutdown_signal()).await?;
+    // Before touching the database or any port.
+    coordinator::serve::check_exposure(&opts)?;
+    let store = open(&db).await?;
+    for file in &args.sweeps {
+        let (sweep, text) = load_sweep(file, args.limits.max_cells)?;
+        let out = store.submit(&sweep, &text, Some(file)).await?;
+        tracing::info!(sweep = %out.name, created = out.created, existing = out.existing, "submitted");
+        if !opts.sweeps.contains(&out.name) {
+            opts.sweeps.push(out.name);
+        }
+    }
+    let (sweeps, exit_when_done) = (opts.sweeps.clone(), opts.exit_when_done);
+    let display = opts.display.clone();
+    let served = coordinator::serve::run(store.clone(), opts, shutdown_signal()).await?;
+    let mut code = ExitCode::SUCCESS;
+    if exit_when_done {
+        let (outcome, text) =
+            coordinator::monitor::final_report(&store, &sweeps, &served.dashboard_url).await?;
+        match display {
+            Some(d) => d.println(&text),
+            None => print!("{text}"),
+        }
+        code = ExitCode::from(outcome.exit_code());
+    }
     store.close().await;
-    Ok(())
+    Ok(code)
 }
 
 async fn shutdown_signal() {

@@ -1,15 +1,17 @@
-//! Serving mode: the gRPC service, the dashboard and optional in-process CPU workers, run
-//! together until a shutdown signal (or, with `exit_when_done`, until the queue drains).
+//! Serving mode: the gRPC service, the dashboard and optional local CPU workers, run
+//! together with the terminal's progress display until a shutdown signal (or, with
+//! `exit_when_done`, until every watched sweep has finished).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::conn::ConnLimits;
 use crate::grpc::{self, GrpcConfig};
 use crate::local::{LocalWorkers, spawn_local_workers};
+use crate::monitor::{self, Display, MonitorOptions};
 use crate::store::{Store, StoreError};
 
 /// Everything serving needs besides the store.
@@ -22,44 +24,93 @@ pub struct ServeOptions {
     /// Where local workers keep checkpoints.
     pub work_root: PathBuf,
     pub exit_when_done: bool,
+    /// Connection limits of the dashboard's listener (the gRPC ones are in `grpc.conn`).
+    pub http_limits: ConnLimits,
+    /// Sweeps whose progress is shown (and awaited with `exit_when_done`); empty: all.
+    pub sweeps: Vec<String>,
+    /// How progress is shown; `None`: not at all.
+    pub display: Option<Display>,
+}
+
+/// How serving ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// A shutdown signal.
+    Signal,
+    /// `exit_when_done` and every watched sweep finished.
+    Drained,
+}
+
+/// What [`run`] reports when it returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Served {
+    pub stopped: Stopped,
+    /// The dashboard's address as a person opens it.
+    pub dashboard_url: String,
+}
+
+/// Refuses a listen address beyond loopback without a token: workers would run whatever a
+/// stranger submits, and the dashboard would show every result to the network.
+pub fn check_exposure(opts: &ServeOptions) -> Result<(), ServeError> {
+    if opts.grpc.token.as_deref().is_some_and(|t| !t.is_empty()) {
+        return Ok(());
+    }
+    for (what, addr) in [
+        ("--grpc-addr", opts.grpc.addr),
+        ("--http-addr", opts.http_addr),
+    ] {
+        if !addr.ip().is_loopback() {
+            return Err(ServeError::TokenRequired { what, addr });
+        }
+    }
+    Ok(())
 }
 
 /// Why serving stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    #[error(
+        "refusing to listen on {addr} ({what}) without a token: anyone who can reach it could \
+         use this coordinator. Set --token or LATENTSWEEP_TOKEN, or listen on 127.0.0.1"
+    )]
+    TokenRequired {
+        what: &'static str,
+        addr: SocketAddr,
+    },
     #[error(transparent)]
     Grpc(#[from] grpc::ServeError),
     #[error("cannot listen on {0} for the dashboard: {1}")]
     HttpBind(SocketAddr, #[source] std::io::Error),
-    #[error("dashboard server: {0}")]
-    Http(#[source] std::io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-/// Serves until `shutdown` resolves (or the queue drains, with `exit_when_done`).
+/// Serves until `shutdown` resolves (or the watched sweeps finish, with `exit_when_done`).
+/// Refuses to start, before binding anything, on an exposed address without a token.
 pub async fn run(
     store: Store,
     opts: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServeError> {
+) -> Result<Served, ServeError> {
+    check_exposure(&opts)?;
     let grpc_listener = TcpListener::bind(opts.grpc.addr)
         .await
         .map_err(|e| ServeError::Grpc(grpc::ServeError::Bind(opts.grpc.addr, e)))?;
     let grpc_addr = grpc_listener
         .local_addr()
-        .map_err(|e| ServeError::HttpBind(opts.grpc.addr, e))?;
+        .map_err(|e| ServeError::Grpc(grpc::ServeError::Bind(opts.grpc.addr, e)))?;
     let http_listener = TcpListener::bind(opts.http_addr)
         .await
         .map_err(|e| ServeError::HttpBind(opts.http_addr, e))?;
     let http_addr = http_listener
         .local_addr()
         .map_err(|e| ServeError::HttpBind(opts.http_addr, e))?;
-    tracing::info!(%grpc_addr, dashboard = %format!("http://{http_addr}/"), "coordinator serving");
+    let dashboard_url = crate::progress::dashboard_url(http_addr);
+    tracing::info!(%grpc_addr, dashboard = %dashboard_url, "coordinator serving");
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut grpc_stop = stop_rx.clone();
-    let grpc_task = tokio::spawn(grpc::serve_on(
+    let mut grpc_task = tokio::spawn(grpc::serve_on(
         grpc_listener,
         store.clone(),
         opts.grpc.clone(),
@@ -67,11 +118,8 @@ pub async fn run(
             let _ = grpc_stop.wait_for(|s| *s).await;
         },
     ));
-    let http_task = tokio::spawn(crate::web::serve(
-        http_listener,
-        store.clone(),
-        opts.data_dir.clone(),
-    ));
+    let app = crate::web::router(store.clone(), opts.data_dir.clone());
+    let http_task = tokio::spawn(crate::web::serve_with(http_listener, app, opts.http_limits));
     let workers = spawn_local_workers(
         &LocalWorkers {
             count: opts.local_workers,
@@ -82,15 +130,43 @@ pub async fn run(
         },
         stop_rx.clone(),
     );
+    // Resolves only with `exit_when_done`, once the watched sweeps have finished.
+    let progress = async {
+        match opts.display.clone() {
+            Some(display) => {
+                let m = MonitorOptions {
+                    display,
+                    sweeps: opts.sweeps.clone(),
+                    dashboard_url: dashboard_url.clone(),
+                    exit_when_done: opts.exit_when_done,
+                };
+                monitor::run(store.clone(), m).await;
+            }
+            None if opts.exit_when_done => drained(&store, &opts.sweeps).await,
+            None => std::future::pending().await,
+        }
+    };
 
-    tokio::select! {
-        () = shutdown => tracing::info!("shutting down"),
-        () = drained(&store), if opts.exit_when_done => tracing::info!("every job has finished"),
-        r = http_task => match r {
-            Ok(Err(e)) => return Err(ServeError::Http(e)),
-            _ => tracing::error!("dashboard server stopped"),
-        },
-    }
+    let mut grpc_done = None;
+    let stopped = tokio::select! {
+        () = shutdown => {
+            tracing::info!("shutting down");
+            Stopped::Signal
+        }
+        () = progress => {
+            tracing::info!("every job has finished");
+            Stopped::Drained
+        }
+        r = http_task => {
+            http_task_failed(r);
+            Stopped::Signal
+        }
+        r = &mut grpc_task => {
+            tracing::error!("gRPC service stopped");
+            grpc_done = Some(r);
+            Stopped::Signal
+        }
+    };
     // Workers hand their jobs back first, while the gRPC service is still there to take them.
     let _ = stop_tx.send(true);
     for w in workers {
@@ -100,21 +176,79 @@ pub async fn run(
             Err(e) => tracing::warn!(error = %e, "local worker panicked"),
         }
     }
-    match grpc_task.await {
+    let grpc_result = match grpc_done {
+        Some(r) => r,
+        None => grpc_task.await,
+    };
+    match grpc_result {
         Ok(r) => r?,
         Err(e) => tracing::warn!(error = %e, "gRPC task panicked"),
     }
-    Ok(())
+    Ok(Served {
+        stopped,
+        dashboard_url,
+    })
 }
 
-/// Resolves once no job is queued or running.
-async fn drained(store: &Store) {
+fn http_task_failed(r: Result<std::io::Result<()>, tokio::task::JoinError>) {
+    match r {
+        Ok(Err(e)) => tracing::error!(error = %e, "dashboard server failed"),
+        _ => tracing::error!("dashboard server stopped"),
+    }
+}
+
+/// Resolves once no watched sweep has a job queued or running.
+async fn drained(store: &Store, sweeps: &[String]) {
     loop {
-        match store.status().await {
-            Ok(sweeps) if sweeps.iter().all(|s| s.jobs.queued + s.jobs.running == 0) => return,
+        match crate::web::queries::sweeps(store.reader()).await {
+            Ok(all)
+                if crate::progress::watched(&all, sweeps)
+                    .iter()
+                    .all(|s| crate::progress::is_finished(&s.counts)) =>
+            {
+                return;
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "reading status"),
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(grpc: &str, http: &str, token: Option<&str>) -> ServeOptions {
+        let mut g = GrpcConfig::new(grpc.parse().unwrap(), std::path::Path::new("/tmp/x.db"));
+        g.token = token.map(str::to_owned);
+        ServeOptions {
+            grpc: g,
+            http_addr: http.parse().unwrap(),
+            local_workers: 0,
+            data_dir: None,
+            work_root: PathBuf::from("/tmp/x.workers"),
+            exit_when_done: false,
+            http_limits: ConnLimits::default(),
+            sweeps: Vec::new(),
+            display: None,
+        }
+    }
+
+    #[test]
+    fn exposed_addresses_need_a_token() {
+        assert!(check_exposure(&opts("127.0.0.1:1", "127.0.0.1:2", None)).is_ok());
+        assert!(check_exposure(&opts("[::1]:1", "127.0.0.1:2", None)).is_ok());
+        let err = check_exposure(&opts("0.0.0.0:1", "127.0.0.1:2", None)).unwrap_err();
+        assert!(matches!(
+            err,
+            ServeError::TokenRequired {
+                what: "--grpc-addr",
+                ..
+            }
+        ));
+        let err = check_exposure(&opts("127.0.0.1:1", "192.0.2.7:2", Some(""))).unwrap_err();
+        assert!(err.to_string().contains("--http-addr"), "{err}");
+        assert!(check_exposure(&opts("0.0.0.0:1", "0.0.0.0:2", Some("s3cret"))).is_ok());
     }
 }

@@ -13,7 +13,8 @@ use serde::Serialize;
 /// A boxed, sendable future returned by every [`DashboardData`] method.
 pub type DataFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, DataError>> + Send + 'a>>;
 
-/// Failure of the data source; shown to the user as a 500 page with this text.
+/// Failure of the data source: logged with this text; visitors get a 500 page with a generic
+/// message.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error("data source: {0}")]

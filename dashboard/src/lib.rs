@@ -10,6 +10,7 @@
 pub mod data;
 pub mod export;
 pub mod geometry;
+pub mod live;
 pub mod pages;
 pub mod plot;
 pub mod server;

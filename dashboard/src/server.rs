@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, Query as AxQuery, State};
+use axum::extract::{FromRef, Path, Query as AxQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
@@ -14,6 +14,7 @@ use futures::Stream;
 
 use crate::data::{DashboardData, DataError};
 use crate::export::{self, Agg, Format, PivotSpec, ResultTable, TableError};
+use crate::live::LiveHub;
 use crate::pages::{self, Nav, Query};
 use crate::table;
 
@@ -25,8 +26,31 @@ pub const POLL: Duration = Duration::from_millis(1000);
 
 type Data = Arc<dyn DashboardData>;
 
+/// What the handlers share: the data source and the one live-update poller.
+#[derive(Clone)]
+struct AppState {
+    data: Data,
+    live: Arc<LiveHub>,
+}
+
+impl FromRef<AppState> for Data {
+    fn from_ref(s: &AppState) -> Data {
+        s.data.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<LiveHub> {
+    fn from_ref(s: &AppState) -> Arc<LiveHub> {
+        s.live.clone()
+    }
+}
+
 /// Builds the dashboard application.
 pub fn router(data: Arc<dyn DashboardData>) -> Router {
+    let state = AppState {
+        live: LiveHub::new(data.clone(), POLL),
+        data,
+    };
     Router::new()
         .route("/", get(sweeps_page))
         .route("/sweeps/{name}", get(sweep_page))
@@ -44,7 +68,7 @@ pub fn router(data: Arc<dyn DashboardData>) -> Router {
             "/assets/live.js",
             get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
         )
-        .with_state(data)
+        .with_state(state)
 }
 
 fn asset(ct: &'static str, body: &'static str) -> Response {
@@ -57,6 +81,10 @@ fn asset(ct: &'static str, body: &'static str) -> Response {
     )
         .into_response()
 }
+
+/// What a visitor sees of a server-side failure; the detail goes to the log.
+pub const INTERNAL_ERROR_TEXT: &str =
+    "Something went wrong on the server. The details are in the coordinator log.";
 
 /// Error responses of the handlers.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +109,12 @@ impl IntoResponse for WebError {
         };
         let main = match &self {
             WebError::NotFound(what) => pages::not_found_main(what),
+            // The detail (SQL, paths) is for the operator's log, not for every visitor.
+            WebError::Data(_) => format!(
+                "<h1>{}</h1><p class=\"error\">{}</p>",
+                pages::esc(title),
+                pages::esc(INTERNAL_ERROR_TEXT)
+            ),
             other => format!(
                 "<h1>{}</h1><pre class=\"error\">{}</pre>",
                 pages::esc(title),
@@ -265,30 +299,26 @@ async fn export_endpoint(
         .into_response())
 }
 
-/// Server-sent events: `change` whenever the data source's change token moves.
-async fn events(State(data): State<Data>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let stream = futures::stream::unfold((data, None::<String>), |(data, mut last)| async move {
+/// Server-sent events: `hello` with the current change token, then `change` whenever it moves.
+/// Every connection listens to the one shared poller.
+async fn events(
+    State(live): State<Arc<LiveHub>>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let rx = live.subscribe();
+    let stream = futures::stream::unfold((rx, None::<String>), |(mut rx, last)| async move {
         loop {
-            if last.is_some() {
-                tokio::time::sleep(POLL).await;
+            let current = rx.borrow_and_update().clone();
+            if let Some(t) = current
+                && last.as_ref() != Some(&t)
+            {
+                let kind = if last.is_none() { "hello" } else { "change" };
+                return Some((
+                    Ok(Event::default().event(kind).data(t.clone())),
+                    (rx, Some(t)),
+                ));
             }
-            match data.change_token().await {
-                Ok(t) if last.is_none() => {
-                    last = Some(t.clone());
-                    return Some((Ok(Event::default().event("hello").data(t)), (data, last)));
-                }
-                Ok(t) if last.as_ref() != Some(&t) => {
-                    last = Some(t.clone());
-                    return Some((Ok(Event::default().event("change").data(t)), (data, last)));
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "live updates: change token failed");
-                    if last.is_none() {
-                        last = Some(String::new());
-                    }
-                }
-            }
+            // An error here means the hub is gone: the server is shutting down.
+            rx.changed().await.ok()?;
         }
     });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))

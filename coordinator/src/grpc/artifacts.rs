@@ -112,7 +112,7 @@ pub(super) async fn upload(
         .await?
         .map(|a| a.id)
         .ok_or_else(|| RpcError::NotFound("artifact just recorded".into()))?;
-    tracing::info!(%job, %attempt, epoch = h.epoch, size, artifact = id, "checkpoint stored");
+    tracing::debug!(%job, %attempt, epoch = h.epoch, size, artifact = id, "checkpoint stored");
     Ok(id)
 }
 

@@ -18,8 +18,8 @@ use std::time::Duration;
 use proto::rpc::coordinator_server::CoordinatorServer;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::conn::{ConnLimits, GuardedListener};
 use crate::sched::SchedConfig;
 use crate::store::{Store, now_ms};
 
@@ -28,6 +28,9 @@ pub use error::RpcError;
 /// Largest accepted message (a report batch, a checkpoint chunk); bigger ones are refused with
 /// RESOURCE_EXHAUSTED.
 pub const DEFAULT_MAX_MESSAGE: usize = 4 * 1024 * 1024;
+
+/// HTTP/2 ping interval; must stay well below [`ConnLimits::idle_timeout`].
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How the gRPC service runs.
 #[derive(Debug, Clone)]
@@ -40,6 +43,8 @@ pub struct GrpcConfig {
     /// (see [`GrpcConfig::artifact_dir_for`]).
     pub artifact_dir: PathBuf,
     pub max_message_bytes: usize,
+    /// Connection cap, idle timeout and TCP keepalive of the listener.
+    pub conn: ConnLimits,
 }
 
 impl GrpcConfig {
@@ -51,6 +56,7 @@ impl GrpcConfig {
             sched: SchedConfig::default(),
             artifact_dir: Self::artifact_dir_for(db),
             max_message_bytes: DEFAULT_MAX_MESSAGE,
+            conn: ConnLimits::default(),
         }
     }
 
@@ -136,12 +142,19 @@ pub async fn serve_on(
         auth::TokenCheck::new(cfg.token.as_deref()),
     );
     tracing::info!(addr = %local, ttl_ms = cfg.sched.lease_ttl.as_millis() as u64, auth = cfg.token.is_some(), "gRPC service listening");
+    // No per-request timeout: lease long-polls and report streams are long by design. Pings
+    // (every 10 s, well inside the idle timeout) keep healthy connections active and find dead
+    // peers; the guarded listener closes connections that never even start HTTP/2.
+    let mut limits = cfg.conn;
+    // A healthy idle connection is silent between pings: never time it out before three.
+    limits.idle_timeout = limits.idle_timeout.max(KEEPALIVE_INTERVAL * 3);
+    let incoming = GuardedListener::new(listener, limits).into_stream();
     let result = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .layer(auth::CodecStatusLayer)
         .add_service(svc)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     reaper.abort();
     Ok(result?)

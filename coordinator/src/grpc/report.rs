@@ -104,7 +104,7 @@ async fn handle(
         }
         Some(Body::Checkpoint(c)) => match store.artifact(c.artifact_id).await? {
             Some(a) if a.job == job => {
-                tracing::info!(%job, %attempt, epoch = c.epoch, artifact = a.id, "checkpoint noted");
+                tracing::debug!(%job, %attempt, epoch = c.epoch, artifact = a.id, "checkpoint noted");
             }
             _ => {
                 return Err(RpcError::InvalidArgument(format!(

@@ -81,7 +81,9 @@ impl Service {
             stop = store.stopped_attempts(worker, &running).await?;
         }
         if !stop.is_empty() {
-            tracing::info!(%worker, attempts = ?stop, "telling worker to stop attempts");
+            // Mostly attempts that just ended normally, still listed by the worker until its
+            // slot winds down; cancellations are logged where they are made.
+            tracing::debug!(%worker, attempts = ?stop, "worker lists attempts that are over here; telling it to stop them");
         }
         for j in &jobs {
             tracing::info!(%worker, job = %j.job, attempt = %j.attempt, number = j.number,

@@ -4,11 +4,13 @@
 
 pub mod cache;
 pub mod images;
+mod listen;
 pub mod queries;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashboard::{
     DashboardData, DataError, DataFuture, MetricPoint, RunDetail, Snapshot, SweepDetail,
@@ -16,6 +18,7 @@ use dashboard::{
 };
 use tokio::net::TcpListener;
 
+use crate::conn::{ConnLimits, GuardedListener};
 use crate::store::{Store, StoreError};
 
 fn data_err(e: StoreError) -> DataError {
@@ -30,6 +33,8 @@ pub struct StoreData {
     store: Store,
     images: Arc<images::ImageCache>,
     sweeps: cache::SweepCache,
+    /// Change-token queries run so far (the live-update poll; observable in tests).
+    change_polls: AtomicU64,
 }
 
 impl StoreData {
@@ -39,7 +44,18 @@ impl StoreData {
             store,
             images: Arc::new(images::ImageCache::new(data_dir)),
             sweeps: cache::SweepCache::default(),
+            change_polls: AtomicU64::new(0),
         }
+    }
+
+    /// How many times a test-image split was loaded from disk.
+    pub fn image_loads(&self) -> u64 {
+        self.images.loads()
+    }
+
+    /// How many change-token queries ran.
+    pub fn change_polls(&self) -> u64 {
+        self.change_polls.load(Ordering::Relaxed)
     }
 }
 
@@ -100,6 +116,7 @@ impl DashboardData for StoreData {
     }
 
     fn change_token(&self) -> DataFuture<'_, String> {
+        self.change_polls.fetch_add(1, Ordering::Relaxed);
         Box::pin(async move {
             queries::change_token(self.store.reader())
                 .await
@@ -110,16 +127,32 @@ impl DashboardData for StoreData {
 
 /// The dashboard application over this store.
 pub fn router(store: Store, data_dir: Option<PathBuf>) -> axum::Router {
-    dashboard::router(Arc::new(StoreData::new(store, data_dir)))
+    app(Arc::new(StoreData::new(store, data_dir)))
 }
 
-/// Serves the dashboard on `listener` until the future is dropped or the server fails.
+/// The dashboard application over `data` (keep a clone to read its counters).
+pub fn app(data: Arc<StoreData>) -> axum::Router {
+    dashboard::router(data)
+}
+
+/// Serves the dashboard on `listener` with default connection limits until the future is
+/// dropped.
 pub async fn serve(
     listener: TcpListener,
     store: Store,
     data_dir: Option<PathBuf>,
 ) -> std::io::Result<()> {
+    serve_with(listener, router(store, data_dir), ConnLimits::default()).await
+}
+
+/// Serves `app` on `listener` under `limits` until the future is dropped.
+pub async fn serve_with(
+    listener: TcpListener,
+    app: axum::Router,
+    limits: ConnLimits,
+) -> std::io::Result<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(?addr, "dashboard listening");
-    axum::serve(listener, router(store, data_dir)).await
+    tracing::debug!(?addr, ?limits, "dashboard listening");
+    listen::serve_app(GuardedListener::new(listener, limits), app, limits).await;
+    Ok(())
 }

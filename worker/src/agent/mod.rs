@@ -235,7 +235,7 @@ pub async fn run_with(
                     }
                     for a in &reply.cancel_attempts {
                         if let Some(r) = slots.iter().flatten().find(|r| r.attempt_id == *a) {
-                            tracing::info!(attempt = a, "coordinator cancelled the attempt");
+                            tracing::debug!(attempt = a, "coordinator says the attempt is over (finished, cancelled or expired); stopping its slot");
                             r.stop(STOP_COORDINATOR);
                         }
                     }
