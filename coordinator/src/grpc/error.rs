@@ -62,7 +62,13 @@ impl From<RpcError> for Status {
             }
             RpcError::Io(inner) => {
                 tracing::error!(error = %inner, "artifact storage error while serving a worker");
-                Status::internal("internal error in the coordinator (see its log)")
+                if inner.kind() == std::io::ErrorKind::StorageFull {
+                    Status::unavailable(
+                        "the coordinator's disk is full; nothing was stored, retry later",
+                    )
+                } else {
+                    Status::internal("internal error in the coordinator (see its log)")
+                }
             }
         }
     }
@@ -96,6 +102,14 @@ mod tests {
         let s = Status::from(RpcError::ProtocolVersion { got: 9, want: 1 });
         assert_eq!(s.code(), Code::FailedPrecondition);
         assert!(s.message().contains('9'));
+    }
+
+    #[test]
+    fn a_full_disk_is_transient() {
+        let e = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let s = Status::from(RpcError::Io(e));
+        assert_eq!(s.code(), Code::Unavailable);
+        assert!(s.message().contains("full"), "{}", s.message());
     }
 
     #[test]
