@@ -267,7 +267,13 @@ pub async fn run_with(
                     }
                     // Backoff (reset by a lease that works): a coordinator that keeps forgetting us
                     // must not be asked to register thousands of times a second.
-                    tokio::time::sleep(backoff.next_delay()).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                        _ = &mut shutdown => {
+                            stopping = true;
+                            continue;
+                        }
+                    }
                     match register(&cfg, &client, &mut shutdown).await? {
                         Some((id, t, database_id)) => {
                             ttl = t;
