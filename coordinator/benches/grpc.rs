@@ -80,6 +80,7 @@ async fn register(c: &Client, name: &str) -> i64 {
 
 async fn lease_n(c: &mut Client, worker_id: i64, free: u32, wait_ms: u32) -> Vec<rpc::JobLease> {
     let req = rpc::LeaseRequest {
+        database_id: String::new(),
         protocol_version: PROTOCOL_VERSION,
         worker_id,
         free_slots: free,
@@ -123,6 +124,7 @@ async fn scheduling(workers: usize, jobs: usize) {
                     break;
                 };
                 c.complete(rpc::CompleteRequest {
+                    database_id: String::new(),
                     protocol_version: PROTOCOL_VERSION,
                     worker_id: id,
                     attempt_id: job.attempt_id,
@@ -164,6 +166,7 @@ async fn ingestion() {
         let job = lease(&mut c, id, 0).await.expect("a job");
         let items: Vec<rpc::ReportRequest> = (0..BATCHES)
             .map(|seq| rpc::ReportRequest {
+                database_id: String::new(),
                 protocol_version: PROTOCOL_VERSION,
                 worker_id: id,
                 attempt_id: job.attempt_id,
@@ -241,6 +244,7 @@ async fn death_to_rerun() {
                 }
                 rerun += 1;
                 c.complete(rpc::CompleteRequest {
+                    database_id: String::new(),
                     protocol_version: PROTOCOL_VERSION,
                     worker_id: rescuer,
                     attempt_id: again.attempt_id,

@@ -81,7 +81,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             store.close().await;
         }
         Some(Command::Status { json }) => {
-            let store = open(&db).await?;
+            let store = open_read_only(&db).await?;
             let sweeps = store.status().await?;
             if json {
                 println!("{}", serde_json::json!({ "sweeps": sweeps }));
@@ -146,7 +146,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             agg,
             out,
         }) => {
-            let store = open(&db).await?;
+            let store = open_read_only(&db).await?;
             let req = ExportRequest::parse(
                 &sweep,
                 &format,
@@ -242,4 +242,14 @@ async fn open(db: &std::path::Path) -> anyhow::Result<Store> {
     Store::open(db)
         .await
         .with_context(|| format!("opening database {}", db.display()))
+}
+
+/// For commands that only look: a wrong path must not leave an empty database behind.
+async fn open_read_only(db: &std::path::Path) -> anyhow::Result<Store> {
+    match Store::open_read_only(db).await {
+        Ok(store) => Ok(store),
+        // Already names the path; "opening database …" around it would say it twice.
+        Err(e @ coordinator::store::StoreError::NoDatabase(_)) => Err(e.into()),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("opening database {}", db.display()))),
+    }
 }

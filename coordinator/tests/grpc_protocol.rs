@@ -36,6 +36,7 @@ async fn lease_report_complete_round_trip() {
 
     // seq 1 twice (a resend), then seq 3: a gap the coordinator notices.
     let eval = rpc::ReportRequest {
+        database_id: String::new(),
         protocol_version: PROTOCOL_VERSION,
         worker_id: w,
         attempt_id: a,
@@ -49,6 +50,7 @@ async fn lease_report_complete_round_trip() {
         })),
     };
     let snap = rpc::ReportRequest {
+        database_id: String::new(),
         protocol_version: PROTOCOL_VERSION,
         worker_id: w,
         attempt_id: a,
@@ -89,6 +91,7 @@ async fn lease_report_complete_round_trip() {
 
     c.clone()
         .complete(rpc::CompleteRequest {
+            database_id: String::new(),
             protocol_version: PROTOCOL_VERSION,
             worker_id: w,
             attempt_id: a,
@@ -99,6 +102,7 @@ async fn lease_report_complete_round_trip() {
     // A retried Complete (lost reply) succeeds again without changing anything.
     c.clone()
         .complete(rpc::CompleteRequest {
+            database_id: String::new(),
             protocol_version: PROTOCOL_VERSION,
             worker_id: w,
             attempt_id: a,
@@ -220,6 +224,7 @@ async fn leases_expire_requeue_then_fail_and_stale_attempts_are_fenced() {
     let stale = c
         .clone()
         .complete(rpc::CompleteRequest {
+            database_id: String::new(),
             protocol_version: PROTOCOL_VERSION,
             worker_id: a,
             attempt_id: first.attempt_id,
@@ -290,6 +295,7 @@ async fn failures_retry_until_attempts_run_out_and_keep_the_last_error() {
         let r = c
             .clone()
             .fail(rpc::FailRequest {
+                database_id: String::new(),
                 protocol_version: PROTOCOL_VERSION,
                 worker_id: w,
                 attempt_id: j.attempt_id,
@@ -314,6 +320,7 @@ async fn failures_retry_until_attempts_run_out_and_keep_the_last_error() {
     // A release does not count as a failure.
     c.clone()
         .release(rpc::ReleaseRequest {
+            database_id: String::new(),
             protocol_version: PROTOCOL_VERSION,
             worker_id: w,
             attempt_id: j.attempt_id,
@@ -430,12 +437,12 @@ async fn checkpoints_upload_verified_and_download_for_resume() {
     let file = dir.path().join("epoch-0001.ckpt");
     let data: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(&file, &data).unwrap();
-    let id = worker::agent::client::upload(&c, w, j.attempt_id, 1, &file)
+    let id = worker::agent::client::upload(&c, w, "", j.attempt_id, 1, &file)
         .await
         .unwrap();
     // Idempotent: the same upload again finds the same artifact.
     assert_eq!(
-        worker::agent::client::upload(&c, w, j.attempt_id, 1, &file)
+        worker::agent::client::upload(&c, w, "", j.attempt_id, 1, &file)
             .await
             .unwrap(),
         id
@@ -448,6 +455,7 @@ async fn checkpoints_upload_verified_and_download_for_resume() {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tx.send(rpc::UploadChunk {
         part: Some(rpc::upload_chunk::Part::Header(rpc::UploadHeader {
+            database_id: String::new(),
             protocol_version: PROTOCOL_VERSION,
             worker_id: w,
             attempt_id: j.attempt_id,
@@ -474,6 +482,7 @@ async fn checkpoints_upload_verified_and_download_for_resume() {
     // The worker hands the job back; the next lease offers the checkpoint, which downloads intact.
     c.clone()
         .release(rpc::ReleaseRequest {
+            database_id: String::new(),
             protocol_version: PROTOCOL_VERSION,
             worker_id: w,
             attempt_id: j.attempt_id,
@@ -488,7 +497,7 @@ async fn checkpoints_upload_verified_and_download_for_resume() {
         (id, 1, data.len() as u64)
     );
     let dest = dir.path().join("resume.ckpt");
-    worker::agent::client::download(&c, w, &resume, &dest)
+    worker::agent::client::download(&c, w, "", &resume, &dest)
         .await
         .unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), data);

@@ -124,6 +124,7 @@ async fn oversized_malformed_and_garbage_input_is_refused_and_others_carry_on() 
     let err = c
         .clone()
         .fail(rpc::FailRequest {
+            database_id: String::new(),
             protocol_version: PROTOCOL_VERSION,
             worker_id: w,
             attempt_id: job.attempt_id,
@@ -162,6 +163,7 @@ async fn oversized_malformed_and_garbage_input_is_refused_and_others_carry_on() 
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let bad_snapshot = rpc::ReportRequest {
+        database_id: String::new(),
         protocol_version: PROTOCOL_VERSION,
         worker_id: w,
         attempt_id: job.attempt_id,
@@ -222,6 +224,7 @@ async fn oversized_malformed_and_garbage_input_is_refused_and_others_carry_on() 
     assert_eq!(acks.len(), 1);
     c.clone()
         .complete(rpc::CompleteRequest {
+            database_id: String::new(),
             protocol_version: PROTOCOL_VERSION,
             worker_id: w,
             attempt_id: job.attempt_id,

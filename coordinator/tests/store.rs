@@ -215,3 +215,72 @@ async fn upgrade_from_first_migration_keeps_rows() {
         coordinator::store::MIGRATOR.migrations.len()
     );
 }
+
+#[tokio::test]
+async fn each_database_has_its_own_id_kept_across_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ls.db");
+    let store = Store::open(&db).await.unwrap();
+    let id = store.database_id().to_owned();
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+    assert_eq!(&id[14..15], "4", "version 4: {id}");
+    store.close().await;
+    let again = Store::open(&db).await.unwrap();
+    assert_eq!(again.database_id(), id, "a restart keeps the id");
+    let ro = Store::open_read_only(&db).await.unwrap();
+    assert_eq!(ro.database_id(), id);
+    again.close().await;
+    ro.close().await;
+    for f in ["ls.db", "ls.db-wal", "ls.db-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(f));
+    }
+    let reset = Store::open(&db).await.unwrap();
+    assert_ne!(
+        reset.database_id(),
+        id,
+        "a new database at the same path is another database"
+    );
+}
+
+#[tokio::test]
+async fn read_only_open_creates_nothing_and_writes_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("sub/typo.db");
+    let err = Store::open_read_only(&missing).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("no database at {}", missing.display())
+    );
+    assert!(!dir.path().join("sub").exists(), "no directory made");
+
+    let db = dir.path().join("ls.db");
+    let store = Store::open(&db).await.unwrap();
+    let sweep = parse_sweep(SWEEP, "s.toml", DEFAULT_MAX_CELLS).unwrap();
+    store.submit(&sweep, SWEEP, None).await.unwrap();
+    let ro = Store::open_read_only(&db).await.unwrap();
+    assert_eq!(ro.status().await.unwrap()[0].jobs.queued, 3);
+    let id = ro.sweep_id("s").await.unwrap();
+    assert!(
+        ro.pause_sweep(id).await.is_err(),
+        "a read-only handle cannot write"
+    );
+    assert_eq!(store.status().await.unwrap()[0].state, "active");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_opens_of_a_new_database_in_one_process_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("new.db");
+    let opens: Vec<_> = (0..8)
+        .map(|_| {
+            let db = db.clone();
+            tokio::spawn(async move { Store::open(&db).await })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for o in opens {
+        let store = o.await.unwrap().expect("every open succeeds");
+        ids.insert(store.database_id().to_owned());
+    }
+    assert_eq!(ids.len(), 1, "one database, one id: {ids:?}");
+}

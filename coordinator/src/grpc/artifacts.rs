@@ -53,6 +53,7 @@ pub(super) async fn upload(
     convert::check_version(h.protocol_version)?;
     let worker = convert::worker_id(h.worker_id)?;
     let attempt = convert::attempt_id(h.attempt_id)?;
+    convert::attempt_database(&h.database_id, shared.store.database_id(), attempt)?;
     let sha = convert::sha256_hex(&h.sha256)?;
     if h.size > MAX_CHECKPOINT {
         return Err(RpcError::TooLarge(format!(
@@ -147,7 +148,8 @@ pub(super) async fn download(
     r: rpc::DownloadRequest,
 ) -> Result<mpsc::Receiver<Result<rpc::DownloadChunk, Status>>, RpcError> {
     convert::check_version(r.protocol_version)?;
-    convert::worker_id(r.worker_id)?;
+    let worker = convert::worker_id(r.worker_id)?;
+    convert::worker_database(&r.database_id, shared.store.database_id(), worker)?;
     let id = convert::id("artifact_id", r.artifact_id)?;
     let a = shared
         .store

@@ -60,6 +60,26 @@ pub fn attempt_id(v: i64) -> Result<AttemptId, RpcError> {
     id("attempt_id", v).map(AttemptId)
 }
 
+/// Checks the `database_id` a worker sent with a request about `attempt`: a stale attempt of a
+/// replaced database is refused before its id is looked up (the id may now be another job's).
+/// Empty passes: a worker older than the field.
+pub fn attempt_database(sent: &str, ours: &str, attempt: AttemptId) -> Result<(), RpcError> {
+    if sent.is_empty() || sent == ours {
+        Ok(())
+    } else {
+        Err(RpcError::OtherDatabase(format!("attempt {attempt}")))
+    }
+}
+
+/// [`attempt_database`] for a request about a worker (its `Lease` heartbeat).
+pub fn worker_database(sent: &str, ours: &str, worker: WorkerId) -> Result<(), RpcError> {
+    if sent.is_empty() || sent == ours {
+        Ok(())
+    } else {
+        Err(RpcError::WorkerOfOtherDatabase(worker.0))
+    }
+}
+
 pub fn new_worker(r: &rpc::RegisterRequest) -> Result<NewWorker, RpcError> {
     let devices: Vec<serde_json::Value> = r
         .devices
@@ -86,7 +106,8 @@ pub fn artifact_ref(a: &ArtifactInfo) -> rpc::ArtifactRef {
     }
 }
 
-pub fn job_lease(l: &LeasedJob) -> rpc::JobLease {
+/// A lease as sent, tagged with the database (`database_id`) its attempt id belongs to.
+pub fn job_lease(l: &LeasedJob, database_id: &str) -> rpc::JobLease {
     rpc::JobLease {
         job_id: l.job.0,
         attempt_id: l.attempt.0,
@@ -95,6 +116,7 @@ pub fn job_lease(l: &LeasedJob) -> rpc::JobLease {
         sweep_name: l.sweep_name.clone(),
         resume: l.resume.as_ref().map(artifact_ref),
         lease_expires_at_ms: l.expires_at,
+        database_id: database_id.to_owned(),
     }
 }
 
@@ -269,6 +291,20 @@ mod tests {
         assert!(attempt_id(0).is_err());
         assert!(sha256_hex(&"a".repeat(64)).is_ok());
         assert!(sha256_hex("xyz").is_err());
+        let a = AttemptId(5);
+        assert!(
+            attempt_database("", "db-1", a).is_ok(),
+            "older workers send none"
+        );
+        assert!(attempt_database("db-1", "db-1", a).is_ok());
+        assert!(matches!(
+            attempt_database("db-0", "db-1", a),
+            Err(RpcError::OtherDatabase(ref m)) if m == "attempt 5"
+        ));
+        assert!(matches!(
+            worker_database("db-0", "db-1", WorkerId(3)),
+            Err(RpcError::WorkerOfOtherDatabase(3))
+        ));
         let f = failure(&rpc::FailRequest {
             error: "é".repeat(10_000),
             retryable: true,

@@ -17,6 +17,12 @@ pub enum RpcError {
     Fenced(Fence),
     #[error("unknown worker {0}; register again")]
     UnknownWorker(i64),
+    #[error(
+        "worker {0} belongs to another database (the coordinator's was replaced); register again"
+    )]
+    WorkerOfOtherDatabase(i64),
+    #[error("{0} belongs to another database (the coordinator's was replaced); drop its work")]
+    OtherDatabase(String),
     #[error("not found: {0}")]
     NotFound(String),
     #[error("too large: {0}")]
@@ -33,15 +39,22 @@ impl From<RpcError> for Status {
             RpcError::ProtocolVersion { .. } => Status::failed_precondition(e.to_string()),
             RpcError::InvalidArgument(m) => Status::invalid_argument(m),
             RpcError::Fenced(f) => Status::failed_precondition(f.to_string()),
-            RpcError::UnknownWorker(_) => Status::not_found(e.to_string()),
+            // NOT_FOUND is what makes a worker register again, as for an unknown worker.
+            RpcError::UnknownWorker(_) | RpcError::WorkerOfOtherDatabase(_) => {
+                Status::not_found(e.to_string())
+            }
+            RpcError::OtherDatabase(_) => Status::failed_precondition(e.to_string()),
             RpcError::NotFound(m) => Status::not_found(m),
             RpcError::TooLarge(m) => Status::resource_exhausted(m),
             RpcError::Store(inner) => {
-                // Busy/locked databases are transient; the worker retries with backoff.
-                let busy = matches!(&inner, StoreError::Sqlx(sqlx::Error::Database(d))
-                    if d.message().contains("locked") || d.message().contains("busy"));
+                // Busy databases and full disks are transient: nothing was stored, and the
+                // worker retries with backoff once the operator makes room.
                 tracing::error!(error = %inner, "store error while serving a worker");
-                if busy {
+                if inner.is_full() {
+                    Status::unavailable(
+                        "the coordinator's database or disk is full; nothing was stored, retry later",
+                    )
+                } else if inner.is_busy() {
                     Status::unavailable("coordinator busy, retry")
                 } else {
                     Status::internal("internal error in the coordinator (see its log)")
@@ -49,7 +62,13 @@ impl From<RpcError> for Status {
             }
             RpcError::Io(inner) => {
                 tracing::error!(error = %inner, "artifact storage error while serving a worker");
-                Status::internal("internal error in the coordinator (see its log)")
+                if inner.kind() == std::io::ErrorKind::StorageFull {
+                    Status::unavailable(
+                        "the coordinator's disk is full; nothing was stored, retry later",
+                    )
+                } else {
+                    Status::internal("internal error in the coordinator (see its log)")
+                }
             }
         }
     }
@@ -83,6 +102,14 @@ mod tests {
         let s = Status::from(RpcError::ProtocolVersion { got: 9, want: 1 });
         assert_eq!(s.code(), Code::FailedPrecondition);
         assert!(s.message().contains('9'));
+    }
+
+    #[test]
+    fn a_full_disk_is_transient() {
+        let e = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let s = Status::from(RpcError::Io(e));
+        assert_eq!(s.code(), Code::Unavailable);
+        assert!(s.message().contains("full"), "{}", s.message());
     }
 
     #[test]

@@ -70,6 +70,7 @@ async fn handle(
     let worker = convert::worker_id(m.worker_id)?;
     let attempt = convert::attempt_id(m.attempt_id)?;
     let store = &shared.store;
+    convert::attempt_database(&m.database_id, store.database_id(), attempt)?;
     // Fencing on every item: the lease may have expired (or the job been cancelled) mid-stream.
     let view = store.attempt_view(attempt).await?;
     if let Err(f) = fencing::check(attempt.0, view.as_ref(), worker.0) {

@@ -29,6 +29,14 @@ pub(crate) struct Service {
     pub shared: Arc<Shared>,
 }
 
+/// The attempt an end request names, as sent (validated by [`Service::end_with`]).
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    worker: i64,
+    attempt: i64,
+    database: &'a str,
+}
+
 fn unknown_worker(worker: WorkerId) -> impl FnOnce(StoreError) -> RpcError {
     move |e| match e {
         StoreError::NotFound(_) => RpcError::UnknownWorker(worker.0),
@@ -40,6 +48,8 @@ impl Service {
     async fn do_lease(&self, r: rpc::LeaseRequest) -> Result<rpc::LeaseReply, RpcError> {
         convert::check_version(r.protocol_version)?;
         let worker = convert::worker_id(r.worker_id)?;
+        let store = &self.shared.store;
+        convert::worker_database(&r.database_id, store.database_id(), worker)?;
         if r.running_attempts.len() > MAX_SLOTS {
             return Err(RpcError::InvalidArgument(format!(
                 "more than {MAX_SLOTS} running attempts"
@@ -51,7 +61,6 @@ impl Service {
             .map(|&a| convert::attempt_id(a))
             .collect::<Result<Vec<AttemptId>, _>>()?;
         let free = (r.free_slots as usize).min(MAX_SLOTS);
-        let store = &self.shared.store;
         let sched = self.shared.cfg.sched;
         // The first look shares the heartbeat's transaction; later looks (long-poll) lease alone.
         let (mut stop, mut jobs) = store
@@ -91,28 +100,31 @@ impl Service {
         }
         Ok(rpc::LeaseReply {
             protocol_version: PROTOCOL_VERSION,
-            jobs: jobs.iter().map(convert::job_lease).collect(),
+            jobs: jobs
+                .iter()
+                .map(|j| convert::job_lease(j, store.database_id()))
+                .collect(),
             cancel_attempts: stop.iter().map(|a| a.0).collect(),
             lease_ttl_ms: sched.lease_ttl.as_millis() as u64,
         })
     }
 
     /// Ends an attempt; `Ended::Repeat` (a retried request) counts as success.
-    async fn end(&self, worker: i64, attempt: i64, end: AttemptEnd) -> Result<String, RpcError> {
-        self.end_with(worker, attempt, end, None).await
+    async fn end(&self, at: Target<'_>, end: AttemptEnd) -> Result<String, RpcError> {
+        self.end_with(at, end, None).await
     }
 
     /// Ends an attempt, storing `result` with it when the end applies.
     async fn end_with(
         &self,
-        worker: i64,
-        attempt: i64,
+        at: Target<'_>,
         end: AttemptEnd,
         result: Option<&BTreeMap<String, f64>>,
     ) -> Result<String, RpcError> {
-        let worker = convert::worker_id(worker)?;
-        let attempt = convert::attempt_id(attempt)?;
+        let worker = convert::worker_id(at.worker)?;
+        let attempt = convert::attempt_id(at.attempt)?;
         let store = &self.shared.store;
+        convert::attempt_database(at.database, store.database_id(), attempt)?;
         match store
             .end_attempt_with(attempt, worker, &end, result)
             .await?
@@ -139,7 +151,12 @@ impl Service {
             .into_iter()
             .filter(|(_, v)| v.is_finite())
             .collect();
-        self.end_with(r.worker_id, r.attempt_id, AttemptEnd::Done, Some(&metrics))
+        let at = Target {
+            worker: r.worker_id,
+            attempt: r.attempt_id,
+            database: &r.database_id,
+        };
+        self.end_with(at, AttemptEnd::Done, Some(&metrics))
             .await
             .map(|_| ())
     }
@@ -169,6 +186,7 @@ impl rpc::coordinator_server::Coordinator for Service {
             worker_id: id.0,
             lease_ttl_ms: self.shared.cfg.sched.lease_ttl.as_millis() as u64,
             max_message_bytes: self.shared.cfg.max_message_bytes as u64,
+            database_id: self.shared.store.database_id().to_owned(),
         }))
     }
 
@@ -225,9 +243,12 @@ impl rpc::coordinator_server::Coordinator for Service {
     ) -> Result<Response<rpc::FailReply>, Status> {
         let r = request.into_inner();
         convert::check_version(r.protocol_version)?;
-        let job_state = self
-            .end(r.worker_id, r.attempt_id, convert::failure(&r))
-            .await?;
+        let at = Target {
+            worker: r.worker_id,
+            attempt: r.attempt_id,
+            database: &r.database_id,
+        };
+        let job_state = self.end(at, convert::failure(&r)).await?;
         Ok(Response::new(rpc::FailReply { job_state }))
     }
 
@@ -244,8 +265,12 @@ impl rpc::coordinator_server::Coordinator for Service {
                 "released with a checkpoint"
             );
         }
-        self.end(r.worker_id, r.attempt_id, AttemptEnd::Released)
-            .await?;
+        let at = Target {
+            worker: r.worker_id,
+            attempt: r.attempt_id,
+            database: &r.database_id,
+        };
+        self.end(at, AttemptEnd::Released).await?;
         Ok(Response::new(rpc::ReleaseReply {}))
     }
 }

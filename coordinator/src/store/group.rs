@@ -31,6 +31,10 @@ pub(super) struct GroupCommit {
     calls: mpsc::UnboundedSender<Call>,
 }
 
+fn unanswered() -> StoreError {
+    StoreError::Corrupt("a call of a group commit got no answer".into())
+}
+
 fn gone() -> StoreError {
     StoreError::Sqlx(sqlx::Error::PoolClosed)
 }
@@ -80,7 +84,24 @@ async fn apply(writer: &SqlitePool, calls: Vec<Call>) {
             }
         }
     }
-    match transaction(writer, &ends, &leases).await {
+    let answered = transaction(writer, &ends, &leases)
+        .await
+        .and_then(|(ended, leased)| {
+            // One answer per call, or none: a waiter left without one would read a closed
+            // channel as a vague "pool closed" instead of the failure.
+            if ended.len() == ends.len() && leased.len() == leases.len() {
+                Ok((ended, leased))
+            } else {
+                Err(StoreError::Corrupt(format!(
+                    "group commit answered {} of {} ends and {} of {} leases",
+                    ended.len(),
+                    ends.len(),
+                    leased.len(),
+                    leases.len()
+                )))
+            }
+        });
+    match answered {
         Ok((ended, leased)) => {
             // A caller that went away (its RPC was cancelled) finds out nothing; a lease it
             // never received is released on its worker's next heartbeat.
@@ -103,11 +124,13 @@ async fn apply(writer: &SqlitePool, calls: Vec<Call>) {
                 "group transaction failed; applying its calls one by one");
             for (call, reply) in ends.iter().zip(end_replies) {
                 let r = transaction(writer, std::slice::from_ref(call), &[]).await;
-                let _ = reply.send(r.map(|(mut e, _)| e.remove(0)));
+                let _ =
+                    reply.send(r.and_then(|(e, _)| e.into_iter().next().ok_or_else(unanswered)));
             }
             for (call, reply) in leases.iter().zip(lease_replies) {
                 let r = transaction(writer, &[], std::slice::from_ref(call)).await;
-                let _ = reply.send(r.and_then(|(_, mut l)| l.remove(0)));
+                let _ =
+                    reply.send(r.and_then(|(_, l)| l.into_iter().next().ok_or_else(unanswered)?));
             }
         }
     }

@@ -88,6 +88,10 @@ impl Store {
     /// Adds a worker; returns its id.
     pub async fn register_worker(&self, w: &NewWorker) -> Result<WorkerId, StoreError> {
         let now = now_ms();
+        // An explicit transaction: in autocommit, `INSERT … RETURNING` commits only when the
+        // statement is stepped past its last row, which `fetch_one` never does; a failed
+        // commit (disk full) then vanished and the worker got an id that was never stored.
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO workers (name, host, backend, devices_json, version, registered_at, last_seen_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) RETURNING id",
@@ -98,8 +102,9 @@ impl Store {
         .bind(&w.devices_json)
         .bind(&w.version)
         .bind(now)
-        .fetch_one(&self.writer)
+        .fetch_one(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(WorkerId(id))
     }
 

@@ -4,19 +4,27 @@
 //! through one path and SQLite never has to arbitrate between our own writers; `reader` serves
 //! concurrent queries, which WAL lets run beside the writer. The hot write path (leases and
 //! attempt ends) is group-committed through one task ([`group`]).
+//!
+//! Opening is serialised across processes ([`open`]); commands that only look use
+//! [`Store::open_read_only`], which never creates a file. Each database has a random id
+//! ([`Store::database_id`]) that every lease and report carries, because row ids restart at 1
+//! in a new database.
 
 mod batch;
 mod error;
 mod group;
 mod ingest;
 pub mod lease;
+mod open;
 mod ops;
 mod sweeps;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::Connection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -28,12 +36,30 @@ pub use sweeps::{JobCounts, SubmitOutcome, SweepStatus};
 /// Migrations of the root `migrations/` folder, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
+/// The id of the database (see migration 0003); `""` when the table does not exist yet, which
+/// only a read-only open of an old database can see.
+async fn read_database_id(pool: &SqlitePool) -> Result<Arc<str>, StoreError> {
+    let has_table: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'database_meta'",
+    )
+    .fetch_optional(pool)
+    .await?;
+    if has_table.is_none() {
+        return Ok(Arc::from(""));
+    }
+    let id: String = sqlx::query_scalar("SELECT uuid FROM database_meta WHERE id = 1")
+        .fetch_one(pool)
+        .await?;
+    Ok(Arc::from(id))
+}
+
 /// Handle to the database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
     writer: SqlitePool,
     reader: SqlitePool,
     group: group::GroupCommit,
+    database_id: Arc<str>,
 }
 
 /// Milliseconds since the Unix epoch, the time unit of every column.
@@ -63,6 +89,7 @@ impl Store {
     }
 
     /// Opens the database and applies the migrations of `migrator` (tests use a subset).
+    /// Concurrent opens of one path, in any processes, wait for each other ([`open`]).
     pub async fn open_with(
         path: &Path,
         migrator: &sqlx::migrate::Migrator,
@@ -71,12 +98,28 @@ impl Store {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Io(dir.display().to_string(), e))?;
         }
+        let lock = open::exclusive(path).await?;
         let opts = connect_options(path)?;
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    if !conn.is_in_transaction() {
+                        return Ok(true);
+                    }
+                    // A dropped transaction queued its ROLLBACK: let it run, then look again.
+                    // Still inside one means a COMMIT failed and SQLite had already rolled back
+                    // (it does on a full disk), so the ROLLBACK failed too and sqlx would refuse
+                    // every later BEGIN on this connection: replace it with a fresh one.
+                    conn.ping().await?;
+                    Ok(!conn.is_in_transaction())
+                })
+            })
             .connect_with(opts.clone())
             .await?;
         migrator.run(&writer).await?;
+        drop(lock);
+        let database_id = read_database_id(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts.read_only(true))
@@ -86,7 +129,50 @@ impl Store {
             writer,
             reader,
             group,
+            database_id,
         })
+    }
+
+    /// Opens an existing database for reading only (`status`, `export`): creates nothing and
+    /// migrates nothing; a missing file is [`StoreError::NoDatabase`]. Writes through this
+    /// handle fail with SQLite's read-only error.
+    pub async fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        if !path.is_file() {
+            return Err(StoreError::NoDatabase(path.to_owned()));
+        }
+        let lock = open::shared(path).await?;
+        let opts = connect_options(path)?
+            .create_if_missing(false)
+            .read_only(true);
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
+        // An empty file (left by an older version's read-only commands) holds no database either.
+        let tables: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'")
+                .fetch_one(&reader)
+                .await?;
+        if tables == 0 {
+            reader.close().await;
+            return Err(StoreError::NoDatabase(path.to_owned()));
+        }
+        let database_id = read_database_id(&reader).await?;
+        drop(lock);
+        let group = group::GroupCommit::start(reader.clone());
+        Ok(Store {
+            writer: reader.clone(),
+            reader,
+            group,
+            database_id,
+        })
+    }
+
+    /// This database's random id, made by its first migration: the same database keeps it across
+    /// restarts; a new database at the same path gets another. Empty for a database whose schema
+    /// predates the id, opened read-only.
+    pub fn database_id(&self) -> &str {
+        &self.database_id
     }
 
     /// Pool for queries.

@@ -60,7 +60,9 @@ impl Store {
     ) -> Result<SubmitOutcome, StoreError> {
         let now = now_ms();
         let source = source.map(|p| p.display().to_string());
-        let mut tx = self.writer.begin().await?;
+        // IMMEDIATE: take the write lock up front (waiting out other writers, e.g. concurrent
+        // `coordinator submit`s) instead of failing on a read-to-write upgrade.
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let sweep_id: i64 = sqlx::query_scalar(
             "INSERT INTO sweeps (name, spec_toml, source_path, priority, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?5)

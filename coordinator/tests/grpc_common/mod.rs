@@ -123,6 +123,7 @@ pub async fn register(c: &Client, name: &str) -> i64 {
 
 pub fn lease_req(worker_id: i64, free: u32, running: Vec<i64>, wait_ms: u32) -> rpc::LeaseRequest {
     rpc::LeaseRequest {
+        database_id: String::new(),
         protocol_version: PROTOCOL_VERSION,
         worker_id,
         free_slots: free,
@@ -165,6 +166,7 @@ pub fn report(
     batch: rpc::MetricBatch,
 ) -> rpc::ReportRequest {
     rpc::ReportRequest {
+        database_id: String::new(),
         protocol_version: PROTOCOL_VERSION,
         worker_id,
         attempt_id,

@@ -24,13 +24,18 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 
 pub use axis::{Axis, Value};
+use error::Lines;
 pub use error::SweepError;
 pub use parse::SweepFile;
 
-use crate::params::{Dataset, JobParams};
+use crate::params::{Dataset, JobParams, MIN_IMAGES_PER_CLASS};
 
 /// Default bound on the number of cells a sweep may expand to; guards against typos.
 pub const DEFAULT_MAX_CELLS: u64 = 10_000;
+
+/// Most grid cells expanded just to count what exclusions leave when the grid is over the limit:
+/// past this, it is a typo, refused at once.
+const MAX_ENUMERATED: u128 = 1_000_000;
 
 /// A parsed and expanded sweep.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,21 +49,24 @@ pub struct Sweep {
 }
 
 /// Parses and expands sweep text. `file` names the source in errors; `max_cells` is the limit
-/// unless the file sets its own `max_cells`.
+/// unless the file sets its own `max_cells`. The limit counts every cell: the grid's after
+/// exclusions plus the includes, after removing duplicates.
 pub fn parse_sweep(text: &str, file: &str, max_cells: u64) -> Result<Sweep, SweepError> {
     let spec = parse::parse_file(text, file)?;
+    let lines = Lines { text, file };
     let limit = spec.max_cells.unwrap_or(max_cells);
     let planned = grid_size(&spec.grid);
-    if planned > u128::from(limit) {
-        return Err(SweepError {
-            file: file.to_owned(),
-            line: None,
-            key: Some("grid".into()),
-            message: format!(
+    // Without exclusions the grid's size is known before expanding it; with them, expanding is
+    // the only way to count, bounded here so a typo cannot make us enumerate forever.
+    if planned > u128::from(limit) && (spec.exclude.is_empty() || planned > MAX_ENUMERATED) {
+        return Err(lines.err(
+            Some(spec.places.grid),
+            Some("grid"),
+            format!(
                 "the grid expands to {planned} cells, more than the limit of {limit}; \
                  raise `max_cells` if this is intended"
             ),
-        });
+        ));
     }
     let mut cells = Vec::new();
     let mut seen = HashSet::new();
@@ -68,7 +76,19 @@ pub fn parse_sweep(text: &str, file: &str, max_cells: u64) -> Result<Sweep, Swee
             cells.push(cell);
         }
     });
-    for inc in &spec.include {
+    if cells.len() as u64 > limit {
+        return Err(lines.err(
+            Some(spec.places.grid),
+            Some("grid"),
+            format!(
+                "the grid expands to {} cells after exclusions, more than the limit of {limit}; \
+                 raise `max_cells` if this is intended",
+                cells.len()
+            ),
+        ));
+    }
+    let from_grid = cells.len();
+    for (i, inc) in spec.include.iter().enumerate() {
         let full: Vec<(Axis, Value)> = Axis::ALL
             .iter()
             .map(|a| {
@@ -84,6 +104,18 @@ pub fn parse_sweep(text: &str, file: &str, max_cells: u64) -> Result<Sweep, Swee
         if seen.insert(cell.key()) {
             cells.push(cell);
         }
+        if cells.len() as u64 > limit {
+            return Err(lines.err(
+                spec.places.include.get(i).copied(),
+                Some(&format!("include[{i}]")),
+                format!(
+                    "this include makes {} cells ({from_grid} from the grid, {} from includes), \
+                     more than the limit of {limit}; raise `max_cells` if this is intended",
+                    cells.len(),
+                    cells.len() - from_grid
+                ),
+            ));
+        }
     }
     if cells.is_empty() {
         return Err(SweepError {
@@ -93,6 +125,7 @@ pub fn parse_sweep(text: &str, file: &str, max_cells: u64) -> Result<Sweep, Swee
             message: "every cell of the grid is excluded; nothing to run".into(),
         });
     }
+    check_sampling(&spec, &cells, &lines)?;
     Ok(Sweep {
         name: spec.name,
         description: spec.description,
@@ -100,6 +133,40 @@ pub fn parse_sweep(text: &str, file: &str, max_cells: u64) -> Result<Sweep, Swee
         max_attempts: spec.max_attempts,
         cells,
     })
+}
+
+/// Refuses cells that cannot train: a pair or triplet loss on a built-in dataset whose
+/// `train_limit` leaves a class with fewer than two images has no positive pair to draw.
+/// Training takes the limit class-stratified (round-robin over the classes), so every class
+/// keeps at least two images exactly when the limit is at least twice the number of classes.
+/// Folder datasets are checked by the worker, which is where their classes are known.
+fn check_sampling(
+    spec: &SweepFile,
+    cells: &[JobParams],
+    lines: &Lines<'_>,
+) -> Result<(), SweepError> {
+    let Some(limit) = spec.train_limit else {
+        return Ok(());
+    };
+    for cell in cells.iter().filter(|c| c.loss.needs_positive_pairs()) {
+        let Some(classes) = cell.dataset.builtin_classes() else {
+            continue;
+        };
+        let needed = classes * MIN_IMAGES_PER_CLASS;
+        if limit < needed {
+            return Err(lines.err(
+                spec.places.train_limit,
+                Some("fixed.train_limit"),
+                format!(
+                    "{limit} training images leave a class of {} (of {classes}) with fewer than \
+                     {MIN_IMAGES_PER_CLASS} images, so loss `{}` has no positive pair to sample; \
+                     use at least {needed}",
+                    cell.dataset, cell.loss
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Reads and expands a sweep file.
@@ -112,17 +179,31 @@ pub fn load_sweep(path: &Path, max_cells: u64) -> Result<(Sweep, String), SweepE
         message: format!("cannot read: {e}"),
     })?;
     let mut sweep = parse_sweep(&text, &file, max_cells)?;
-    // `folder:` paths are relative to the sweep file, so a sweep means the same from any cwd.
-    let base = path.parent().unwrap_or(Path::new(""));
-    let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+    // `folder:` paths are relative to the sweep file, so a sweep means the same from any cwd,
+    // and canonical, so `x.toml`, `./x.toml` and a symlinked path name one folder by one key.
+    // A bare file name has an empty parent: that is the current directory.
+    let base = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let base = canonical(base);
     for cell in &mut sweep.cells {
         if let Dataset::Folder(p) = &mut cell.dataset {
-            if p.is_relative() {
-                *p = normalize(&base.join(&*p));
-            }
+            *p = canonical(&base.join(&*p));
         }
     }
+    // Two spellings of one folder in the same file are now one cell.
+    let mut seen = HashSet::new();
+    sweep.cells.retain(|c| seen.insert(c.key()));
     Ok((sweep, text))
+}
+
+/// The canonical form of `path` (absolute, symlinks resolved) when it exists here; otherwise
+/// (a folder that only the workers have) absolute with `.` and `..` removed.
+fn canonical(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| {
+        normalize(&std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()))
+    })
 }
 
 /// Removes `.` and `..` components without touching the file system.

@@ -25,6 +25,17 @@ pub struct SweepFile {
     pub include: Vec<BTreeMap<Axis, Value>>,
     /// Cells to drop: a cell matches when, for every named axis, its value is one of those listed.
     pub exclude: Vec<BTreeMap<Axis, Vec<Value>>>,
+    /// Where settings checked after expansion were written, for their errors.
+    pub(crate) places: Places,
+}
+
+/// Byte offsets of settings in the text, for errors found after expansion.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct Places {
+    pub grid: usize,
+    pub train_limit: Option<usize>,
+    /// One per `[[include]]`, in order.
+    pub include: Vec<usize>,
 }
 
 const TOP_KEYS: &str =
@@ -52,6 +63,7 @@ pub(crate) fn parse_file(text: &str, file: &str) -> Result<SweepFile, SweepError
         eval_every: 1,
         include: Vec::new(),
         exclude: Vec::new(),
+        places: Places::default(),
     };
     let mut grid_at = None;
     for (k, v) in root.iter() {
@@ -83,6 +95,7 @@ pub(crate) fn parse_file(text: &str, file: &str) -> Result<SweepFile, SweepError
                     let dotted = format!("fixed.{name}");
                     match name {
                         "train_limit" => {
+                            out.places.train_limit = Some(fv.span().start);
                             out.train_limit =
                                 Some(integer(&lines, &dotted, fv, 1, i64::MAX)? as u64)
                         }
@@ -115,6 +128,7 @@ pub(crate) fn parse_file(text: &str, file: &str) -> Result<SweepFile, SweepError
                         ));
                     }
                     if key == "include" {
+                        out.places.include.push(item.span().start);
                         out.include.push(
                             parse_rule(&lines, &dotted, t, false)?
                                 .into_iter()
@@ -132,6 +146,7 @@ pub(crate) fn parse_file(text: &str, file: &str) -> Result<SweepFile, SweepError
     if out.name.is_empty() {
         return Err(lines.err(Some(0), Some("name"), "missing: every sweep needs a `name`"));
     }
+    out.places.grid = grid_at.unwrap_or(0);
     let Some(grid_at) = grid_at else {
         return Err(lines.err(
             Some(0),

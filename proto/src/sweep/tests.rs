@@ -1,7 +1,7 @@
 //! Expansion rules and the error of every kind of malformed sweep.
 
 use super::*;
-use crate::params::{Loss, Mining};
+use crate::params::{Dataset, Loss, Mining};
 
 const BASE: &str = r#"
 name = "t"
@@ -229,4 +229,173 @@ fn syntax_errors_have_a_line() {
 fn everything_excluded_is_an_error() {
     let err = parse(&format!("{BASE}[[exclude]]\nnetwork = \"embedding-net\"\n")).unwrap_err();
     assert_eq!(err.key.as_deref(), Some("exclude"));
+}
+
+/// One cell of `n` seeds of a contrastive grid, then `includes` extra seeds as `[[include]]`s.
+fn with_includes(n: usize, includes: usize, extra: &str) -> String {
+    let mut t = format!(
+        "name = \"t\"\n{extra}[grid]\nnetwork = \"embedding-net\"\nloss = \"contrastive\"\n\
+         dataset = \"mnist\"\nmargin = 1.0\nlr = 1e-3\nseeds = {n}\n"
+    );
+    for i in 0..includes {
+        t.push_str(&format!("[[include]]\nseed = {}\n", 1000 + i));
+    }
+    t
+}
+
+#[test]
+fn includes_count_toward_the_cell_limit() {
+    // The issue's case: 501 cells with a limit of 10.
+    let err = parse(&with_includes(1, 500, "max_cells = 10\n")).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("include[9]"), "{err}");
+    // Nine lines of header, then two per include: `[[include]]` number 9 starts on line 28.
+    assert_eq!(err.line, Some(10 + 2 * 9), "{err}");
+    assert!(
+        err.message
+            .contains("11 cells (1 from the grid, 10 from includes)"),
+        "{err}"
+    );
+    assert!(err.message.contains("limit of 10"), "{err}");
+    assert!(
+        err.to_string().starts_with("t.toml:28: key `include[9]`"),
+        "{err}"
+    );
+    // The command-line limit applies the same way.
+    let err = parse_sweep(&with_includes(4, 7, ""), "t.toml", 10).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("include[6]"), "{err}");
+    // At the limit is fine; an include repeating a grid cell is not counted twice.
+    assert_eq!(
+        parse_sweep(&with_includes(4, 6, ""), "t.toml", 10)
+            .unwrap()
+            .cells
+            .len(),
+        10
+    );
+    let dup = format!("{}[[include]]\nseed = 0\n", with_includes(4, 6, ""));
+    assert_eq!(parse_sweep(&dup, "t.toml", 10).unwrap().cells.len(), 10);
+}
+
+#[test]
+fn the_limit_counts_cells_left_after_exclusions() {
+    // 20 grid cells, 15 excluded: 5 remain, within a limit of 10.
+    let text = format!(
+        "{}[[exclude]]\nseed = [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19]\n",
+        with_includes(20, 0, "max_cells = 10\n")
+    );
+    assert_eq!(parse(&text).unwrap().cells.len(), 5);
+    let text = format!(
+        "{}[[exclude]]\nseed = [15, 16, 17, 18, 19]\n",
+        with_includes(20, 0, "max_cells = 10\n")
+    );
+    let err = parse(&text).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("grid"), "{err}");
+    assert!(err.message.contains("15 cells after exclusions"), "{err}");
+}
+
+#[test]
+fn impossible_sampling_is_refused_with_file_and_line() {
+    let sweep = |loss: &str, limit: u64| {
+        format!(
+            "name = \"t\"\n[grid]\nnetwork = \"embedding-net\"\nloss = {loss}\ndataset = \"mnist\"\n\
+             margin = 1.0\nlr = 1e-3\n[fixed]\ntrain_limit = {limit}\n"
+        )
+    };
+    for loss in [
+        "\"bce\"",
+        "\"contrastive\"",
+        "\"triplet\"",
+        "[\"ce\", \"triplet\"]",
+    ] {
+        let err = parse(&sweep(loss, 19)).expect_err(loss);
+        assert_eq!(err.key.as_deref(), Some("fixed.train_limit"), "{err}");
+        assert_eq!(err.line, Some(9), "{err}");
+        assert!(err.message.contains("no positive pair"), "{err}");
+        assert!(err.message.contains("at least 20"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("t.toml:9: key `fixed.train_limit`: 19 training images"),
+            "{err}"
+        );
+        assert_eq!(parse(&sweep(loss, 20)).unwrap().cells.is_empty(), false);
+    }
+    // Cross-entropy samples no pairs: a tiny limit is allowed.
+    assert!(parse(&sweep("\"ce\"", 5)).is_ok());
+    // A pair loss that only an include brings in is checked too.
+    let inc = format!(
+        "{}[[include]]\nloss = \"contrastive\"\n",
+        sweep("\"ce\"", 12)
+    );
+    let err = parse(&inc).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("fixed.train_limit"), "{err}");
+    // A folder's classes are unknown here; the worker checks those.
+    let folder = sweep("\"triplet\"", 3).replace("\"mnist\"", "\"folder:/data/faces\"");
+    assert!(parse(&folder).is_ok());
+}
+
+#[test]
+fn job_keys_of_builtin_cells_are_pinned() {
+    // Stored jobs are found again by these keys on re-submission: if this fails, every existing
+    // sweep would run again as new cells.
+    let s = parse_sweep(
+        include_str!("../../../sweeps/quickstart.toml"),
+        "quickstart.toml",
+        DEFAULT_MAX_CELLS,
+    )
+    .unwrap();
+    let keys: Vec<String> = s.cells.iter().map(|c| c.key().0).collect();
+    assert_eq!(keys, GOLDEN_QUICKSTART_KEYS);
+    assert_eq!(
+        crate::params::JobParams::default().key().0,
+        GOLDEN_DEFAULT_KEY
+    );
+}
+
+const GOLDEN_QUICKSTART_KEYS: [&str; 4] = [
+    "c18fa622fa0a146ad85f2998a3a14541",
+    "2d03a3ee7362afb93bc7b52531f22167",
+    "c4061a18e2266b182c3b345cff4185d6",
+    "6228555bb9853a470b70f3dacc6fe31f",
+];
+const GOLDEN_DEFAULT_KEY: &str = "c6ff97e9844d44747cc697ecfe519ae7";
+
+#[test]
+fn folder_paths_are_canonical_whatever_the_spelling() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("sweeps")).unwrap();
+    std::fs::create_dir_all(root.join("data/faces/s1")).unwrap();
+    std::os::unix::fs::symlink(root.join("sweeps"), root.join("link")).unwrap();
+    let text = "name = \"f\"\n[grid]\nnetwork = \"embedding-net\"\nloss = \"ce\"\n\
+                dataset = [\"folder:../data/faces\", \"folder:../sweeps/../data/./faces/\"]\nmargin = 1.0\nlr = 1e-3\n";
+    std::fs::write(root.join("sweeps/f.toml"), text).unwrap();
+    let want = std::fs::canonicalize(root.join("data/faces")).unwrap();
+    let mut keys = Vec::new();
+    for spelling in [
+        "sweeps/f.toml",
+        "sweeps/./f.toml",
+        "link/f.toml",
+        "link/../sweeps/f.toml",
+    ] {
+        let (s, _) = load_sweep(&root.join(spelling), DEFAULT_MAX_CELLS).unwrap();
+        assert_eq!(
+            s.cells.len(),
+            1,
+            "{spelling}: two spellings of one folder are one cell"
+        );
+        assert_eq!(
+            s.cells[0].dataset,
+            Dataset::Folder(want.clone()),
+            "{spelling}"
+        );
+        keys.push(s.cells[0].key());
+    }
+    assert!(keys.windows(2).all(|w| w[0] == w[1]), "{keys:?}");
+    // A folder that does not exist here (only the workers have it) still gets one absolute form.
+    let text = text.replace("faces", "elsewhere");
+    std::fs::write(root.join("sweeps/g.toml"), text).unwrap();
+    let (s, _) = load_sweep(&root.join("sweeps/./g.toml"), DEFAULT_MAX_CELLS).unwrap();
+    let Dataset::Folder(p) = &s.cells[0].dataset else {
+        panic!("a folder dataset")
+    };
+    assert!(p.is_absolute() && p.ends_with("data/elsewhere"), "{p:?}");
 }

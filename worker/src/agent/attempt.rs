@@ -54,6 +54,8 @@ pub struct Ctx {
     pub cfg: Arc<AgentConfig>,
     pub client: Client,
     pub worker_id: i64,
+    /// The database `worker_id` and every attempt leased through this `Ctx` belong to.
+    pub database_id: String,
     pub trainer: Arc<dyn Trainer>,
 }
 
@@ -144,7 +146,7 @@ pub async fn run(
         }
     });
 
-    let outbox = Outbox::new(ctx.worker_id, attempt);
+    let outbox = Outbox::new(ctx.worker_id, attempt, ctx.database_id.clone());
     let reported = reporter::run(&ctx, outbox, events_rx).await;
     if let Reported::Fenced(_) = &reported {
         stop_with(&cancel, &stop, STOP_COORDINATOR);
@@ -213,7 +215,7 @@ async fn fetch_resume(
     let dest = work_dir.join(format!("resume-epoch-{:04}.ckpt", a.epoch));
     let mut backoff = Backoff::new(Duration::from_millis(200), ctx.cfg.max_backoff);
     for _ in 0..6 {
-        match client::download(&ctx.client, ctx.worker_id, a, &dest).await {
+        match client::download(&ctx.client, ctx.worker_id, &ctx.database_id, a, &dest).await {
             Ok(()) => {
                 tracing::info!(
                     artifact = a.artifact_id,
@@ -287,6 +289,7 @@ async fn end(ctx: &Ctx, attempt: i64, e: End) {
                     worker_id,
                     attempt_id: attempt,
                     metrics: metrics.clone(),
+                    database_id: ctx.database_id.clone(),
                 })
                 .await
                 .map(|_| ()),
@@ -297,6 +300,7 @@ async fn end(ctx: &Ctx, attempt: i64, e: End) {
                     attempt_id: attempt,
                     error: error.clone(),
                     retryable: *retryable,
+                    database_id: ctx.database_id.clone(),
                 })
                 .await
                 .map(|_| ()),
@@ -306,6 +310,7 @@ async fn end(ctx: &Ctx, attempt: i64, e: End) {
                     worker_id,
                     attempt_id: attempt,
                     checkpoint_artifact_id: *artifact,
+                    database_id: ctx.database_id.clone(),
                 })
                 .await
                 .map(|_| ()),

@@ -126,10 +126,12 @@ async fn digest(path: &Path) -> std::io::Result<(String, u64)> {
     .map_err(std::io::Error::other)?
 }
 
-/// Uploads a checkpoint file; returns its artifact id.
+/// Uploads a checkpoint file; returns its artifact id. `database_id` is the coordinator
+/// database the attempt was leased from.
 pub async fn upload(
     client: &Client,
     worker_id: i64,
+    database_id: &str,
     attempt_id: i64,
     epoch: u32,
     path: &Path,
@@ -149,6 +151,7 @@ pub async fn upload(
             epoch,
             size,
             sha256,
+            database_id: database_id.to_owned(),
         })),
     };
     tokio::spawn(async move {
@@ -181,6 +184,7 @@ pub async fn upload(
 pub async fn download(
     client: &Client,
     worker_id: i64,
+    database_id: &str,
     artifact: &rpc::ArtifactRef,
     dest: &Path,
 ) -> Result<(), Status> {
@@ -191,6 +195,7 @@ pub async fn download(
             protocol_version: PROTOCOL_VERSION,
             worker_id,
             artifact_id: artifact.artifact_id,
+            database_id: database_id.to_owned(),
         })
         .await?
         .into_inner();

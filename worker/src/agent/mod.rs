@@ -192,13 +192,15 @@ pub async fn run_with(
     let client = client::connect(&cfg.coordinator, cfg.token.as_deref())?;
     let cfg = Arc::new(cfg);
     tokio::pin!(shutdown);
-    let Some((worker_id, mut ttl)) = register(&cfg, &client, &mut shutdown).await? else {
+    let Some((worker_id, mut ttl, database_id)) = register(&cfg, &client, &mut shutdown).await?
+    else {
         return Ok(());
     };
     let mut ctx = Arc::new(Ctx {
         cfg: cfg.clone(),
         client: client.clone(),
         worker_id,
+        database_id,
         trainer: trainer.clone(),
     });
     let mut slots: Vec<Option<Running>> = (0..cfg.devices.len()).map(|_| None).collect();
@@ -222,6 +224,7 @@ pub async fn run_with(
             free_slots: free as u32,
             running_attempts: running,
             wait_ms: (ttl / 3).as_millis() as u32,
+            database_id: ctx.database_id.clone(),
         };
         let mut c = client.clone();
         let call = async move { c.lease(req).await };
@@ -262,10 +265,19 @@ pub async fn run_with(
                         }
                         continue;
                     }
+                    // Backoff (reset by a lease that works): a coordinator that keeps forgetting us
+                    // must not be asked to register thousands of times a second.
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                        _ = &mut shutdown => {
+                            stopping = true;
+                            continue;
+                        }
+                    }
                     match register(&cfg, &client, &mut shutdown).await? {
-                        Some((id, t)) => {
+                        Some((id, t, database_id)) => {
                             ttl = t;
-                            ctx = Arc::new(Ctx { cfg: cfg.clone(), client: client.clone(), worker_id: id, trainer: trainer.clone() });
+                            ctx = Arc::new(Ctx { cfg: cfg.clone(), client: client.clone(), worker_id: id, database_id, trainer: trainer.clone() });
                         }
                         None => stopping = true,
                     }
@@ -334,12 +346,12 @@ fn start(
 }
 
 /// Registers, retrying with backoff until the coordinator answers; `None` if shutdown came
-/// first. Returns the worker id and lease TTL.
+/// first. Returns the worker id, lease TTL and the id of the coordinator's database.
 async fn register(
     cfg: &AgentConfig,
     client: &Client,
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
-) -> Result<Option<(i64, Duration)>, AgentError> {
+) -> Result<Option<(i64, Duration, String)>, AgentError> {
     let mut backoff = Backoff::new(Duration::from_millis(100), cfg.max_backoff);
     let req = rpc::RegisterRequest {
         protocol_version: PROTOCOL_VERSION,
@@ -368,6 +380,7 @@ async fn register(
                 return Ok(Some((
                     r.worker_id,
                     Duration::from_millis(r.lease_ttl_ms.max(300)),
+                    r.database_id,
                 )));
             }
             Err(s)

@@ -19,6 +19,7 @@ pub const BATCH_AGE: Duration = Duration::from_millis(500);
 pub struct Outbox {
     worker_id: i64,
     attempt_id: i64,
+    database_id: String,
     items: VecDeque<rpc::ReportRequest>,
     next_item: u64,
     next_seq: i64,
@@ -35,10 +36,12 @@ fn now_ms() -> i64 {
 }
 
 impl Outbox {
-    pub fn new(worker_id: i64, attempt_id: i64) -> Self {
+    /// `database_id` is the coordinator database the attempt was leased from.
+    pub fn new(worker_id: i64, attempt_id: i64, database_id: String) -> Self {
         Outbox {
             worker_id,
             attempt_id,
+            database_id,
             items: VecDeque::new(),
             next_item: 1,
             next_seq: 0,
@@ -67,6 +70,7 @@ impl Outbox {
             worker_id: self.worker_id,
             attempt_id: self.attempt_id,
             item,
+            database_id: self.database_id.clone(),
             body: Some(body),
         });
     }
@@ -222,7 +226,7 @@ mod tests {
 
     #[test]
     fn items_are_numbered_and_resent_until_acked() {
-        let mut o = Outbox::new(3, 9);
+        let mut o = Outbox::new(3, 9, "db".into());
         for s in 0..BATCH_POINTS as u64 / 2 {
             o.event(step(s));
         }
@@ -266,7 +270,7 @@ mod tests {
 
     #[test]
     fn checkpoints_are_returned_not_queued() {
-        let mut o = Outbox::new(1, 1);
+        let mut o = Outbox::new(1, 1, "db".into());
         o.event(step(0));
         let ck = o.event(TrainEvent::Checkpoint {
             epoch: 1,

@@ -204,7 +204,16 @@ fn spawn_upload(
 pub async fn upload_with_retry(ctx: &Ctx, attempt: i64, epoch: u32, path: &Path) -> Option<i64> {
     let mut backoff = Backoff::new(Duration::from_millis(200), ctx.cfg.max_backoff);
     for _ in 0..UPLOAD_TRIES {
-        match client::upload(&ctx.client, ctx.worker_id, attempt, epoch, path).await {
+        match client::upload(
+            &ctx.client,
+            ctx.worker_id,
+            &ctx.database_id,
+            attempt,
+            epoch,
+            path,
+        )
+        .await
+        {
             Ok(id) => {
                 tracing::info!(attempt, epoch, artifact = id, "checkpoint uploaded");
                 return Some(id);
