@@ -1,4 +1,4 @@
-//! Serving mode: the gRPC service, the dashboard and optional in-process CPU workers, run
+//! Serving mode: the gRPC service, the dashboard and optional local worker processes, run
 //! together until a shutdown signal (or, with `exit_when_done`, until the queue drains).
 
 use std::net::SocketAddr;
@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::grpc::{self, GrpcConfig};
-use crate::local::{LocalWorkers, spawn_local_workers};
+use crate::local::{LocalError, LocalWorkers, spawn_local_workers};
 use crate::store::{Store, StoreError};
 
 /// Everything serving needs besides the store.
@@ -18,6 +18,8 @@ pub struct ServeOptions {
     pub grpc: GrpcConfig,
     pub http_addr: SocketAddr,
     pub local_workers: usize,
+    /// The `worker` binary local workers run (found next to this program when `None`).
+    pub worker_bin: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
     /// Where local workers keep checkpoints.
     pub work_root: PathBuf,
@@ -35,6 +37,8 @@ pub enum ServeError {
     Http(#[source] std::io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Local(#[from] LocalError),
 }
 
 /// Serves until `shutdown` resolves (or the queue drains, with `exit_when_done`).
@@ -79,9 +83,10 @@ pub async fn run(
             token: opts.grpc.token.clone(),
             data_dir: opts.data_dir.clone(),
             work_root: opts.work_root.clone(),
+            worker_bin: opts.worker_bin.clone(),
         },
         stop_rx.clone(),
-    );
+    )?;
 
     tokio::select! {
         () = shutdown => tracing::info!("shutting down"),
@@ -94,10 +99,8 @@ pub async fn run(
     // Workers hand their jobs back first, while the gRPC service is still there to take them.
     let _ = stop_tx.send(true);
     for w in workers {
-        match w.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "local worker stopped with an error"),
-            Err(e) => tracing::warn!(error = %e, "local worker panicked"),
+        if let Err(e) = w.await {
+            tracing::warn!(error = %e, "local worker supervisor panicked");
         }
     }
     match grpc_task.await {

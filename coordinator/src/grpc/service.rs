@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::Stream;
@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::Shared;
 use super::convert;
 use super::error::RpcError;
-use crate::sched::AttemptEnd;
+use crate::sched::{AttemptEnd, StopNotices};
 use crate::store::StoreError;
 use crate::store::lease::Ended;
 use crate::store::now_ms;
@@ -27,6 +27,8 @@ const POLL_RECHECK: Duration = Duration::from_millis(250);
 
 pub(crate) struct Service {
     pub shared: Arc<Shared>,
+    /// Stop notices given in the last reply to each worker.
+    notices: Mutex<StopNotices>,
 }
 
 fn unknown_worker(worker: WorkerId) -> impl FnOnce(StoreError) -> RpcError {
@@ -37,6 +39,18 @@ fn unknown_worker(worker: WorkerId) -> impl FnOnce(StoreError) -> RpcError {
 }
 
 impl Service {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Service {
+            shared,
+            notices: Mutex::default(),
+        }
+    }
+
+    fn notices(&self) -> std::sync::MutexGuard<'_, StopNotices> {
+        // The notices are a hint: one left half-updated by a panic is still usable.
+        self.notices.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     async fn do_lease(&self, r: rpc::LeaseRequest) -> Result<rpc::LeaseReply, RpcError> {
         convert::check_version(r.protocol_version)?;
         let worker = convert::worker_id(r.worker_id)?;
@@ -59,7 +73,9 @@ impl Service {
             .await
             .map_err(unknown_worker(worker))?;
         let deadline = tokio::time::Instant::now() + sched.poll_wait(r.wait_ms);
-        while jobs.is_empty() && stop.is_empty() {
+        // A stop notice the worker already had is no reason to answer at once: it is still
+        // winding the attempt down, and would only call straight back.
+        while jobs.is_empty() && self.notices().fresh(worker, &stop).is_empty() {
             // Subscribe before looking, so a wake-up between the look and the wait is not lost.
             let woken = self.shared.changed.notified();
             tokio::pin!(woken);
@@ -80,8 +96,14 @@ impl Service {
             }
             stop = store.stopped_attempts(worker, &running).await?;
         }
-        if !stop.is_empty() {
-            tracing::info!(%worker, attempts = ?stop, "telling worker to stop attempts");
+        let fresh = {
+            let mut notices = self.notices();
+            let fresh = notices.fresh(worker, &stop);
+            notices.record(worker, &stop);
+            fresh
+        };
+        if !fresh.is_empty() {
+            tracing::info!(%worker, attempts = ?fresh, "telling worker to stop attempts");
         }
         for j in &jobs {
             tracing::info!(%worker, job = %j.job, attempt = %j.attempt, number = j.number,
@@ -174,6 +196,7 @@ impl rpc::coordinator_server::Coordinator for Service {
         &self,
         request: Request<rpc::LeaseRequest>,
     ) -> Result<Response<rpc::LeaseReply>, Status> {
+        self.shared.cfg.stats.count_lease();
         Ok(Response::new(self.do_lease(request.into_inner()).await?))
     }
 

@@ -29,6 +29,8 @@ pub const STOP_NONE: u8 = 0;
 pub const STOP_COORDINATOR: u8 = 1;
 /// This worker is shutting down: stop at a safe point and hand the job back.
 pub const STOP_SHUTDOWN: u8 = 2;
+/// The coordinator refused this attempt's reports: stop, then fail the attempt.
+pub const STOP_REFUSED: u8 = 3;
 
 /// Handle of a running attempt, kept by the agent's main loop.
 pub struct Running {
@@ -40,6 +42,12 @@ pub struct Running {
 impl Running {
     pub fn stop(&self, why: u8) {
         stop_with(&self.cancel, &self.stop, why);
+    }
+
+    /// The coordinator cancelled or took away this attempt: it is winding down and no longer
+    /// held by this worker.
+    pub fn stopped_by_coordinator(&self) -> bool {
+        self.stop.load(Ordering::SeqCst) == STOP_COORDINATOR
     }
 }
 
@@ -146,8 +154,10 @@ pub async fn run(
 
     let outbox = Outbox::new(ctx.worker_id, attempt);
     let reported = reporter::run(&ctx, outbox, events_rx).await;
-    if let Reported::Fenced(_) = &reported {
-        stop_with(&cancel, &stop, STOP_COORDINATOR);
+    match &reported {
+        Reported::Fenced(_) => stop_with(&cancel, &stop, STOP_COORDINATOR),
+        Reported::Refused(_) => stop_with(&cancel, &stop, STOP_REFUSED),
+        Reported::Drained { .. } => {}
     }
     let outcome = training.await;
 
@@ -155,6 +165,20 @@ pub async fn run(
         (Reported::Fenced(why), _) => {
             tracing::warn!(attempt, %why, "attempt taken away by the coordinator; dropped");
             AttemptResult::Stopped
+        }
+        (Reported::Refused(why), _) => {
+            tracing::error!(attempt, %why, "coordinator refused the attempt's reports");
+            let error = format!("coordinator refused the reports: {why}");
+            end(
+                &ctx,
+                attempt,
+                End::Fail {
+                    error: error.clone(),
+                    retryable: true,
+                },
+            )
+            .await;
+            AttemptResult::Failed(error)
         }
         (Reported::Drained { .. }, Err(join)) => {
             let error = format!("training panicked: {join}");
