@@ -192,7 +192,7 @@ async fn supervise(spec: ChildSpec, mut shutdown: watch::Receiver<bool>) {
             "local worker process died; its job returns through the lease rules");
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.wait_for(|s| *s) => return,
+            () = stopping(&mut shutdown) => return,
         }
     }
 }
@@ -221,12 +221,17 @@ async fn run_child(name: &str, mut child: Child, shutdown: &mut watch::Receiver<
             drop(stdin);
             Ran::Died(status.ok())
         }
-        _ = shutdown.wait_for(|s| *s) => {
+        () = stopping(shutdown) => {
             stop_child(name, &mut child).await;
             drop(stdin);
             Ran::Stopped
         }
     }
+}
+
+/// Resolves once the coordinator shuts down (or nobody can tell it to any more).
+async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
 }
 
 /// SIGTERM (the child hands its job back), then SIGKILL after [`STOP_GRACE`].
