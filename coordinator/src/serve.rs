@@ -62,7 +62,8 @@ pub async fn run(
     tracing::info!(%grpc_addr, dashboard = %format!("http://{http_addr}/"), "coordinator serving");
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut grpc_stop = stop_rx.clone();
+    // The gRPC service stops only after the local workers: they hand their jobs back through it.
+    let (grpc_stop_tx, mut grpc_stop) = watch::channel(false);
     let grpc_task = tokio::spawn(grpc::serve_on(
         grpc_listener,
         store.clone(),
@@ -103,6 +104,7 @@ pub async fn run(
             tracing::warn!(error = %e, "local worker supervisor panicked");
         }
     }
+    let _ = grpc_stop_tx.send(true);
     match grpc_task.await {
         Ok(r) => r?,
         Err(e) => tracing::warn!(error = %e, "gRPC task panicked"),

@@ -335,3 +335,63 @@ async fn a_panic_in_local_training_fails_one_attempt_and_the_retry_finishes() {
     assert!(alive(worker));
     assert_eq!(coord.workers(), vec![worker]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_the_local_workers_jobs_back_and_stops_them() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    fashion_mnist_or_panic();
+    let dir = tempfile::tempdir().unwrap();
+    let mut coord = Coordinator::spawn(dir.path(), SLOW_JOB, &[]);
+    let db = coord.db().await;
+    let log = || std::fs::read_to_string(dir.path().join("coordinator.log")).unwrap_or_default();
+    let attempt = wait_until("metrics", Duration::from_secs(600), log, async || {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT id FROM attempts WHERE state = 'running' AND last_seq >= 1",
+        )
+        .fetch_optional(&db)
+        .await
+        .unwrap()
+    })
+    .await;
+    let workers = coord.workers();
+    assert_eq!(workers.len(), 1, "{workers:?}");
+
+    let pid = coord.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = coord.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the coordinator did not stop:\n{}",
+            coord.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "{status}\n{}", coord.log_text());
+    assert!(!alive(workers[0]), "the worker outlived the coordinator");
+    let state: String = sqlx::query_scalar("SELECT state FROM attempts WHERE id = ?1")
+        .bind(attempt)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(
+        state,
+        "released",
+        "the worker hands its job back\n{}",
+        coord.log_text()
+    );
+    let job: String = sqlx::query_scalar("SELECT state FROM jobs")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(job, "queued");
+}
