@@ -248,3 +248,85 @@ async fn an_idle_worker_process_uses_under_two_percent_of_a_core() {
     );
     srv.stop().await;
 }
+
+/// Reports `steps` steps at once, then finishes.
+struct Chatty {
+    steps: u64,
+}
+
+impl Trainer for Chatty {
+    fn train(
+        &self,
+        _slot: usize,
+        _spec: &RunSpec,
+        on_event: &mut dyn FnMut(TrainEvent),
+        _cancel: &CancelToken,
+    ) -> Result<Outcome, TrainError> {
+        for step in 0..self.steps {
+            on_event(TrainEvent::Step {
+                epoch: 1,
+                step,
+                loss: 1.0,
+                lr: 1e-3,
+            });
+        }
+        Ok(Outcome::Finished {
+            metrics: [("knn1_acc".to_owned(), 0.5)].into(),
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_the_coordinator_refuses_fail_the_attempt_instead_of_being_resent_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    // A metric batch (512 points) is far bigger than this: every report stream is refused with
+    // RESOURCE_EXHAUSTED, which no resend can cure.
+    let srv = start_on(&dir.path().join("ls.db"), None, |c| {
+        c.sched = SchedConfig::with_ttl(Duration::from_secs(3));
+        c.max_message_bytes = 4096;
+    })
+    .await;
+    let sweep = submit(&srv.store, &tiny_sweep("refused", 1, "")).await;
+    let job = job_states(&srv.store, sweep).await[0].0;
+    let cfg = AgentConfig::cpu(srv.url.clone(), 1, dir.path().join("work"));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(agent::run_with(
+        cfg,
+        Arc::new(Chatty { steps: 300 }),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    let t0 = Instant::now();
+    let error = loop {
+        let row: Option<(String, Option<String>)> =
+            sqlx::query_as("SELECT state, error FROM attempts WHERE job_id = ?1 AND number = 1")
+                .bind(job)
+                .fetch_optional(srv.store.reader())
+                .await
+                .unwrap();
+        if let Some((state, error)) = row
+            && state != "running"
+        {
+            assert_eq!(state, "failed", "{error:?}");
+            break error.unwrap_or_default();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the refused attempt is still being retried after {:?}",
+            t0.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        error.contains("refused") && error.contains("ResourceExhausted"),
+        "{error}"
+    );
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(15), agent)
+        .await
+        .expect("agent exits")
+        .unwrap()
+        .expect("agent ok");
+    srv.stop().await;
+}
