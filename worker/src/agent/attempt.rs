@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
 use proto::rpc::{self, PROTOCOL_VERSION};
@@ -37,6 +37,8 @@ pub struct Running {
     pub attempt_id: i64,
     pub cancel: CancelToken,
     pub stop: Arc<AtomicU8>,
+    /// The coordinator said this attempt is no longer ours (whatever stopped it first).
+    pub void: AtomicBool,
 }
 
 impl Running {
@@ -44,10 +46,16 @@ impl Running {
         stop_with(&self.cancel, &self.stop, why);
     }
 
-    /// The coordinator cancelled or took away this attempt: it is winding down and no longer
-    /// held by this worker.
+    /// The coordinator cancelled the attempt or gave it away.
+    pub fn void(&self) {
+        self.void.store(true, Ordering::SeqCst);
+        self.stop(STOP_COORDINATOR);
+    }
+
+    /// The coordinator cancelled or took away this attempt (told so by a Lease reply or by its
+    /// report stream): it is winding down and no longer held by this worker.
     pub fn stopped_by_coordinator(&self) -> bool {
-        self.stop.load(Ordering::SeqCst) == STOP_COORDINATOR
+        self.void.load(Ordering::SeqCst) || self.stop.load(Ordering::SeqCst) == STOP_COORDINATOR
     }
 }
 

@@ -14,7 +14,7 @@ mod reporter;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU8;
+use std::sync::atomic::{AtomicBool, AtomicU8};
 use std::time::Duration;
 
 use proto::rpc::{self, PROTOCOL_VERSION};
@@ -24,7 +24,7 @@ use tonic::Code;
 
 use crate::train::{self, CancelToken, Outcome, RunSpec, TrainBackend, TrainError, TrainEvent};
 pub use attempt::AttemptResult;
-use attempt::{Ctx, Running, STOP_COORDINATOR, STOP_SHUTDOWN};
+use attempt::{Ctx, Running, STOP_SHUTDOWN};
 use client::{Backoff, Client};
 
 /// Shortest time between two Lease calls when a reply brings nothing new (the coordinator
@@ -266,7 +266,7 @@ pub async fn run_with(
                             && !r.stopped_by_coordinator()
                         {
                             tracing::info!(attempt = a, "coordinator cancelled the attempt");
-                            r.stop(STOP_COORDINATOR);
+                            r.void();
                             news = true;
                         }
                     }
@@ -287,7 +287,7 @@ pub async fn run_with(
                     // The coordinator does not know us (new database): our attempts are void.
                     tracing::warn!(status = %s.message(), "coordinator forgot this worker; registering again");
                     for r in slots.iter().flatten() {
-                        r.stop(STOP_COORDINATOR);
+                        r.void();
                     }
                     if stopping {
                         // Shutting down anyway: wait for the slots to wind down.
@@ -366,6 +366,7 @@ fn start(
         attempt_id: job.attempt_id,
         cancel: cancel.clone(),
         stop: stop.clone(),
+        void: AtomicBool::new(false),
     };
     let (ctx, done) = (ctx.clone(), done.clone());
     tokio::spawn(async move {
