@@ -11,7 +11,6 @@ mod grpc_common;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use grpc_common::*;
@@ -19,7 +18,7 @@ use sqlx::Row;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Each test trains in two processes at times; on a 2-core machine they must not overlap.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -188,7 +187,7 @@ const SLOW_JOB: &str = "name = \"local\"\n[grid]\nnetwork = \"embedding-net\"\nl
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_local_worker_costs_its_lease_not_the_coordinator() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     fashion_mnist_or_panic();
     let dir = tempfile::tempdir().unwrap();
     let mut coord = Coordinator::spawn(dir.path(), SLOW_JOB, &[]);
@@ -277,7 +276,7 @@ async fn a_killed_local_worker_costs_its_lease_not_the_coordinator() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_in_local_training_fails_one_attempt_and_the_retry_finishes() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     fashion_mnist_or_panic();
     let dir = tempfile::tempdir().unwrap();
     let sweep = tiny_sweep("panic", 1, "");
@@ -338,7 +337,7 @@ async fn a_panic_in_local_training_fails_one_attempt_and_the_retry_finishes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_hands_the_local_workers_jobs_back_and_stops_them() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     fashion_mnist_or_panic();
     let dir = tempfile::tempdir().unwrap();
     let mut coord = Coordinator::spawn(dir.path(), SLOW_JOB, &[]);
