@@ -57,9 +57,13 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
     pub http_addr: SocketAddr,
 
-    /// Also start N CPU workers in this process, connected over gRPC on 127.0.0.1
+    /// Also start N CPU worker processes, connected over gRPC on 127.0.0.1
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub local_workers: usize,
+
+    /// The `worker` binary --local-workers runs [default: `worker` next to this program]
+    #[arg(long, env = "LATENTSWEEP_WORKER_BIN", value_name = "PATH")]
+    pub worker_bin: Option<PathBuf>,
 
     /// Shared secret workers must present; required when listening beyond loopback
     #[arg(long, env = "LATENTSWEEP_TOKEN", hide_env_values = true)]

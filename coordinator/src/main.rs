@@ -188,6 +188,7 @@ async fn serve(
         grpc,
         http_addr: args.http_addr,
         local_workers: args.local_workers,
+        worker_bin: args.worker_bin,
         data_dir: args.data_dir,
         work_root: db.with_extension("workers"),
         exit_when_done: args.exit_when_done,

@@ -1,4 +1,4 @@
-//! Serving mode: the gRPC service, the dashboard and optional local CPU workers, run
+//! Serving mode: the gRPC service, the dashboard and optional local worker processes, run
 //! together with the terminal's progress display until a shutdown signal (or, with
 //! `exit_when_done`, until every watched sweep has finished).
 
@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::conn::ConnLimits;
 use crate::grpc::{self, GrpcConfig};
-use crate::local::{LocalWorkers, spawn_local_workers};
+use crate::local::{LocalError, LocalWorkers, spawn_local_workers};
 use crate::monitor::{self, Display, MonitorOptions};
 use crate::store::{Store, StoreError};
 
@@ -20,6 +20,8 @@ pub struct ServeOptions {
     pub grpc: GrpcConfig,
     pub http_addr: SocketAddr,
     pub local_workers: usize,
+    /// The `worker` binary local workers run (found next to this program when `None`).
+    pub worker_bin: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
     /// Where local workers keep checkpoints.
     pub work_root: PathBuf,
@@ -83,6 +85,8 @@ pub enum ServeError {
     HttpBind(SocketAddr, #[source] std::io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Local(#[from] LocalError),
 }
 
 /// Serves until `shutdown` resolves (or the watched sweeps finish, with `exit_when_done`).
@@ -109,7 +113,8 @@ pub async fn run(
     tracing::info!(%grpc_addr, dashboard = %dashboard_url, "coordinator serving");
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut grpc_stop = stop_rx.clone();
+    // The gRPC service stops only after the local workers: they hand their jobs back through it.
+    let (grpc_stop_tx, mut grpc_stop) = watch::channel(false);
     let mut grpc_task = tokio::spawn(grpc::serve_on(
         grpc_listener,
         store.clone(),
@@ -127,9 +132,10 @@ pub async fn run(
             token: opts.grpc.token.clone(),
             data_dir: opts.data_dir.clone(),
             work_root: opts.work_root.clone(),
+            worker_bin: opts.worker_bin.clone(),
         },
         stop_rx.clone(),
-    );
+    )?;
     // Resolves only with `exit_when_done`, once the watched sweeps have finished.
     let progress = async {
         match opts.display.clone() {
@@ -170,12 +176,11 @@ pub async fn run(
     // Workers hand their jobs back first, while the gRPC service is still there to take them.
     let _ = stop_tx.send(true);
     for w in workers {
-        match w.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "local worker stopped with an error"),
-            Err(e) => tracing::warn!(error = %e, "local worker panicked"),
+        if let Err(e) = w.await {
+            tracing::warn!(error = %e, "local worker supervisor panicked");
         }
     }
+    let _ = grpc_stop_tx.send(true);
     let grpc_result = match grpc_done {
         Some(r) => r,
         None => grpc_task.await,
@@ -228,6 +233,7 @@ mod tests {
             local_workers: 0,
             data_dir: None,
             work_root: PathBuf::from("/tmp/x.workers"),
+            worker_bin: None,
             exit_when_done: false,
             http_limits: ConnLimits::default(),
             sweeps: Vec::new(),

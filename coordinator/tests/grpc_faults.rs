@@ -19,19 +19,6 @@ use sqlx::Row;
 /// also run at the same time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn worker_exe() -> PathBuf {
-    let dir = Path::new(env!("CARGO_BIN_EXE_coordinator"))
-        .parent()
-        .unwrap();
-    let exe = dir.join(format!("worker{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        exe.exists(),
-        "{} is missing: build it first (`cargo test --workspace` or `cargo build -p latentsweep-worker`)",
-        exe.display()
-    );
-    exe
-}
-
 /// A child process whose stderr goes to a log file; killed when dropped.
 struct Proc {
     name: String,

@@ -1,5 +1,6 @@
-//! A real sweep end to end: a coordinator and two CPU workers (`--local-workers 2`, i.e. agents
-//! connected over real gRPC on 127.0.0.1) train the four losses on a slice of Fashion-MNIST.
+//! A real sweep end to end: a coordinator and two CPU workers (`--local-workers 2`, i.e. `worker`
+//! processes connected over real gRPC on 127.0.0.1) train the four losses on a slice of
+//! Fashion-MNIST.
 //! Every result, metric, snapshot and checkpoint must land in SQLite exactly once.
 
 mod grpc_common;
@@ -41,9 +42,11 @@ async fn two_local_workers_run_the_four_losses_to_completion() {
             token: None,
             data_dir: None,
             work_root: dir.path().join("work"),
+            worker_bin: Some(worker_exe()),
         },
         stop_rx,
-    );
+    )
+    .expect("local workers start");
     let states = wait_all_final(&srv.store, sweep, Duration::from_secs(900)).await;
     assert!(states.iter().all(|(_, s)| s == "done"), "{states:?}");
     stop_tx.send(true).unwrap();
@@ -51,8 +54,7 @@ async fn two_local_workers_run_the_four_losses_to_completion() {
         tokio::time::timeout(Duration::from_secs(30), w)
             .await
             .expect("worker exits")
-            .unwrap()
-            .expect("worker ok");
+            .expect("supervisor ok");
     }
 
     let db = srv.store.reader();

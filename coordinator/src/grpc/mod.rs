@@ -13,6 +13,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use proto::rpc::coordinator_server::CoordinatorServer;
@@ -45,6 +46,25 @@ pub struct GrpcConfig {
     pub max_message_bytes: usize,
     /// Connection cap, idle timeout and TCP keepalive of the listener.
     pub conn: ConnLimits,
+    /// Call counters, readable while the service runs (keep a clone of the `Arc`).
+    pub stats: Arc<CallStats>,
+}
+
+/// Counts of calls served, for diagnostics and tests.
+#[derive(Debug, Default)]
+pub struct CallStats {
+    lease: AtomicU64,
+}
+
+impl CallStats {
+    /// Lease calls received so far.
+    pub fn lease_calls(&self) -> u64 {
+        self.lease.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_lease(&self) {
+        self.lease.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl GrpcConfig {
@@ -57,6 +77,7 @@ impl GrpcConfig {
             artifact_dir: Self::artifact_dir_for(db),
             max_message_bytes: DEFAULT_MAX_MESSAGE,
             conn: ConnLimits::default(),
+            stats: Arc::default(),
         }
     }
 
@@ -132,11 +153,9 @@ pub async fn serve_on(
         changed: Notify::new(),
     });
     let reaper = tokio::spawn(reap_leases(shared.clone()));
-    let svc = CoordinatorServer::new(service::Service {
-        shared: shared.clone(),
-    })
-    .max_decoding_message_size(cfg.max_message_bytes)
-    .max_encoding_message_size(cfg.max_message_bytes);
+    let svc = CoordinatorServer::new(service::Service::new(shared.clone()))
+        .max_decoding_message_size(cfg.max_message_bytes)
+        .max_encoding_message_size(cfg.max_message_bytes);
     let svc = tonic::service::interceptor::InterceptedService::new(
         svc,
         auth::TokenCheck::new(cfg.token.as_deref()),

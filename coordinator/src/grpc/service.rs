@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::Stream;
@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::Shared;
 use super::convert;
 use super::error::RpcError;
-use crate::sched::AttemptEnd;
+use crate::sched::{AttemptEnd, StopNotices};
 use crate::store::StoreError;
 use crate::store::lease::Ended;
 use crate::store::now_ms;
@@ -27,6 +27,8 @@ const POLL_RECHECK: Duration = Duration::from_millis(250);
 
 pub(crate) struct Service {
     pub shared: Arc<Shared>,
+    /// Stop notices given in the last reply to each worker.
+    notices: Mutex<StopNotices>,
 }
 
 /// The attempt an end request names, as sent (validated by [`Service::end_with`]).
@@ -45,6 +47,18 @@ fn unknown_worker(worker: WorkerId) -> impl FnOnce(StoreError) -> RpcError {
 }
 
 impl Service {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Service {
+            shared,
+            notices: Mutex::default(),
+        }
+    }
+
+    fn notices(&self) -> std::sync::MutexGuard<'_, StopNotices> {
+        // The notices are a hint: one left half-updated by a panic is still usable.
+        self.notices.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     async fn do_lease(&self, r: rpc::LeaseRequest) -> Result<rpc::LeaseReply, RpcError> {
         convert::check_version(r.protocol_version)?;
         let worker = convert::worker_id(r.worker_id)?;
@@ -68,7 +82,9 @@ impl Service {
             .await
             .map_err(unknown_worker(worker))?;
         let deadline = tokio::time::Instant::now() + sched.poll_wait(r.wait_ms);
-        while jobs.is_empty() && stop.is_empty() {
+        // A stop notice the worker already had is no reason to answer at once: it is still
+        // winding the attempt down, and would only call straight back.
+        while jobs.is_empty() && self.notices().fresh(worker, &stop).is_empty() {
             // Subscribe before looking, so a wake-up between the look and the wait is not lost.
             let woken = self.shared.changed.notified();
             tokio::pin!(woken);
@@ -89,10 +105,16 @@ impl Service {
             }
             stop = store.stopped_attempts(worker, &running).await?;
         }
-        if !stop.is_empty() {
+        let fresh = {
+            let mut notices = self.notices();
+            let fresh = notices.fresh(worker, &stop);
+            notices.record(worker, &stop);
+            fresh
+        };
+        if !fresh.is_empty() {
             // Mostly attempts that just ended normally, still listed by the worker until its
             // slot winds down; cancellations are logged where they are made.
-            tracing::debug!(%worker, attempts = ?stop, "worker lists attempts that are over here; telling it to stop them");
+            tracing::debug!(%worker, attempts = ?fresh, "worker lists attempts that are over here; telling it to stop them");
         }
         for j in &jobs {
             tracing::info!(%worker, job = %j.job, attempt = %j.attempt, number = j.number,
@@ -194,6 +216,7 @@ impl rpc::coordinator_server::Coordinator for Service {
         &self,
         request: Request<rpc::LeaseRequest>,
     ) -> Result<Response<rpc::LeaseReply>, Status> {
+        self.shared.cfg.stats.count_lease();
         Ok(Response::new(self.do_lease(request.into_inner()).await?))
     }
 

@@ -5,16 +5,19 @@
 //! - [`transitions`]: what happens to a job when one of its attempts ends;
 //! - [`fencing`]: whether a worker may still speak for an attempt;
 //! - [`heartbeat`]: which attempts a heartbeat renews, stops or releases;
+//! - [`notices`]: which stop notices a worker has already been given;
 //! - [`order`]: which queued job runs next, and which caller gets it.
 
 pub mod fencing;
 pub mod heartbeat;
+pub mod notices;
 pub mod order;
 pub mod policy;
 pub mod transitions;
 
 pub use fencing::{AttemptView, Fence};
 pub use heartbeat::{Reconciled, reconcile};
+pub use notices::StopNotices;
 pub use order::{Candidate, JOB_ORDER_SQL, SWEEP_ORDER_SQL};
 pub use policy::{DEFAULT_LEASE_TTL, DEFAULT_MAX_ATTEMPTS, MAX_LONG_POLL, SchedConfig};
 pub use transitions::{AttemptEnd, JobNext, JobView, after_attempt};

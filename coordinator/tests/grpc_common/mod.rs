@@ -264,6 +264,21 @@ pub async fn assert_metrics_exactly_once(store: &Store) -> usize {
     attempts.len()
 }
 
+/// The `worker` binary of the same target directory as `coordinator` (`cargo test --workspace`
+/// builds both; `cargo test -p latentsweep-coordinator` alone does not build it).
+pub fn worker_exe() -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_coordinator"))
+        .parent()
+        .unwrap();
+    let exe = dir.join(format!("worker{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        exe.exists(),
+        "{} is missing: build it first (`cargo test --workspace` or `cargo build -p latentsweep-worker`)",
+        exe.display()
+    );
+    exe
+}
+
 pub fn fashion_mnist_or_panic() {
     let p = Path::new("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz");
     assert!(

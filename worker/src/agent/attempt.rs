@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
 use proto::rpc::{self, PROTOCOL_VERSION};
@@ -29,17 +29,33 @@ pub const STOP_NONE: u8 = 0;
 pub const STOP_COORDINATOR: u8 = 1;
 /// This worker is shutting down: stop at a safe point and hand the job back.
 pub const STOP_SHUTDOWN: u8 = 2;
+/// The coordinator refused this attempt's reports: stop, then fail the attempt.
+pub const STOP_REFUSED: u8 = 3;
 
 /// Handle of a running attempt, kept by the agent's main loop.
 pub struct Running {
     pub attempt_id: i64,
     pub cancel: CancelToken,
     pub stop: Arc<AtomicU8>,
+    /// The coordinator said this attempt is no longer ours (whatever stopped it first).
+    pub void: AtomicBool,
 }
 
 impl Running {
     pub fn stop(&self, why: u8) {
         stop_with(&self.cancel, &self.stop, why);
+    }
+
+    /// The coordinator cancelled the attempt or gave it away.
+    pub fn void(&self) {
+        self.void.store(true, Ordering::SeqCst);
+        self.stop(STOP_COORDINATOR);
+    }
+
+    /// The coordinator cancelled or took away this attempt (told so by a Lease reply or by its
+    /// report stream): it is winding down and no longer held by this worker.
+    pub fn stopped_by_coordinator(&self) -> bool {
+        self.void.load(Ordering::SeqCst) || self.stop.load(Ordering::SeqCst) == STOP_COORDINATOR
     }
 }
 
@@ -148,8 +164,10 @@ pub async fn run(
 
     let outbox = Outbox::new(ctx.worker_id, attempt, ctx.database_id.clone());
     let reported = reporter::run(&ctx, outbox, events_rx).await;
-    if let Reported::Fenced(_) = &reported {
-        stop_with(&cancel, &stop, STOP_COORDINATOR);
+    match &reported {
+        Reported::Fenced(_) => stop_with(&cancel, &stop, STOP_COORDINATOR),
+        Reported::Refused(_) => stop_with(&cancel, &stop, STOP_REFUSED),
+        Reported::Drained { .. } => {}
     }
     let outcome = training.await;
 
@@ -157,6 +175,20 @@ pub async fn run(
         (Reported::Fenced(why), _) => {
             tracing::warn!(attempt, %why, "attempt taken away by the coordinator; dropped");
             AttemptResult::Stopped
+        }
+        (Reported::Refused(why), _) => {
+            tracing::error!(attempt, %why, "coordinator refused the attempt's reports");
+            let error = format!("coordinator refused the reports: {why}");
+            end(
+                &ctx,
+                attempt,
+                End::Fail {
+                    error: error.clone(),
+                    retryable: true,
+                },
+            )
+            .await;
+            AttemptResult::Failed(error)
         }
         (Reported::Drained { .. }, Err(join)) => {
             let error = format!("training panicked: {join}");

@@ -33,6 +33,10 @@ pub struct AgentArgs {
     /// Name shown by the coordinator [default: <host>-<pid>]
     #[arg(long)]
     pub name: Option<String>,
+    /// Shut down when stdin reaches end of file: a coordinator's `--local-workers` children
+    /// hold a pipe from it, so they stop even when the coordinator is killed with SIGKILL.
+    #[arg(long, hide = true)]
+    pub exit_on_stdin_close: bool,
 }
 
 /// Which backend the binary must build devices for.

@@ -7,23 +7,30 @@
 mod attempt;
 pub mod cli;
 pub mod client;
+pub mod fault;
 pub mod outbox;
 mod reporter;
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU8;
+use std::sync::atomic::{AtomicBool, AtomicU8};
 use std::time::Duration;
 
 use proto::rpc::{self, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tonic::Code;
 
 use crate::train::{self, CancelToken, Outcome, RunSpec, TrainBackend, TrainError, TrainEvent};
 pub use attempt::AttemptResult;
-use attempt::{Ctx, Running, STOP_COORDINATOR, STOP_SHUTDOWN};
+use attempt::{Ctx, Running, STOP_SHUTDOWN};
 use client::{Backoff, Client};
+
+/// Shortest time between two Lease calls when a reply brings nothing new (the coordinator
+/// normally holds a call for a third of the lease TTL; this only guards against a reply that
+/// keeps coming back at once).
+const MIN_LEASE_GAP: Duration = Duration::from_millis(100);
 
 /// A compute device offered as one job slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,12 +146,13 @@ pub async fn run<B: TrainBackend>(
             cfg.devices.len()
         )));
     }
-    run_with(cfg, Arc::new(BurnTrainer::<B> { devices }), shutdown).await
+    let trainer = fault::wrap(Arc::new(BurnTrainer::<B> { devices }));
+    run_with(cfg, trainer, shutdown).await
 }
 
 /// [`run`] on the CPU backend (Burn Flex), one slot per `cfg.devices` entry. It is not generic,
-/// so the training code is compiled here, at this crate's optimisation level, even for callers
-/// built without optimisation (the coordinator's `--local-workers` in a dev build).
+/// so the training code is compiled here, at this crate's optimisation level, whatever the
+/// caller's.
 pub async fn run_cpu(
     cfg: AgentConfig,
     shutdown: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
@@ -207,17 +215,35 @@ pub async fn run_with(
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<SlotDone>();
     let mut backoff = Backoff::new(Duration::from_millis(100), cfg.max_backoff);
     let mut stopping = false;
+    // Set after a Lease reply that came back at once with nothing new: the next call waits
+    // until then, so no coordinator reply pattern can make this loop spin.
+    let mut pace: Option<Instant> = None;
     loop {
         if stopping && slots.iter().all(Option::is_none) {
             tracing::info!("all jobs handed back; agent exits");
             return Ok(());
+        }
+        if let Some(t) = pace.take() {
+            tokio::select! {
+                _ = tokio::time::sleep_until(t) => {}
+                Some(d) = done_rx.recv() => finish(&mut slots, d),
+                _ = &mut shutdown, if !stopping => { stopping = true; stop_all(&slots); }
+            }
+            continue;
         }
         let free = if stopping {
             0
         } else {
             slots.iter().filter(|s| s.is_none()).count()
         };
-        let running: Vec<i64> = slots.iter().flatten().map(|r| r.attempt_id).collect();
+        // An attempt the coordinator stopped is no longer its to renew: listing it while it winds
+        // down would only earn the same stop notice again, at once, in a loop.
+        let running: Vec<i64> = slots
+            .iter()
+            .flatten()
+            .filter(|r| !r.stopped_by_coordinator())
+            .map(|r| r.attempt_id)
+            .collect();
         let req = rpc::LeaseRequest {
             protocol_version: PROTOCOL_VERSION,
             worker_id: ctx.worker_id,
@@ -228,6 +254,7 @@ pub async fn run_with(
         };
         let mut c = client.clone();
         let call = async move { c.lease(req).await };
+        let called_at = Instant::now();
         tokio::select! {
             r = call => match r {
                 Ok(reply) => {
@@ -236,11 +263,18 @@ pub async fn run_with(
                     if reply.lease_ttl_ms > 0 {
                         ttl = Duration::from_millis(reply.lease_ttl_ms);
                     }
+                    let mut news = !reply.jobs.is_empty();
                     for a in &reply.cancel_attempts {
-                        if let Some(r) = slots.iter().flatten().find(|r| r.attempt_id == *a) {
+                        if let Some(r) = slots.iter().flatten().find(|r| r.attempt_id == *a)
+                            && !r.stopped_by_coordinator()
+                        {
                             tracing::debug!(attempt = a, "coordinator says the attempt is over (finished, cancelled or expired); stopping its slot");
-                            r.stop(STOP_COORDINATOR);
+                            r.void();
+                            news = true;
                         }
+                    }
+                    if !news && called_at.elapsed() < MIN_LEASE_GAP {
+                        pace = Some(called_at + MIN_LEASE_GAP);
                     }
                     for job in reply.jobs {
                         let Some(slot) = slots.iter().position(Option::is_none) else {
@@ -256,7 +290,7 @@ pub async fn run_with(
                     // The coordinator does not know us (new database): our attempts are void.
                     tracing::warn!(status = %s.message(), "coordinator forgot this worker; registering again");
                     for r in slots.iter().flatten() {
-                        r.stop(STOP_COORDINATOR);
+                        r.void();
                     }
                     if stopping {
                         // Shutting down anyway: wait for the slots to wind down.
@@ -265,14 +299,12 @@ pub async fn run_with(
                         }
                         continue;
                     }
-                    // Backoff (reset by a lease that works): a coordinator that keeps forgetting us
-                    // must not be asked to register thousands of times a second.
+                    // A coordinator that forgets us again right after registering must not
+                    // turn this into a register/lease loop.
+                    let wait = backoff.next_delay();
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff.next_delay()) => {}
-                        _ = &mut shutdown => {
-                            stopping = true;
-                            continue;
-                        }
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = &mut shutdown => { stopping = true; stop_all(&slots); continue; }
                     }
                     match register(&cfg, &client, &mut shutdown).await? {
                         Some((id, t, database_id)) => {
@@ -282,8 +314,10 @@ pub async fn run_with(
                         None => stopping = true,
                     }
                 }
-                Err(s) if matches!(s.code(), Code::Unauthenticated | Code::FailedPrecondition) => {
-                    return Err(AgentError::Refused(s.message().to_owned()));
+                Err(s) if !client::is_transient(&s) => {
+                    // Wrong token, protocol version or request: asking again cannot help.
+                    stop_all(&slots);
+                    return Err(AgentError::Refused(format!("{:?}: {}", s.code(), s.message())));
                 }
                 Err(s) => {
                     let wait = backoff.next_delay();
@@ -335,6 +369,7 @@ fn start(
         attempt_id: job.attempt_id,
         cancel: cancel.clone(),
         stop: stop.clone(),
+        void: AtomicBool::new(false),
     };
     let (ctx, done) = (ctx.clone(), done.clone());
     tokio::spawn(async move {
@@ -383,13 +418,12 @@ async fn register(
                     r.database_id,
                 )));
             }
-            Err(s)
-                if matches!(
+            Err(s) if !client::is_transient(&s) => {
+                return Err(AgentError::Refused(format!(
+                    "{:?}: {}",
                     s.code(),
-                    Code::Unauthenticated | Code::FailedPrecondition | Code::InvalidArgument
-                ) =>
-            {
-                return Err(AgentError::Refused(s.message().to_owned()));
+                    s.message()
+                )));
             }
             Err(s) => {
                 if !warned {

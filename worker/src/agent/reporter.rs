@@ -34,6 +34,9 @@ pub enum Reported {
     },
     /// The coordinator no longer accepts reports for this attempt.
     Fenced(String),
+    /// The coordinator rejected the reports themselves (token, version, a malformed or
+    /// oversized item): resending them cannot succeed.
+    Refused(String),
 }
 
 type Opening = Pin<
@@ -42,6 +45,12 @@ type Opening = Pin<
 
 fn fenced(s: &Status) -> bool {
     s.code() == Code::FailedPrecondition
+}
+
+/// An error no retry can fix (the stream is reopened only for transient ones).
+fn refused(s: &Status) -> Option<Reported> {
+    (!client::is_transient(s))
+        .then(|| Reported::Refused(format!("{:?}: {}", s.code(), s.message())))
 }
 
 /// Reports until training ends (the event channel closes) and the outbox is empty.
@@ -128,6 +137,7 @@ pub async fn run(
                         connected_once = true;
                     }
                     Err(s) if fenced(&s) => return Reported::Fenced(s.message().to_owned()),
+                    Err(s) if refused(&s).is_some() => return refused(&s).expect("checked"),
                     Err(s) => {
                         tracing::debug!(attempt, status = %s.message(), "report stream could not open");
                         tx = None;
@@ -149,6 +159,7 @@ pub async fn run(
                     retry_at = Some(Instant::now() + backoff.next_delay());
                 }
                 Err(s) if fenced(&s) => return Reported::Fenced(s.message().to_owned()),
+                Err(s) if refused(&s).is_some() => return refused(&s).expect("checked"),
                 Err(s) => {
                     tracing::warn!(attempt, code = ?s.code(), status = %s.message(), unacked = outbox.len(),
                         "report stream broke; reconnecting");
