@@ -25,7 +25,7 @@ pub struct Cli {
 /// Where the database lives.
 #[derive(Debug, Clone, Args)]
 pub struct DbArgs {
-    /// SQLite database file [default: $LATENTSWEEP_DB, else <data dir>/latentsweep/latentsweep.db]
+    /// SQLite database file [default: $LATENTSWEEP_DB, else DATA_DIR/latentsweep/latentsweep.db]
     #[arg(long, global = true, env = "LATENTSWEEP_DB", value_name = "PATH")]
     pub db: Option<PathBuf>,
 }

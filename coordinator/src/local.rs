@@ -96,7 +96,7 @@ pub fn find_worker_bin(explicit: Option<&Path>) -> Result<PathBuf, LocalError> {
 
 /// Starts `count` supervised single-slot CPU worker processes. When `shutdown` becomes true,
 /// each child is asked to stop (SIGTERM: it hands its job back) and killed if it has not exited
-/// within [`STOP_GRACE`]; the handles finish then.
+/// within `STOP_GRACE` (30 s); the handles finish then.
 pub fn spawn_local_workers(
     opts: &LocalWorkers,
     shutdown: watch::Receiver<bool>,

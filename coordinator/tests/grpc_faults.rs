@@ -9,7 +9,6 @@ mod grpc_common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use grpc_common::*;
@@ -17,7 +16,7 @@ use sqlx::Row;
 
 /// The tests each run two or three training processes; on a 2-core machine they must not
 /// also run at the same time.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A child process whose stderr goes to a log file; killed when dropped.
 struct Proc {
@@ -132,7 +131,7 @@ async fn scalar(db: &sqlx::SqlitePool, sql: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_workers_job_finishes_on_the_other_worker() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     fashion_mnist_or_panic();
     let dir = tempfile::tempdir().unwrap();
     let srv = start(dir.path(), Duration::from_secs(3)).await;
@@ -206,7 +205,7 @@ async fn a_killed_workers_job_finishes_on_the_other_worker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coordinator_killed_mid_sweep_continues_after_a_restart() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     fashion_mnist_or_panic();
     let dir = tempfile::tempdir().unwrap();
     let sweep_file = dir.path().join("sweep.toml");
@@ -295,7 +294,7 @@ async fn a_coordinator_killed_mid_sweep_continues_after_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_started_before_the_coordinator_connects_when_it_appears() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     fashion_mnist_or_panic();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();

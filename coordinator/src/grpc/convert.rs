@@ -178,7 +178,7 @@ pub fn eval_points(e: &rpc::EvalResult) -> Result<Vec<MetricPoint>, RpcError> {
 }
 
 pub fn snapshot(s: &rpc::EpochSnapshot) -> Result<SnapshotData, RpcError> {
-    if s.xy.len() % 2 != 0 {
+    if !s.xy.len().is_multiple_of(2) {
         return Err(RpcError::InvalidArgument(
             "snapshot xy has an odd length".into(),
         ));

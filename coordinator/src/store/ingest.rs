@@ -51,7 +51,7 @@ impl SnapshotData {
             .collect()
     }
 
-    /// Decodes the blobs written by [`SnapshotData::points_blob`] and [`u32_blob`].
+    /// Decodes the blobs written by [`SnapshotData::points_blob`] and `u32_blob`.
     pub fn from_blobs(
         epoch: i64,
         projected: bool,
@@ -60,7 +60,7 @@ impl SnapshotData {
         indices: &[u8],
         class_names: Vec<String>,
     ) -> Result<SnapshotData, StoreError> {
-        if points.len() % 8 != 0 {
+        if !points.len().is_multiple_of(8) {
             return Err(StoreError::Corrupt(format!(
                 "snapshot points blob of {} bytes",
                 points.len()
@@ -99,7 +99,7 @@ pub fn u32_blob(values: &[u32]) -> Vec<u8> {
 }
 
 fn decode_u32s(blob: &[u8]) -> Result<Vec<u32>, StoreError> {
-    if blob.len() % 4 != 0 {
+    if !blob.len().is_multiple_of(4) {
         return Err(StoreError::Corrupt(format!(
             "u32 blob of {} bytes",
             blob.len()

@@ -1,7 +1,7 @@
 //! Lease and attempt queries: registering workers, leasing queued jobs, renewing and expiring
 //! leases, ending attempts. The decisions come from [`crate::sched`]; this module reads the
 //! rows those functions need and applies their answers in short write transactions. The hot
-//! calls (`Lease` heartbeats and attempt ends) go through group commit ([`super::group`]).
+//! calls (`Lease` heartbeats and attempt ends) go through group commit (`group.rs`).
 
 use std::collections::BTreeMap;
 

@@ -3,9 +3,9 @@
 //! Two pools share one database file: `writer` holds a single connection, so every write goes
 //! through one path and SQLite never has to arbitrate between our own writers; `reader` serves
 //! concurrent queries, which WAL lets run beside the writer. The hot write path (leases and
-//! attempt ends) is group-committed through one task ([`group`]).
+//! attempt ends) is group-committed through one task (`group.rs`).
 //!
-//! Opening is serialised across processes ([`open`]); commands that only look use
+//! Opening is serialised across processes (`open.rs`); commands that only look use
 //! [`Store::open_read_only`], which never creates a file. Each database has a random id
 //! ([`Store::database_id`]) that every lease and report carries, because row ids restart at 1
 //! in a new database.
@@ -89,7 +89,7 @@ impl Store {
     }
 
     /// Opens the database and applies the migrations of `migrator` (tests use a subset).
-    /// Concurrent opens of one path, in any processes, wait for each other ([`open`]).
+    /// Concurrent opens of one path, in any processes, wait for each other (`open.rs`).
     pub async fn open_with(
         path: &Path,
         migrator: &sqlx::migrate::Migrator,

@@ -316,7 +316,7 @@ fn impossible_sampling_is_refused_with_file_and_line() {
                 .starts_with("t.toml:9: key `fixed.train_limit`: 19 training images"),
             "{err}"
         );
-        assert_eq!(parse(&sweep(loss, 20)).unwrap().cells.is_empty(), false);
+        assert!(!parse(&sweep(loss, 20)).unwrap().cells.is_empty());
     }
     // Cross-entropy samples no pairs: a tiny limit is allowed.
     assert!(parse(&sweep("\"ce\"", 5)).is_ok());

@@ -27,10 +27,10 @@ pub struct AgentArgs {
     /// Where data sets are looked up and downloaded to
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Where attempts keep their checkpoints [default: <temp dir>/latentsweep-worker-<pid>]
+    /// Where attempts keep their checkpoints [default: TMPDIR/latentsweep-worker-PID]
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
-    /// Name shown by the coordinator [default: <host>-<pid>]
+    /// Name shown by the coordinator [default: HOST-PID]
     #[arg(long)]
     pub name: Option<String>,
     /// Shut down when stdin reaches end of file: a coordinator's `--local-workers` children

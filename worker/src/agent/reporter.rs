@@ -81,7 +81,7 @@ pub async fn run(
                 return Reported::Drained { last_checkpoint };
             }
         }
-        let has_items = outbox.len() > 0;
+        let has_items = !outbox.is_empty();
         if tx.is_none() && has_items && retry_at.is_some_and(|t| t <= Instant::now()) {
             let (t, rx) = mpsc::channel(IN_FLIGHT);
             let mut c = ctx.client.clone();

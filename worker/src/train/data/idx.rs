@@ -111,7 +111,7 @@ pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray, DataError> {
     })
 }
 
-/// Checks that an images file ([N, H, W]) and a labels file ([N]) belong together.
+/// Checks that an images file (`[N, H, W]`) and a labels file (`[N]`) belong together.
 pub fn check_pair(
     images: &IdxArray,
     labels: &IdxArray,

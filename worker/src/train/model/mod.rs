@@ -60,7 +60,7 @@ pub struct ModelShape {
 }
 
 impl<B: FusedBlock> MetricNet<B> {
-    /// The model of `shape`, its random weights drawn from `seed` alone (see [`init`]): the same
+    /// The model of `shape`, its random weights drawn from `seed` alone (see `model/init.rs`): the same
     /// seed gives the same weights in any process, beside any other job, and the same backbone
     /// whatever the loss.
     pub fn new(shape: &ModelShape, seed: u64, device: &B::Device) -> Result<Self, String> {
