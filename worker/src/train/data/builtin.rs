@@ -149,17 +149,22 @@ impl Builtin {
     }
 }
 
-/// The download cache of a built-in set.
-pub fn cache_dir(set: Builtin, data_dir: Option<&Path>) -> Result<PathBuf, DataError> {
-    let root = match data_dir {
-        Some(d) => d.to_path_buf(),
-        None => dirs::cache_dir()
+/// The root of the download caches: `data_dir` if given, else `dirs::cache_dir()/latentsweep`
+/// (the cache `worker train` uses).
+pub fn cache_root(data_dir: Option<&Path>) -> Result<PathBuf, DataError> {
+    match data_dir {
+        Some(d) => Ok(d.to_path_buf()),
+        None => Ok(dirs::cache_dir()
             .ok_or_else(|| {
                 DataError::Other("no cache directory on this system; pass a data dir".into())
             })?
-            .join("latentsweep"),
-    };
-    Ok(root.join(set.dir_name()))
+            .join("latentsweep")),
+    }
+}
+
+/// The download cache of a built-in set.
+pub fn cache_dir(set: Builtin, data_dir: Option<&Path>) -> Result<PathBuf, DataError> {
+    Ok(cache_root(data_dir)?.join(set.dir_name()))
 }
 
 fn find_in(dir: &Path, name: &str) -> Option<PathBuf> {
