@@ -16,7 +16,7 @@ pub fn datasets_dir() -> PathBuf {
     if shared.join("mnist").is_dir() {
         return shared;
     }
-    let files = builtin::locate(Builtin::Mnist, None, None).unwrap_or_else(|e| {
+    builtin::locate(Builtin::Mnist, None, None).unwrap_or_else(|e| {
         panic!(
             "MNIST is not in {} and could not be downloaded: {e}. Either put it in \
              ../shared/datasets/mnist beside the repository (or point LATENTSWEEP_SHARED_DATASETS \
@@ -26,6 +26,5 @@ pub fn datasets_dir() -> PathBuf {
             shared.display()
         )
     });
-    // `<cache root>/mnist/<file>`
-    files.train_images.parent().unwrap().parent().unwrap().to_path_buf()
+    builtin::cache_root(None).unwrap()
 }

@@ -16,15 +16,28 @@ const HELP: &str = "Either put the data sets in ../shared/datasets/{mnist,att_fa
 repository (or point LATENTSWEEP_SHARED_DATASETS at a directory holding mnist/ and att_faces/), \
 or run the tests on a machine that reaches the public mirrors (or set LATENTSWEEP_MNIST_MIRROR / \
 LATENTSWEEP_ATT_FACES_MIRROR to a mirror that serves the canonical files), so that they are \
-downloaded and verified into the cache";
+downloaded and verified into the cache (the one `worker train` uses)";
+
+/// Where the shared data sets would be.
+fn shared_path() -> PathBuf {
+    match std::env::var_os("LATENTSWEEP_SHARED_DATASETS") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets"),
+    }
+}
 
 /// The shared data set directory, if this machine has it.
 fn shared() -> Option<PathBuf> {
-    let dir = match std::env::var_os("LATENTSWEEP_SHARED_DATASETS") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets"),
-    };
-    dir.is_dir().then_some(dir)
+    Some(shared_path()).filter(|d| d.is_dir())
+}
+
+fn missing(what: &str, dir: &str, err: impl std::fmt::Display) -> String {
+    let cache =
+        builtin::cache_root(None).map_or_else(|e| e.to_string(), |c| c.display().to_string());
+    format!(
+        "{what} is not in {}/{dir} and could not be downloaded into {cache}/{dir}: {err}. {HELP}.",
+        shared_path().display()
+    )
 }
 
 /// A directory holding `mnist/` with the four MNIST files: usable as a worker `data_dir`.
@@ -32,17 +45,9 @@ pub fn datasets_dir() -> PathBuf {
     if let Some(d) = shared().filter(|d| d.join("mnist").is_dir()) {
         return d;
     }
-    let files = builtin::locate(builtin::Builtin::Mnist, None, None).unwrap_or_else(|e| {
-        panic!("MNIST is not in ../shared/datasets/mnist and could not be downloaded: {e}. {HELP}.")
-    });
-    // `<cache root>/mnist/<file>`
-    files
-        .train_images
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    builtin::locate(builtin::Builtin::Mnist, None, None)
+        .unwrap_or_else(|e| panic!("{}", missing("MNIST", "mnist", e)));
+    builtin::cache_root(None).unwrap()
 }
 
 /// The directory holding the four MNIST `.gz` files.
@@ -58,10 +63,6 @@ pub fn att_faces() -> PathBuf {
     {
         return d;
     }
-    att_faces::locate(None, None).unwrap_or_else(|e| {
-        panic!(
-            "the AT&T faces are not in ../shared/datasets/att_faces and could not be downloaded: \
-             {e}. {HELP}."
-        )
-    })
+    att_faces::locate(None, None)
+        .unwrap_or_else(|e| panic!("{}", missing("the AT&T faces", att_faces::DIR_NAME, e)))
 }
