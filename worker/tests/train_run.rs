@@ -15,8 +15,7 @@ mod support;
 static RUN_LOCK: Mutex<()> = Mutex::new(());
 
 fn faces() -> PathBuf {
-    let p = support::att_faces();
-    p
+    support::att_faces()
 }
 
 fn faces_params() -> JobParams {
