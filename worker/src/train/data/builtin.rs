@@ -3,7 +3,7 @@
 //!
 //! Look-up order for each of the four files (`<name>` or `<name>` without `.gz`):
 //! 1. `data_dir/<name>`, then `data_dir/<set>/<name>` (`<set>` = `mnist` | `fashion-mnist`,
-//!    the layout of `/work/shared/datasets`);
+//!    the layout of `../shared/datasets` beside the checkout);
 //! 2. the Debian package location `/usr/share/datasets/fashion-mnist/` (Fashion-MNIST only);
 //! 3. the download cache `<cache>/<set>/<name>` where `<cache>` is `data_dir` if given,
 //!    else `dirs::cache_dir()/latentsweep`;
@@ -11,7 +11,7 @@
 //!
 //! Checksums are sha256 of the DECOMPRESSED IDX content, so they hold for the canonical
 //! `.gz` files and for any re-compressed copy (e.g. Debian's). They were computed from
-//! `/work/shared/datasets/mnist` (whose train-images md5 6bbc9ace898e44ae57da46a324031adb
+//! `../shared/datasets/mnist` (whose train-images md5 6bbc9ace898e44ae57da46a324031adb
 //! matches the canonical MNIST release) and from Debian's `dataset-fashion-mnist`.
 
 use std::path::{Path, PathBuf};
