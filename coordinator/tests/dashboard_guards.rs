@@ -4,6 +4,7 @@
 
 #[path = "fixtures/builder.rs"]
 mod builder;
+mod support;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,7 +19,7 @@ use tokio::net::TcpStream;
 use tower::ServiceExt;
 
 fn datasets() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets")
+    support::datasets_dir()
 }
 
 async fn serve(data: Arc<StoreData>, limits: ConnLimits) -> SocketAddr {

@@ -3,6 +3,7 @@
 
 #[path = "fixtures/builder.rs"]
 mod builder;
+mod support;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use coordinator::store::{MetricPoint, now_ms};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn datasets() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets")
+    support::datasets_dir()
 }
 
 fn count(hay: &str, needle: &str) -> usize {

@@ -1,11 +1,11 @@
 //! The `worker train` command end to end: real binary, real data, files on disk.
 
-use std::path::Path;
 use std::process::Command;
 
+mod support;
+
 fn faces() -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets/att_faces");
-    assert!(p.exists(), "test data missing: {}", p.display());
+    let p = support::att_faces();
     format!("folder:{}", p.display())
 }
 

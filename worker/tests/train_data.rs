@@ -7,19 +7,9 @@ use std::path::{Path, PathBuf};
 
 use flate2::read::GzDecoder;
 use proto::Dataset;
-use worker::train::data::{self, DataError, builtin::Builtin, download, idx};
+use worker::train::data::{self, DataError, att_faces, builtin::Builtin, download, idx};
 
-fn shared(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/datasets")
-        .join(name);
-    assert!(
-        p.exists(),
-        "test data missing: {} (see BRIEF: shared datasets)",
-        p.display()
-    );
-    p
-}
+mod support;
 
 fn gunzip(path: &Path) -> Vec<u8> {
     let mut out = Vec::new();
@@ -32,7 +22,7 @@ fn gunzip(path: &Path) -> Vec<u8> {
 #[test]
 fn idx_truncated_and_bad_magic_name_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    let labels = gunzip(&shared("mnist").join("t10k-labels-idx1-ubyte.gz"));
+    let labels = gunzip(&support::mnist_dir().join("t10k-labels-idx1-ubyte.gz"));
 
     let truncated = dir.path().join("truncated-labels-idx1-ubyte");
     std::fs::write(&truncated, &labels[..labels.len() - 10]).unwrap();
@@ -43,7 +33,7 @@ fn idx_truncated_and_bad_magic_name_the_file() {
     );
 
     // Truncated *gzip* stream: the decoder must fail, not return a short array.
-    let gz = std::fs::read(shared("mnist").join("t10k-labels-idx1-ubyte.gz")).unwrap();
+    let gz = std::fs::read(support::mnist_dir().join("t10k-labels-idx1-ubyte.gz")).unwrap();
     let cut = dir.path().join("cut.gz");
     std::fs::write(&cut, &gz[..gz.len() / 2]).unwrap();
     let e = idx::read_idx(&cut).unwrap_err().to_string();
@@ -59,7 +49,7 @@ fn idx_truncated_and_bad_magic_name_the_file() {
         "{e}"
     );
 
-    let ok = idx::read_idx(&shared("mnist").join("t10k-labels-idx1-ubyte.gz")).unwrap();
+    let ok = idx::read_idx(&support::mnist_dir().join("t10k-labels-idx1-ubyte.gz")).unwrap();
     assert_eq!(ok.dims, vec![10_000]);
 }
 
@@ -137,7 +127,7 @@ fn dir_entries(dir: &Path) -> Vec<String> {
 
 #[test]
 fn downloader_fetches_verifies_and_caches_real_files() {
-    let url = serve(shared("mnist"), Mode::Serve);
+    let url = serve(support::mnist_dir(), Mode::Serve);
     let cache = tempfile::tempdir().unwrap();
     let ds = data::load_with_mirror(&Dataset::Mnist, Some(cache.path()), Some(&url)).unwrap();
     assert_eq!(
@@ -167,7 +157,7 @@ fn downloader_fetches_verifies_and_caches_real_files() {
 
 #[test]
 fn downloader_rejects_corrupted_file_and_leaves_nothing() {
-    let url = serve(shared("mnist"), Mode::Corrupt);
+    let url = serve(support::mnist_dir(), Mode::Corrupt);
     let cache = tempfile::tempdir().unwrap();
     let file = &Builtin::Mnist.files()[3];
     let err = download::download_verified(&url, file, cache.path()).unwrap_err();
@@ -182,7 +172,7 @@ fn downloader_rejects_corrupted_file_and_leaves_nothing() {
 
 #[test]
 fn downloader_reports_dropped_connection_and_leaves_nothing() {
-    let url = serve(shared("mnist"), Mode::DropMidBody);
+    let url = serve(support::mnist_dir(), Mode::DropMidBody);
     let cache = tempfile::tempdir().unwrap();
     let err = data::load_with_mirror(&Dataset::Mnist, Some(cache.path()), Some(&url)).unwrap_err();
     assert!(matches!(err, DataError::Download { .. }), "{err}");
@@ -199,7 +189,7 @@ fn downloader_reports_dropped_connection_and_leaves_nothing() {
 
 #[test]
 fn att_faces_folder_is_split_per_class_and_downscaled() {
-    let root = shared("att_faces");
+    let root = support::att_faces();
     let ds = data::load(&Dataset::Folder(root.clone()), None).unwrap();
     assert_eq!((ds.h, ds.w), (56, 46));
     assert_eq!(ds.class_names.len(), 40);
@@ -217,7 +207,7 @@ fn att_faces_folder_is_split_per_class_and_downscaled() {
 
 #[test]
 fn test_images_for_the_dashboard() {
-    let t = data::load_test_images(&Dataset::Mnist, Some(&shared("."))).unwrap();
+    let t = data::load_test_images(&Dataset::Mnist, Some(&support::datasets_dir())).unwrap();
     assert_eq!((t.images.len(), t.h, t.w), (10_000, 28, 28));
     assert_eq!(t.images[0].len(), 784);
     assert_eq!(t.labels[0], 7); // the first MNIST test digit is a 7
@@ -225,4 +215,111 @@ fn test_images_for_the_dashboard() {
     let f = data::load_test_images(&Dataset::FashionMnist, None).unwrap();
     assert_eq!(f.class_names[9], "Ankle boot");
     assert_eq!(f.labels[0], 9); // the first Fashion-MNIST test item is an ankle boot
+}
+
+#[test]
+fn pinned_checksums_are_those_of_the_decompressed_files() {
+    let sets = [
+        (Builtin::Mnist, support::mnist_dir()),
+        (
+            Builtin::FashionMnist,
+            PathBuf::from("/usr/share/datasets/fashion-mnist"),
+        ),
+    ];
+    for (set, dir) in sets {
+        for file in set.files() {
+            let path = dir.join(file.name);
+            let bytes = std::fs::read(&path).unwrap();
+            let sum = download::content_sha256(&bytes, &path).unwrap();
+            assert_eq!(sum, file.sha256_decompressed, "{}", path.display());
+        }
+    }
+    let faces = support::att_faces();
+    assert_eq!(
+        att_faces::tree_digest(&faces).unwrap(),
+        att_faces::TREE_SHA256,
+        "{}",
+        faces.display()
+    );
+}
+
+/// Packs the faces under `root` into `zip_path` inside an `att_faces/` folder with a README, as
+/// the public archive; with `flip`, one byte of one image is altered (a valid archive, wrong data).
+fn pack_faces(root: &Path, zip_path: &Path, flip: bool) {
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(zip_path).unwrap());
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    zip.start_file("att_faces/README", opts).unwrap();
+    zip.write_all(b"The ORL face database\n").unwrap();
+    let mut classes = dir_entries(root);
+    classes.retain(|c| c.starts_with('s'));
+    classes.sort();
+    for (n, class) in classes.iter().enumerate() {
+        let mut images = dir_entries(&root.join(class));
+        images.sort();
+        for (m, image) in images.iter().enumerate() {
+            let mut bytes = std::fs::read(root.join(class).join(image)).unwrap();
+            if flip && n == 7 && m == 3 {
+                let mid = bytes.len() / 2;
+                bytes[mid] ^= 0x01;
+            }
+            zip.start_file(format!("att_faces/{class}/{image}"), opts)
+                .unwrap();
+            zip.write_all(&bytes).unwrap();
+        }
+    }
+    zip.finish().unwrap();
+}
+
+#[test]
+fn att_faces_download_installs_only_a_verified_tree() {
+    let faces = support::att_faces();
+    let (good, bad, cut) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    pack_faces(&faces, &good.path().join(att_faces::ARCHIVE), false);
+    pack_faces(&faces, &bad.path().join(att_faces::ARCHIVE), true);
+    let whole = std::fs::read(good.path().join(att_faces::ARCHIVE)).unwrap();
+    std::fs::write(
+        cut.path().join(att_faces::ARCHIVE),
+        &whole[..whole.len() / 2],
+    )
+    .unwrap();
+    let cache = tempfile::tempdir().unwrap();
+
+    let url = serve(bad.path().to_path_buf(), Mode::Serve);
+    let err = att_faces::download_verified(&url, cache.path()).unwrap_err();
+    assert!(matches!(err, DataError::TreeChecksum { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("att_faces.zip") && msg.contains(att_faces::TREE_SHA256),
+        "{msg}"
+    );
+    assert_eq!(dir_entries(cache.path()), Vec::<String>::new());
+
+    let url = serve(cut.path().to_path_buf(), Mode::Serve);
+    let err = att_faces::locate(Some(cache.path()), Some(&url)).unwrap_err();
+    assert!(matches!(err, DataError::Download { .. }), "{err}");
+    assert!(err.to_string().contains("zip"), "{err}");
+    assert_eq!(dir_entries(cache.path()), Vec::<String>::new());
+
+    let url = serve(good.path().to_path_buf(), Mode::Serve);
+    let dir = att_faces::locate(Some(cache.path()), Some(&url)).unwrap();
+    assert_eq!(dir, cache.path().join("att_faces"));
+    assert_eq!(dir_entries(cache.path()), vec!["att_faces".to_owned()]);
+    assert_eq!(
+        att_faces::tree_digest(&dir).unwrap(),
+        att_faces::TREE_SHA256
+    );
+    let ds = data::load(&Dataset::Folder(dir.clone()), None).unwrap();
+    assert_eq!(
+        (ds.class_names.len(), ds.train.len(), ds.test.len()),
+        (40, 280, 120)
+    );
+
+    // Installed: a dead mirror is never contacted again.
+    let again = att_faces::locate(Some(cache.path()), Some("http://127.0.0.1:9/")).unwrap();
+    assert_eq!(again, dir);
 }

@@ -8,14 +8,14 @@ use std::sync::Mutex;
 use proto::{Dataset, JobParams, Loss, Mining, Network, Optimizer};
 use worker::train::{self, CancelToken, CpuBackend, Outcome, RunSpec, TrainError, TrainEvent};
 
+mod support;
+
 /// One run at a time: each already uses every core through rayon. (Not needed for determinism:
 /// `same_seed_same_bits_beside_another_run` runs two at once on purpose.)
 static RUN_LOCK: Mutex<()> = Mutex::new(());
 
 fn faces() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets/att_faces");
-    assert!(p.exists(), "test data missing: {}", p.display());
-    p
+    support::att_faces()
 }
 
 fn faces_params() -> JobParams {

@@ -3,7 +3,7 @@
 //!
 //! Look-up order for each of the four files (`<name>` or `<name>` without `.gz`):
 //! 1. `data_dir/<name>`, then `data_dir/<set>/<name>` (`<set>` = `mnist` | `fashion-mnist`,
-//!    the layout of `/work/shared/datasets`);
+//!    the layout of `../shared/datasets` beside the checkout);
 //! 2. the Debian package location `/usr/share/datasets/fashion-mnist/` (Fashion-MNIST only);
 //! 3. the download cache `<cache>/<set>/<name>` where `<cache>` is `data_dir` if given,
 //!    else `dirs::cache_dir()/latentsweep`;
@@ -11,7 +11,7 @@
 //!
 //! Checksums are sha256 of the DECOMPRESSED IDX content, so they hold for the canonical
 //! `.gz` files and for any re-compressed copy (e.g. Debian's). They were computed from
-//! `/work/shared/datasets/mnist` (whose train-images md5 6bbc9ace898e44ae57da46a324031adb
+//! `../shared/datasets/mnist` (whose train-images md5 6bbc9ace898e44ae57da46a324031adb
 //! matches the canonical MNIST release) and from Debian's `dataset-fashion-mnist`.
 
 use std::path::{Path, PathBuf};
@@ -149,17 +149,22 @@ impl Builtin {
     }
 }
 
-/// The download cache of a built-in set.
-pub fn cache_dir(set: Builtin, data_dir: Option<&Path>) -> Result<PathBuf, DataError> {
-    let root = match data_dir {
-        Some(d) => d.to_path_buf(),
-        None => dirs::cache_dir()
+/// The root of the download caches: `data_dir` if given, else `dirs::cache_dir()/latentsweep`
+/// (the cache `worker train` uses).
+pub fn cache_root(data_dir: Option<&Path>) -> Result<PathBuf, DataError> {
+    match data_dir {
+        Some(d) => Ok(d.to_path_buf()),
+        None => Ok(dirs::cache_dir()
             .ok_or_else(|| {
                 DataError::Other("no cache directory on this system; pass a data dir".into())
             })?
-            .join("latentsweep"),
-    };
-    Ok(root.join(set.dir_name()))
+            .join("latentsweep")),
+    }
+}
+
+/// The download cache of a built-in set.
+pub fn cache_dir(set: Builtin, data_dir: Option<&Path>) -> Result<PathBuf, DataError> {
+    Ok(cache_root(data_dir)?.join(set.dir_name()))
 }
 
 fn find_in(dir: &Path, name: &str) -> Option<PathBuf> {

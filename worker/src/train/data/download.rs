@@ -27,12 +27,13 @@ pub struct RemoteFile {
 }
 
 /// Removes the temporary file unless it was renamed into place.
-struct TempGuard(Option<PathBuf>);
+pub(crate) struct TempGuard(pub(crate) Option<PathBuf>);
 
 impl Drop for TempGuard {
     fn drop(&mut self) {
         if let Some(p) = self.0.take() {
-            let _ = std::fs::remove_file(p);
+            // A file or, for unpacked archives, a whole directory.
+            let _ = std::fs::remove_file(&p).or_else(|_| std::fs::remove_dir_all(&p));
         }
     }
 }
@@ -51,43 +52,19 @@ pub fn download_verified(
     file: &RemoteFile,
     dest_dir: &Path,
 ) -> Result<PathBuf, DataError> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let url = format!("{}/{}", base_url.trim_end_matches('/'), file.name);
     std::fs::create_dir_all(dest_dir).map_err(|e| DataError::io(dest_dir, e))?;
     let dest = dest_dir.join(file.name);
-    let tmp = dest_dir.join(format!(
-        ".{}.part-{}-{}",
-        file.name,
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
+    let tmp = temp_name(dest_dir, file.name);
     let mut guard = TempGuard(Some(tmp.clone()));
     tracing::info!(%url, dest = %dest.display(), "downloading data set file");
 
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_recv_response(Some(Duration::from_secs(60)))
-        .build()
-        .into();
-    let download_err = |reason: String| DataError::Download {
-        url: url.clone(),
-        reason,
-    };
-    let response = agent
-        .get(&url)
-        .call()
-        .map_err(|e| download_err(e.to_string()))?;
-    let mut reader = response.into_body().into_reader();
-    {
-        let mut out = File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;
-        io::copy(&mut reader, &mut out)
-            .map_err(|e| download_err(format!("connection failed while reading the body: {e}")))?;
-        out.flush().map_err(|e| DataError::io(&tmp, e))?;
-        out.sync_all().map_err(|e| DataError::io(&tmp, e))?;
-    }
+    fetch_to(&url, &tmp)?;
     let bytes = std::fs::read(&tmp).map_err(|e| DataError::io(&tmp, e))?;
-    let actual =
-        content_sha256(&bytes, Path::new(&url)).map_err(|e| download_err(e.to_string()))?;
+    let actual = content_sha256(&bytes, Path::new(&url)).map_err(|e| DataError::Download {
+        url: url.clone(),
+        reason: e.to_string(),
+    })?;
     if actual != file.sha256_decompressed {
         return Err(DataError::Checksum {
             url: url.clone(),
@@ -98,4 +75,37 @@ pub fn download_verified(
     std::fs::rename(&tmp, &dest).map_err(|e| DataError::io(&dest, e))?;
     guard.0 = None;
     Ok(dest)
+}
+
+/// A hidden temporary name in `dir` for `name`, unique within this machine.
+pub(crate) fn temp_name(dir: &Path, name: &str) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    dir.join(format!(
+        ".{name}.part-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Streams `url` into the file `out` (created or truncated) and syncs it to disk.
+pub(crate) fn fetch_to(url: &str, out: &Path) -> Result<(), DataError> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(30)))
+        .timeout_recv_response(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let download_err = |reason: String| DataError::Download {
+        url: url.to_owned(),
+        reason,
+    };
+    let response = agent
+        .get(url)
+        .call()
+        .map_err(|e| download_err(e.to_string()))?;
+    let mut reader = response.into_body().into_reader();
+    let mut file = File::create(out).map_err(|e| DataError::io(out, e))?;
+    io::copy(&mut reader, &mut file)
+        .map_err(|e| download_err(format!("connection failed while reading the body: {e}")))?;
+    file.flush().map_err(|e| DataError::io(out, e))?;
+    file.sync_all().map_err(|e| DataError::io(out, e))
 }

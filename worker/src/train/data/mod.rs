@@ -1,6 +1,7 @@
 //! Data sets for training: loading (IDX / image folders), class-stratified limiting and
 //! per-data-set normalisation into one contiguous f32 buffer that batches gather from.
 
+pub mod att_faces;
 pub mod builtin;
 pub mod download;
 pub mod folder;
@@ -28,6 +29,14 @@ pub enum DataError {
         "checksum mismatch for {url}: expected sha256 {expected} of the decompressed content, got {actual}"
     )]
     Checksum {
+        url: String,
+        expected: String,
+        actual: String,
+    },
+    #[error(
+        "checksum mismatch for {url}: expected tree digest {expected} of the unpacked images, got {actual}"
+    )]
+    TreeChecksum {
         url: String,
         expected: String,
         actual: String,
