@@ -6,6 +6,17 @@ mod connect;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc for the process that trains. Declared here, in the binary, not in the library: the
+/// allocator is the program's choice (the training tests and benchmarks declare the same one).
+///
+/// A training step allocates and frees tens of megabytes of activations and gradients. glibc's
+/// malloc serves blocks that large with fresh `mmap`s and unmaps them on free, so every step
+/// page-faults its buffers in again, which cost about a quarter of a CPU step (BENCHMARKS.md).
+/// mimalloc reuses freed pages. (jemalloc was tried and measured no faster: it returns blocks
+/// over 8 MiB to the system at once by default.)
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(

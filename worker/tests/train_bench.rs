@@ -13,6 +13,10 @@ use burn::tensor::{Distribution, Tensor};
 use proto::{Dataset, JobParams, Loss, Network, Optimizer};
 use worker::train::{self, CancelToken, CpuBackend, Outcome, RunSpec, TrainEvent};
 
+/// The allocator the `worker` binary trains with (see `src/main.rs`), so timings match it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn time<R>(label: &str, reps: usize, mut f: impl FnMut() -> R) {
     f();
     let t = Instant::now();

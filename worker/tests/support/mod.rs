@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 
 use worker::train::data::{att_faces, builtin};
 
+/// Training tests run with the allocator the `worker` binary trains with (see `src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const HELP: &str = "Either put the data sets in ../shared/datasets/{mnist,att_faces} beside the \
 repository (or point LATENTSWEEP_SHARED_DATASETS at a directory holding mnist/ and att_faces/), \
 or run the tests on a machine that reaches the public mirrors (or set LATENTSWEEP_MNIST_MIRROR / \
