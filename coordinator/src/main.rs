@@ -86,7 +86,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::json!({ "sweeps": sweeps }));
             } else {
-                print!("{}", coordinator::report::status_table(&sweeps));
+                print!("{}", coordinator::tables::status_table(&sweeps));
             }
             store.close().await;
         }

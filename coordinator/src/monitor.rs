@@ -148,12 +148,12 @@ fn update_bar(mp: &MultiProgress, bars: &mut Vec<(String, ProgressBar)>, s: &Swe
     bar.set_message(progress::bar_message(s));
 }
 
-/// The summary tables of these sweeps (see [`crate::report::summary_table`]).
+/// The summary tables of these sweeps (see [`crate::tables::summary_table`]).
 pub async fn summaries(store: &Store, names: &[String]) -> Result<String, StoreError> {
     let mut out = String::new();
     for name in names {
         if let Some(d) = queries::sweep(store.reader(), name).await? {
-            out.push_str(&crate::report::summary_table(&d));
+            out.push_str(&crate::tables::summary_table(&d));
             out.push('\n');
         }
     }

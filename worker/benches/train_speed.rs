@@ -11,7 +11,7 @@ use std::time::Instant;
 use proto::{Dataset, JobParams, Loss, Mining, Network, Optimizer};
 use worker::train::{self, CancelToken, CpuBackend, RunSpec, TrainEvent};
 
-/// The allocator the `worker` binary trains with (see `src/main.rs`), so timings match it.
+/// The allocator the `worker` binary trains with (see `src/bin/worker/main.rs`), so timings match it.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

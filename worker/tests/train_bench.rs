@@ -13,7 +13,7 @@ use burn::tensor::{Distribution, Tensor};
 use proto::{Dataset, JobParams, Loss, Network, Optimizer};
 use worker::train::{self, CancelToken, CpuBackend, Outcome, RunSpec, TrainEvent};
 
-/// The allocator the `worker` binary trains with (see `src/main.rs`), so timings match it.
+/// The allocator the `worker` binary trains with (see `src/bin/worker/main.rs`), so timings match it.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -14,7 +14,6 @@ use burn::tensor::{Int, Tensor, TensorData};
 use proto::{JobParams, Loss, Mining, Optimizer as OptimizerKind};
 
 use super::data::{self, Normalizer, Prepared};
-use super::evaluation::{self, EvalPlan};
 use super::loss::pair::ContrastiveLossConfig;
 use super::loss::triplet::{OnlineMining, TripletLossConfig};
 use super::loss::{LossOutput, ce, mean_norm};
@@ -330,7 +329,7 @@ fn evaluate<B: TrainBackend>(
     epoch: u32,
 ) -> Option<(BTreeMap<String, f64>, Snapshot)> {
     let t = Instant::now();
-    let plan = EvalPlan {
+    let plan = eval::EvalPlan {
         train: &ctx.eval_train,
         test: &ctx.test,
         snapshot_indices: &ctx.snapshot_indices,
@@ -338,7 +337,7 @@ fn evaluate<B: TrainBackend>(
         dim: ctx.spec.params.embedding_dim as usize,
         seed: ctx.spec.params.seed,
     };
-    let out = evaluation::evaluate(model, &plan, epoch, ctx.device, ctx.cancel)?;
+    let out = eval::evaluate_model(model, &plan, epoch, ctx.device, ctx.cancel)?;
     tracing::debug!(
         epoch,
         secs = t.elapsed().as_secs_f64(),

@@ -6,7 +6,6 @@ pub mod checkpoint;
 pub mod data;
 mod engine;
 pub mod eval;
-mod evaluation;
 pub mod loss;
 pub mod model;
 pub mod sampler;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use worker::train::data::{att_faces, builtin};
 
-/// Training tests run with the allocator the `worker` binary trains with (see `src/main.rs`).
+/// Training tests run with the allocator the `worker` binary trains with (see `src/bin/worker/main.rs`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

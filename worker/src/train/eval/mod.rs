@@ -42,6 +42,7 @@
 
 mod knn;
 mod metrics;
+mod model;
 mod oneshot;
 mod project;
 mod subset;
@@ -59,6 +60,7 @@ use rand_chacha::ChaCha8Rng;
 
 pub use knn::{Neighbours, knn_search, sq_dist};
 pub use metrics::{RetrievalMetrics, class_counts, knn_accuracy, retrieval_k, retrieval_metrics};
+pub(crate) use model::{EvalPlan, evaluate_model};
 pub use oneshot::one_shot_accuracy;
 pub use project::{Pca, pca_2d, project_2d};
 pub use subset::snapshot_subset;

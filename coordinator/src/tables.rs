@@ -1,4 +1,4 @@
-//! Plain-text rendering of command output for terminals.
+//! Plain-text tables for the terminal: `coordinator status` and the summary of a finished sweep.
 
 use crate::store::SweepStatus;
 

@@ -1,16 +1,16 @@
-//! Glue between training and [`super::eval`]: embeds the evaluation splits with the
-//! current model (no autodiff) and turns the result into Eval metrics and a Snapshot.
+//! Evaluating a model: embeds the evaluation splits with the current model (no autodiff), then
+//! the backend-free metrics of this module turn them into Eval metrics and a Snapshot.
 
 use std::collections::BTreeMap;
 
 use burn::module::AutodiffModule;
 use burn::tensor::{Tensor, TensorData};
 
-use super::data::Prepared;
-use super::eval::{self, EmbeddingSet};
-use super::model::MetricNet;
-use super::model::fused::FusedBlock;
-use super::{CancelToken, Snapshot, TrainBackend};
+use super::EmbeddingSet;
+use crate::train::data::Prepared;
+use crate::train::model::MetricNet;
+use crate::train::model::fused::FusedBlock;
+use crate::train::{CancelToken, Snapshot, TrainBackend};
 
 /// Images embedded per forward pass during evaluation.
 const EMBED_CHUNK: usize = 500;
@@ -49,7 +49,7 @@ pub struct EvalPlan<'a> {
 }
 
 /// Evaluates `model` and builds the snapshot of `epoch`; None if `cancel` was set meanwhile.
-pub fn evaluate<B: TrainBackend>(
+pub fn evaluate_model<B: TrainBackend>(
     model: &MetricNet<B>,
     plan: &EvalPlan<'_>,
     epoch: u32,
@@ -64,7 +64,7 @@ pub fn evaluate<B: TrainBackend>(
         return None;
     }
     let d = plan.dim;
-    let metrics = eval::evaluate(
+    let metrics = super::evaluate(
         &EmbeddingSet {
             data: &train_emb,
             dim: d,
@@ -81,7 +81,7 @@ pub fn evaluate<B: TrainBackend>(
     for &i in plan.snapshot_indices {
         rows.extend_from_slice(&test_emb[i as usize * d..(i as usize + 1) * d]);
     }
-    let (points, projected) = eval::project_2d(&rows, d);
+    let (points, projected) = super::project_2d(&rows, d);
     let snapshot = Snapshot {
         epoch,
         projected,
