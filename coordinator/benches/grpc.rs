@@ -128,6 +128,7 @@ async fn scheduling(workers: usize, jobs: usize) {
                     protocol_version: PROTOCOL_VERSION,
                     worker_id: id,
                     attempt_id: job.attempt_id,
+                    lease_token: job.lease_token,
                     metrics: Default::default(),
                 })
                 .await
@@ -170,6 +171,7 @@ async fn ingestion() {
                 protocol_version: PROTOCOL_VERSION,
                 worker_id: id,
                 attempt_id: job.attempt_id,
+                lease_token: job.lease_token,
                 item: seq as u64,
                 body: Some(rpc::report_request::Body::Metrics(rpc::MetricBatch {
                     seq,
@@ -248,6 +250,7 @@ async fn death_to_rerun() {
                     protocol_version: PROTOCOL_VERSION,
                     worker_id: rescuer,
                     attempt_id: again.attempt_id,
+                    lease_token: again.lease_token,
                     metrics: Default::default(),
                 })
                 .await

@@ -94,16 +94,16 @@ async fn concurrent_leases_and_ends_behave_as_one_at_a_time() {
     let (w0, j0) = got[0].clone();
     let mut calls = Vec::new();
     for (w, j) in &got {
-        calls.push((j.attempt, *w));
+        calls.push((j.attempt, j.token, *w));
     }
-    calls.push((j0.attempt, w0));
-    calls.push((got[1].1.attempt, w0));
-    let ended = join_all(calls.iter().map(|&(a, w)| {
+    calls.push((j0.attempt, j0.token, w0));
+    calls.push((got[1].1.attempt, got[1].1.token, w0));
+    let ended = join_all(calls.iter().map(|&(a, t, w)| {
         let metrics = &metrics;
         let store = &store;
         async move {
             store
-                .end_attempt_with(a, w, &AttemptEnd::Done, Some(metrics))
+                .end_attempt_with(a, Some(t), w, &AttemptEnd::Done, Some(metrics))
                 .await
         }
     }))
@@ -198,7 +198,7 @@ async fn failures_in_one_group_use_up_attempts_and_requeue() {
         .collect();
     let ended = join_all(
         held.iter()
-            .map(|(w, j)| store.end_attempt(j.attempt, *w, &fail)),
+            .map(|(w, j)| store.end_attempt(j.attempt, Some(j.token), *w, &fail)),
     )
     .await;
     for e in ended {

@@ -1,5 +1,6 @@
 //! The coordinator's database under the gRPC service, on real files and 127.0.0.1: requests
-//! about a replaced database are refused, and writes that fail (a full disk) reach the client.
+//! about a replaced or restored database are refused, and writes that fail (a full disk) reach
+//! the client.
 
 mod grpc_common;
 
@@ -73,7 +74,13 @@ async fn an_attempt_of_a_replaced_database_is_refused() {
     );
 
     // The old worker, still running its attempt, reports and ends it with the old database id.
-    let mut item = report(reply.worker_id, old.attempt_id, 1, points(0, 3));
+    let mut item = report(
+        reply.worker_id,
+        old.attempt_id,
+        old.lease_token,
+        1,
+        points(0, 3),
+    );
     item.database_id = db1.clone();
     let err = send_reports(&c, vec![item]).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
@@ -91,6 +98,7 @@ async fn an_attempt_of_a_replaced_database_is_refused() {
             protocol_version: PROTOCOL_VERSION,
             worker_id: reply.worker_id,
             attempt_id: old.attempt_id,
+            lease_token: old.lease_token,
             metrics: [("map_at_r".to_owned(), 0.9)].into_iter().collect(),
             database_id: db1.clone(),
         })
@@ -103,6 +111,7 @@ async fn an_attempt_of_a_replaced_database_is_refused() {
             protocol_version: PROTOCOL_VERSION,
             worker_id: reply.worker_id,
             attempt_id: old.attempt_id,
+            lease_token: old.lease_token,
             error: "stale".into(),
             retryable: false,
             database_id: db1.clone(),
@@ -136,11 +145,160 @@ async fn an_attempt_of_a_replaced_database_is_refused() {
     assert_eq!(one_value(&srv.store, &q).await, 0);
 
     // The same requests with the new database's id (or none: an older worker) are served.
-    let mut item = report(new_worker, new.attempt_id, 1, points(0, 3));
+    let mut item = report(new_worker, new.attempt_id, new.lease_token, 1, points(0, 3));
     item.database_id = new.database_id.clone();
     assert_eq!(send_reports(&c, vec![item]).await.unwrap().len(), 1);
-    let item = report(new_worker, new.attempt_id, 2, points(1, 3));
+    let item = report(new_worker, new.attempt_id, new.lease_token, 2, points(1, 3));
     assert_eq!(send_reports(&c, vec![item]).await.unwrap().len(), 1);
+    srv.stop().await;
+}
+
+/// Copies the database files `ls.db*` of `from` into `to` (the coordinator is stopped).
+fn copy_db(from: &Path, to: &Path) {
+    for f in ["ls.db", "ls.db-wal", "ls.db-shm"] {
+        let _ = std::fs::remove_file(to.join(f));
+        if from.join(f).exists() {
+            std::fs::copy(from.join(f), to.join(f)).unwrap();
+        }
+    }
+}
+
+/// A database restored from a backup keeps its UUID, so an attempt id leased after the backup
+/// is leased again after the restore. Only the lease token tells the two leases apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_of_a_restored_backup_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let backup = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ls.db");
+    let ttl = Duration::from_secs(30);
+
+    // A worker registers; then the backup is taken with the coordinator stopped.
+    let srv = start(dir.path(), ttl).await;
+    let sweep = submit(&srv.store, &tiny_sweep("restored", 1, "")).await;
+    let w = register(&client(&srv.url, None), "w").await;
+    let store = srv.store.clone();
+    srv.stop().await;
+    store.close().await;
+    copy_db(dir.path(), backup.path());
+
+    // Work goes on: the job is leased (attempt A, token T1) and reports.
+    let srv = start_on(&db, None, |c| {
+        c.sched = coordinator::sched::SchedConfig::with_ttl(ttl)
+    })
+    .await;
+    let c = client(&srv.url, None);
+    let old = lease_one(&c, w, &[]).await;
+    assert_ne!(old.lease_token, 0, "a lease carries a token");
+    let item = report(w, old.attempt_id, old.lease_token, 1, points(0, 3));
+    assert_eq!(send_reports(&c, vec![item]).await.unwrap().len(), 1);
+    let store = srv.store.clone();
+    srv.stop().await;
+    store.close().await;
+
+    // The operator restores the backup; the same job is leased again under the same ids.
+    copy_db(backup.path(), dir.path());
+    let srv = start_on(&db, None, |c| {
+        c.sched = coordinator::sched::SchedConfig::with_ttl(ttl)
+    })
+    .await;
+    let c = client(&srv.url, None);
+    let new = lease_one(&c, w, &[]).await;
+    assert_eq!(
+        new.database_id, old.database_id,
+        "a restore keeps the database id"
+    );
+    assert_eq!(
+        (new.job_id, new.attempt_id),
+        (old.job_id, old.attempt_id),
+        "the test needs the restored database to reuse the attempt id"
+    );
+    assert_ne!(new.lease_token, old.lease_token);
+
+    // The old lease's report, upload and end are refused, the way a foreign database is.
+    let refused = |err: tonic::Status| {
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+        assert!(
+            err.message().contains(&format!(
+                "attempt {}'s lease token does not match: it belongs to another lease",
+                old.attempt_id
+            )),
+            "{}",
+            err.message()
+        );
+    };
+    let mut item = report(w, old.attempt_id, old.lease_token, 1, points(0, 3));
+    item.database_id = old.database_id.clone();
+    refused(send_reports(&c, vec![item]).await.unwrap_err());
+    let file = dir.path().join("epoch-0001.ckpt");
+    std::fs::write(&file, b"stale checkpoint").unwrap();
+    let up = worker::agent::client::upload(
+        &c,
+        w,
+        &old.database_id,
+        old.attempt_id,
+        old.lease_token,
+        1,
+        &file,
+    )
+    .await;
+    refused(up.unwrap_err());
+    let complete = |token: u64| rpc::CompleteRequest {
+        protocol_version: PROTOCOL_VERSION,
+        worker_id: w,
+        attempt_id: old.attempt_id,
+        lease_token: token,
+        metrics: [("map_at_r".to_owned(), 0.9)].into_iter().collect(),
+        database_id: old.database_id.clone(),
+    };
+    refused(
+        c.clone()
+            .complete(complete(old.lease_token))
+            .await
+            .unwrap_err(),
+    );
+    let fail = rpc::FailRequest {
+        protocol_version: PROTOCOL_VERSION,
+        worker_id: w,
+        attempt_id: old.attempt_id,
+        lease_token: old.lease_token,
+        error: "stale".into(),
+        retryable: false,
+        database_id: old.database_id.clone(),
+    };
+    refused(c.clone().fail(fail).await.unwrap_err());
+    let release = rpc::ReleaseRequest {
+        protocol_version: PROTOCOL_VERSION,
+        worker_id: w,
+        attempt_id: old.attempt_id,
+        lease_token: old.lease_token,
+        checkpoint_artifact_id: 0,
+        database_id: old.database_id.clone(),
+    };
+    refused(c.clone().release(release).await.unwrap_err());
+    // No token at all (a worker older than the field) cannot prove the lease either.
+    refused(c.clone().complete(complete(0)).await.unwrap_err());
+
+    // The new attempt's rows are untouched.
+    assert_eq!(
+        job_states(&srv.store, sweep).await,
+        vec![(new.job_id, "running".to_owned())]
+    );
+    let q = format!(
+        "SELECT (SELECT COUNT(*) FROM metric_batches) + (SELECT COUNT(*) FROM metrics)
+              + (SELECT COUNT(*) FROM results) + (SELECT COUNT(*) FROM artifacts)
+              + (SELECT COUNT(*) FROM attempts WHERE id = {} AND state != 'running')",
+        new.attempt_id
+    );
+    assert_eq!(one_value(&srv.store, &q).await, 0);
+
+    // The new lease works: its report is stored and its completion ends the job.
+    let item = report(w, new.attempt_id, new.lease_token, 1, points(0, 3));
+    assert_eq!(send_reports(&c, vec![item]).await.unwrap().len(), 1);
+    c.clone().complete(complete(new.lease_token)).await.unwrap();
+    assert_eq!(
+        job_states(&srv.store, sweep).await,
+        vec![(new.job_id, "done".to_owned())]
+    );
     srv.stop().await;
 }
 
@@ -227,6 +385,7 @@ async fn a_full_disk_is_an_error_the_client_sees() {
             protocol_version: PROTOCOL_VERSION,
             worker_id: w,
             attempt_id: job.attempt_id,
+            lease_token: job.lease_token,
             error: "boom".into(),
             retryable: true,
             database_id: String::new(),
@@ -235,9 +394,18 @@ async fn a_full_disk_is_an_error_the_client_sees() {
         .expect_err("an end that could not be stored");
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     // A report stream.
-    let err = send_reports(&c, vec![report(w, job.attempt_id, 1, points(0, 2000))])
-        .await
-        .expect_err("a metric batch that could not be stored");
+    let err = send_reports(
+        &c,
+        vec![report(
+            w,
+            job.attempt_id,
+            job.lease_token,
+            1,
+            points(0, 2000),
+        )],
+    )
+    .await
+    .expect_err("a metric batch that could not be stored");
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
 
     // Nothing half-stored, and the same calls work once there is room again.
@@ -259,10 +427,19 @@ async fn a_full_disk_is_an_error_the_client_sees() {
     let again = register(&c, "after").await;
     assert!(again > w);
     assert_eq!(
-        send_reports(&c, vec![report(w, job.attempt_id, 1, points(0, 2000))])
-            .await
-            .unwrap()
-            .len(),
+        send_reports(
+            &c,
+            vec![report(
+                w,
+                job.attempt_id,
+                job.lease_token,
+                1,
+                points(0, 2000)
+            )]
+        )
+        .await
+        .unwrap()
+        .len(),
         1
     );
     let store = srv.store.clone();

@@ -40,6 +40,7 @@ async fn lease_report_complete_round_trip() {
         protocol_version: PROTOCOL_VERSION,
         worker_id: w,
         attempt_id: a,
+        lease_token: job.lease_token,
         item: 4,
         body: Some(Body::Eval(rpc::EvalResult {
             seq: 2,
@@ -54,6 +55,7 @@ async fn lease_report_complete_round_trip() {
         protocol_version: PROTOCOL_VERSION,
         worker_id: w,
         attempt_id: a,
+        lease_token: job.lease_token,
         item: 5,
         body: Some(Body::Snapshot(rpc::EpochSnapshot {
             epoch: 1,
@@ -67,9 +69,9 @@ async fn lease_report_complete_round_trip() {
     let acks = send_reports(
         &c,
         vec![
-            report(w, a, 1, points(0, 10)),
-            report(w, a, 2, points(1, 10)),
-            report(w, a, 3, points(1, 10)),
+            report(w, a, job.lease_token, 1, points(0, 10)),
+            report(w, a, job.lease_token, 2, points(1, 10)),
+            report(w, a, job.lease_token, 3, points(1, 10)),
             eval,
             snap,
         ],
@@ -81,7 +83,7 @@ async fn lease_report_complete_round_trip() {
         vec![1, 2, 3, 4, 5]
     );
     assert!(acks.iter().all(|a| a.warning.is_empty()), "{acks:?}");
-    let acks = send_reports(&c, vec![report(w, a, 6, points(4, 3))])
+    let acks = send_reports(&c, vec![report(w, a, job.lease_token, 6, points(4, 3))])
         .await
         .unwrap();
     assert!(
@@ -95,6 +97,7 @@ async fn lease_report_complete_round_trip() {
             protocol_version: PROTOCOL_VERSION,
             worker_id: w,
             attempt_id: a,
+            lease_token: job.lease_token,
             metrics: BTreeMap::from([("knn1_acc".to_owned(), 0.5)]),
         })
         .await
@@ -106,12 +109,13 @@ async fn lease_report_complete_round_trip() {
             protocol_version: PROTOCOL_VERSION,
             worker_id: w,
             attempt_id: a,
+            lease_token: job.lease_token,
             metrics: BTreeMap::new(),
         })
         .await
         .unwrap();
     // Reports after the end are refused.
-    let late = send_reports(&c, vec![report(w, a, 7, points(5, 1))])
+    let late = send_reports(&c, vec![report(w, a, job.lease_token, 7, points(5, 1))])
         .await
         .unwrap_err();
     assert_eq!(late.code(), Code::FailedPrecondition, "{late:?}");
@@ -217,9 +221,18 @@ async fn leases_expire_requeue_then_fail_and_stale_attempts_are_fenced() {
         .await
         .unwrap();
     assert_eq!(state, "expired");
-    let stale = send_reports(&c, vec![report(a, first.attempt_id, 1, points(0, 1))])
-        .await
-        .unwrap_err();
+    let stale = send_reports(
+        &c,
+        vec![report(
+            a,
+            first.attempt_id,
+            first.lease_token,
+            1,
+            points(0, 1),
+        )],
+    )
+    .await
+    .unwrap_err();
     assert_eq!(stale.code(), Code::FailedPrecondition, "{stale:?}");
     let stale = c
         .clone()
@@ -228,6 +241,7 @@ async fn leases_expire_requeue_then_fail_and_stale_attempts_are_fenced() {
             protocol_version: PROTOCOL_VERSION,
             worker_id: a,
             attempt_id: first.attempt_id,
+            lease_token: first.lease_token,
             metrics: BTreeMap::new(),
         })
         .await
@@ -247,9 +261,18 @@ async fn leases_expire_requeue_then_fail_and_stale_attempts_are_fenced() {
     assert_eq!(again.job_id, first.job_id);
     assert_eq!(again.attempt_number, 2);
     // Another worker's report for b's attempt is fenced too.
-    let other = send_reports(&c, vec![report(a, again.attempt_id, 1, points(0, 1))])
-        .await
-        .unwrap_err();
+    let other = send_reports(
+        &c,
+        vec![report(
+            a,
+            again.attempt_id,
+            again.lease_token,
+            1,
+            points(0, 1),
+        )],
+    )
+    .await
+    .unwrap_err();
     assert_eq!(other.code(), Code::FailedPrecondition);
     let t0 = std::time::Instant::now();
     loop {
@@ -299,6 +322,7 @@ async fn failures_retry_until_attempts_run_out_and_keep_the_last_error() {
                 protocol_version: PROTOCOL_VERSION,
                 worker_id: w,
                 attempt_id: j.attempt_id,
+                lease_token: j.lease_token,
                 error: format!("boom {n}"),
                 retryable: true,
             })
@@ -324,6 +348,7 @@ async fn failures_retry_until_attempts_run_out_and_keep_the_last_error() {
             protocol_version: PROTOCOL_VERSION,
             worker_id: w,
             attempt_id: j.attempt_id,
+            lease_token: j.lease_token,
             checkpoint_artifact_id: 0,
         })
         .await
@@ -437,12 +462,12 @@ async fn checkpoints_upload_verified_and_download_for_resume() {
     let file = dir.path().join("epoch-0001.ckpt");
     let data: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(&file, &data).unwrap();
-    let id = worker::agent::client::upload(&c, w, "", j.attempt_id, 1, &file)
+    let id = worker::agent::client::upload(&c, w, "", j.attempt_id, j.lease_token, 1, &file)
         .await
         .unwrap();
     // Idempotent: the same upload again finds the same artifact.
     assert_eq!(
-        worker::agent::client::upload(&c, w, "", j.attempt_id, 1, &file)
+        worker::agent::client::upload(&c, w, "", j.attempt_id, j.lease_token, 1, &file)
             .await
             .unwrap(),
         id
@@ -459,6 +484,7 @@ async fn checkpoints_upload_verified_and_download_for_resume() {
             protocol_version: PROTOCOL_VERSION,
             worker_id: w,
             attempt_id: j.attempt_id,
+            lease_token: j.lease_token,
             epoch: 2,
             size: 3,
             sha256: "0".repeat(64),
@@ -486,6 +512,7 @@ async fn checkpoints_upload_verified_and_download_for_resume() {
             protocol_version: PROTOCOL_VERSION,
             worker_id: w,
             attempt_id: j.attempt_id,
+            lease_token: j.lease_token,
             checkpoint_artifact_id: id,
         })
         .await

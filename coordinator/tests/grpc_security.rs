@@ -128,6 +128,7 @@ async fn oversized_malformed_and_garbage_input_is_refused_and_others_carry_on() 
             protocol_version: PROTOCOL_VERSION,
             worker_id: w,
             attempt_id: job.attempt_id,
+            lease_token: job.lease_token,
             error: "x".repeat(200 * 1024),
             retryable: true,
         })
@@ -135,9 +136,18 @@ async fn oversized_malformed_and_garbage_input_is_refused_and_others_carry_on() 
         .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     // Oversized message inside a report stream.
-    let err = send_reports(&c, vec![report(w, job.attempt_id, 1, points(0, 5_000))])
-        .await
-        .unwrap_err();
+    let err = send_reports(
+        &c,
+        vec![report(
+            w,
+            job.attempt_id,
+            job.lease_token,
+            1,
+            points(0, 5_000),
+        )],
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
 
     // Undecodable protobuf (field 0 / wire type 7 does not exist).
@@ -167,6 +177,7 @@ async fn oversized_malformed_and_garbage_input_is_refused_and_others_carry_on() 
         protocol_version: PROTOCOL_VERSION,
         worker_id: w,
         attempt_id: job.attempt_id,
+        lease_token: job.lease_token,
         item: 1,
         body: Some(rpc::report_request::Body::Snapshot(rpc::EpochSnapshot {
             epoch: 1,
@@ -218,9 +229,12 @@ async fn oversized_malformed_and_garbage_input_is_refused_and_others_carry_on() 
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
 
     // The good worker carries on: its attempt is intact and completes; the next job leases.
-    let acks = send_reports(&c, vec![report(w, job.attempt_id, 1, points(0, 10))])
-        .await
-        .unwrap();
+    let acks = send_reports(
+        &c,
+        vec![report(w, job.attempt_id, job.lease_token, 1, points(0, 10))],
+    )
+    .await
+    .unwrap();
     assert_eq!(acks.len(), 1);
     c.clone()
         .complete(rpc::CompleteRequest {
@@ -228,6 +242,7 @@ async fn oversized_malformed_and_garbage_input_is_refused_and_others_carry_on() 
             protocol_version: PROTOCOL_VERSION,
             worker_id: w,
             attempt_id: job.attempt_id,
+            lease_token: job.lease_token,
             metrics: BTreeMap::new(),
         })
         .await

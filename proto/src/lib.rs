@@ -5,5 +5,5 @@ pub mod params;
 pub mod rpc;
 pub mod sweep;
 
-pub use ids::{AttemptId, JobId, SweepId, WorkerId};
+pub use ids::{AttemptId, JobId, LeaseToken, SweepId, WorkerId};
 pub use params::{Dataset, JobKey, JobParams, Loss, Mining, Network, Optimizer};

@@ -63,7 +63,8 @@ pub(super) async fn upload(
     }
     let store = &shared.store;
     let view = store.attempt_view(attempt).await?;
-    fencing::check(attempt.0, view.as_ref(), worker.0).map_err(RpcError::Fenced)?;
+    let token = convert::lease_token(h.lease_token);
+    fencing::check(attempt.0, view.as_ref(), worker.0, token).map_err(RpcError::Fenced)?;
     let job = JobId(view.map(|v| v.job).unwrap_or_default());
     if let Some(a) = store
         .find_artifact(attempt, i64::from(h.epoch), &sha)

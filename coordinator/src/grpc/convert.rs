@@ -2,7 +2,7 @@
 //! are converted into each other, with the validation a malformed message needs.
 
 use proto::rpc::{self, PROTOCOL_VERSION};
-use proto::{AttemptId, WorkerId};
+use proto::{AttemptId, LeaseToken, WorkerId};
 
 use super::error::RpcError;
 use crate::sched::AttemptEnd;
@@ -58,6 +58,12 @@ pub fn worker_id(v: i64) -> Result<WorkerId, RpcError> {
 
 pub fn attempt_id(v: i64) -> Result<AttemptId, RpcError> {
     id("attempt_id", v).map(AttemptId)
+}
+
+/// The `lease_token` of a request about an attempt: 0 is "none sent" (a worker older than the
+/// field), which fencing accepts only for attempts leased before tokens existed.
+pub fn lease_token(v: u64) -> Option<LeaseToken> {
+    LeaseToken::from_wire(v)
 }
 
 /// Checks the `database_id` a worker sent with a request about `attempt`: a stale attempt of a
@@ -117,6 +123,7 @@ pub fn job_lease(l: &LeasedJob, database_id: &str) -> rpc::JobLease {
         resume: l.resume.as_ref().map(artifact_ref),
         lease_expires_at_ms: l.expires_at,
         database_id: database_id.to_owned(),
+        lease_token: LeaseToken::to_wire(Some(l.token)),
     }
 }
 

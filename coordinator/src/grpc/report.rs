@@ -73,7 +73,8 @@ async fn handle(
     convert::attempt_database(&m.database_id, store.database_id(), attempt)?;
     // Fencing on every item: the lease may have expired (or the job been cancelled) mid-stream.
     let view = store.attempt_view(attempt).await?;
-    if let Err(f) = fencing::check(attempt.0, view.as_ref(), worker.0) {
+    let token = convert::lease_token(m.lease_token);
+    if let Err(f) = fencing::check(attempt.0, view.as_ref(), worker.0, token) {
         tracing::warn!(%worker, %attempt, reason = %f, "rejected report of a stale attempt");
         return Err(RpcError::Fenced(f));
     }

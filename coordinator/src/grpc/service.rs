@@ -37,6 +37,7 @@ struct Target<'a> {
     worker: i64,
     attempt: i64,
     database: &'a str,
+    lease_token: u64,
 }
 
 fn unknown_worker(worker: WorkerId) -> impl FnOnce(StoreError) -> RpcError {
@@ -148,7 +149,13 @@ impl Service {
         let store = &self.shared.store;
         convert::attempt_database(at.database, store.database_id(), attempt)?;
         match store
-            .end_attempt_with(attempt, worker, &end, result)
+            .end_attempt_with(
+                attempt,
+                convert::lease_token(at.lease_token),
+                worker,
+                &end,
+                result,
+            )
             .await?
         {
             Ended::Applied { job, job_state } => {
@@ -177,6 +184,7 @@ impl Service {
             worker: r.worker_id,
             attempt: r.attempt_id,
             database: &r.database_id,
+            lease_token: r.lease_token,
         };
         self.end_with(at, AttemptEnd::Done, Some(&metrics))
             .await
@@ -270,6 +278,7 @@ impl rpc::coordinator_server::Coordinator for Service {
             worker: r.worker_id,
             attempt: r.attempt_id,
             database: &r.database_id,
+            lease_token: r.lease_token,
         };
         let job_state = self.end(at, convert::failure(&r)).await?;
         Ok(Response::new(rpc::FailReply { job_state }))
@@ -292,6 +301,7 @@ impl rpc::coordinator_server::Coordinator for Service {
             worker: r.worker_id,
             attempt: r.attempt_id,
             database: &r.database_id,
+            lease_token: r.lease_token,
         };
         self.end(at, AttemptEnd::Released).await?;
         Ok(Response::new(rpc::ReleaseReply {}))

@@ -10,11 +10,11 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use proto::{AttemptId, JobId, WorkerId};
+use proto::{AttemptId, JobId, LeaseToken, WorkerId};
 use serde_json::json;
 use sqlx::{Row, SqliteConnection};
 
-use super::lease::{Ended, LeasedJob, release_orphan};
+use super::lease::{Ended, LeasedJob, release_orphan, token_from_row};
 use super::{StoreError, now_ms};
 use crate::sched::{self, AttemptEnd, AttemptView, Candidate, Fence, JobNext, JobView};
 
@@ -35,6 +35,8 @@ pub(super) type LeaseOutcome = Result<(Vec<AttemptId>, Vec<LeasedJob>), StoreErr
 pub(super) struct EndCall {
     pub attempt: AttemptId,
     pub worker: WorkerId,
+    /// The lease token the worker sent (`None`: it sent none).
+    pub token: Option<LeaseToken>,
     pub end: AttemptEnd,
     pub result_json: Option<String>,
 }
@@ -43,6 +45,7 @@ pub(super) struct EndCall {
 struct EndRow {
     job: i64,
     worker: Option<i64>,
+    token: Option<i64>,
     state: String,
     job_state: String,
     max_attempts: i64,
@@ -67,7 +70,7 @@ pub(super) async fn apply_ends(
         calls.iter().map(|c| c.attempt.0).collect::<Vec<_>>()
     ));
     let rows = sqlx::query(
-        "SELECT a.id, a.job_id, a.worker_id, a.state, j.state AS job_state, j.max_attempts,
+        "SELECT a.id, a.job_id, a.worker_id, a.token, a.state, j.state AS job_state, j.max_attempts,
                 (SELECT COUNT(*) FROM attempts f WHERE f.job_id = a.job_id AND f.id != a.id
                    AND f.state IN ('failed', 'expired')) AS failures
          FROM attempts a JOIN jobs j ON j.id = a.job_id
@@ -81,6 +84,7 @@ pub(super) async fn apply_ends(
         let row = EndRow {
             job: r.try_get("job_id")?,
             worker: r.try_get("worker_id")?,
+            token: r.try_get("token")?,
             state: r.try_get("state")?,
             job_state: r.try_get("job_state")?,
             max_attempts: r.try_get("max_attempts")?,
@@ -99,10 +103,11 @@ pub(super) async fn apply_ends(
             id,
             job: r.job,
             worker: r.worker,
+            token: r.token.map(token_from_row),
             state: r.state.clone(),
         });
         if let (Some(v), Some(r)) = (&view, seen.get(&id))
-            && sched::fencing::is_repeat_of(v, c.worker.0, c.end.attempt_state())
+            && sched::fencing::is_repeat_of(v, c.worker.0, c.token, c.end.attempt_state())
         {
             out.push(Ended::Repeat {
                 job: JobId(v.job),
@@ -110,7 +115,7 @@ pub(super) async fn apply_ends(
             });
             continue;
         }
-        if let Err(fence) = sched::fencing::check(id, view.as_ref(), c.worker.0) {
+        if let Err(fence) = sched::fencing::check(id, view.as_ref(), c.worker.0, c.token) {
             out.push(Ended::Fenced(fence));
             continue;
         }
@@ -377,7 +382,8 @@ pub(super) async fn pick(
     for (w, &n) in wants.iter().zip(&shares) {
         owner.extend(std::iter::repeat_n(w, n));
     }
-    let attempts: HashMap<i64, i64> = if taken.is_empty() {
+    // job -> (attempt id, lease token)
+    let attempts: HashMap<i64, (i64, i64)> = if taken.is_empty() {
         HashMap::new()
     } else {
         let rows: Vec<serde_json::Value> = taken
@@ -387,16 +393,20 @@ pub(super) async fn pick(
                 json!([t.at.job_id, t.number, worker.0, expires_at])
             })
             .collect();
-        sqlx::query_as::<_, (i64, i64)>(
-            "INSERT INTO attempts (job_id, number, worker_id, state, lease_expires_at, started_at)
-             SELECT value->>0, value->>1, value->>2, 'running', value->>3, ?2 FROM json_each(?1)
-             RETURNING job_id, id",
+        // `random() | 1`: 63 random bits from SQLite's generator (seeded from the OS), never 0,
+        // which the wire reserves for "no token".
+        sqlx::query_as::<_, (i64, i64, i64)>(
+            "INSERT INTO attempts (job_id, number, worker_id, state, lease_expires_at, started_at, token)
+             SELECT value->>0, value->>1, value->>2, 'running', value->>3, ?2, random() | 1
+             FROM json_each(?1)
+             RETURNING job_id, id, token",
         )
         .bind(to_json(&json!(rows)))
         .bind(now)
         .fetch_all(&mut *conn)
         .await?
         .into_iter()
+        .map(|(job, id, token)| (job, (id, token)))
         .collect()
     };
     let mut taken = taken.into_iter().zip(owner);
@@ -404,12 +414,13 @@ pub(super) async fn pick(
     for &n in &shares {
         let mut mine = Vec::with_capacity(n);
         for (t, (_, _, expires_at)) in taken.by_ref().take(n) {
-            let attempt = attempts.get(&t.at.job_id).copied().ok_or_else(|| {
+            let (attempt, token) = attempts.get(&t.at.job_id).copied().ok_or_else(|| {
                 StoreError::Corrupt(format!("no attempt inserted for job {}", t.at.job_id))
             })?;
             mine.push(LeasedJob {
                 job: JobId(t.at.job_id),
                 attempt: AttemptId(attempt),
+                token: token_from_row(token),
                 number: u32::try_from(t.number).unwrap_or(u32::MAX),
                 params_json: t.params_json,
                 sweep_name: t.sweep_name,

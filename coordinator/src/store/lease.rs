@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use proto::{AttemptId, JobId, WorkerId};
+use proto::{AttemptId, JobId, LeaseToken, WorkerId};
 use sqlx::{Row, SqliteConnection};
 
 use super::batch::{self, EndCall, LeaseCall};
@@ -39,6 +39,8 @@ pub struct ArtifactInfo {
 pub struct LeasedJob {
     pub job: JobId,
     pub attempt: AttemptId,
+    /// This lease of the attempt; requests about the attempt must carry it.
+    pub token: LeaseToken,
     pub number: u32,
     pub params_json: String,
     pub sweep_name: String,
@@ -63,6 +65,11 @@ pub struct Expired {
     pub attempt: AttemptId,
     pub job: JobId,
     pub next: JobNext,
+}
+
+/// A stored `attempts.token`: SQLite integers are signed, the token is the same 64 bits unsigned.
+pub(super) fn token_from_row(v: i64) -> LeaseToken {
+    LeaseToken(v as u64)
 }
 
 fn ids_json(ids: &[AttemptId]) -> String {
@@ -207,30 +214,35 @@ impl Store {
         &self,
         attempt: AttemptId,
     ) -> Result<Option<AttemptView>, StoreError> {
-        let row = sqlx::query("SELECT id, job_id, worker_id, state FROM attempts WHERE id = ?1")
-            .bind(attempt.0)
-            .fetch_optional(&self.reader)
-            .await?;
+        let row =
+            sqlx::query("SELECT id, job_id, worker_id, token, state FROM attempts WHERE id = ?1")
+                .bind(attempt.0)
+                .fetch_optional(&self.reader)
+                .await?;
         row.map(|r| -> Result<AttemptView, StoreError> {
             Ok(AttemptView {
                 id: r.try_get("id")?,
                 job: r.try_get("job_id")?,
                 worker: r.try_get("worker_id")?,
+                token: r.try_get::<Option<i64>, _>("token")?.map(token_from_row),
                 state: r.try_get("state")?,
             })
         })
         .transpose()
     }
 
-    /// Ends a running attempt held by `worker` and moves its job on as [`sched::after_attempt`]
-    /// decides. A repeat of an end that already happened reports [`Ended::Repeat`].
+    /// Ends a running attempt held by `worker` under the lease `token` (see
+    /// [`sched::fencing::check`]) and moves its job on as [`sched::after_attempt`] decides. A
+    /// repeat of an end that already happened reports [`Ended::Repeat`].
     pub async fn end_attempt(
         &self,
         attempt: AttemptId,
+        token: Option<LeaseToken>,
         worker: WorkerId,
         end: &AttemptEnd,
     ) -> Result<Ended, StoreError> {
-        self.end_attempt_with(attempt, worker, end, None).await
+        self.end_attempt_with(attempt, token, worker, end, None)
+            .await
     }
 
     /// [`Store::end_attempt`], also storing the job's final `result` in the same transaction
@@ -239,6 +251,7 @@ impl Store {
     pub async fn end_attempt_with(
         &self,
         attempt: AttemptId,
+        token: Option<LeaseToken>,
         worker: WorkerId,
         end: &AttemptEnd,
         result: Option<&BTreeMap<String, f64>>,
@@ -250,6 +263,7 @@ impl Store {
         let call = EndCall {
             attempt,
             worker,
+            token,
             end: end.clone(),
             result_json,
         };

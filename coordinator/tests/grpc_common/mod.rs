@@ -162,11 +162,13 @@ pub fn points(seq: i64, n: usize) -> rpc::MetricBatch {
 pub fn report(
     worker_id: i64,
     attempt_id: i64,
+    lease_token: u64,
     item: u64,
     batch: rpc::MetricBatch,
 ) -> rpc::ReportRequest {
     rpc::ReportRequest {
         database_id: String::new(),
+        lease_token,
         protocol_version: PROTOCOL_VERSION,
         worker_id,
         attempt_id,

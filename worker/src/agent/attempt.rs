@@ -93,13 +93,14 @@ pub async fn run(
     stop: Arc<AtomicU8>,
 ) -> AttemptResult {
     let attempt = job.attempt_id;
+    let lease_token = job.lease_token;
     let params: proto::JobParams = match serde_json::from_str(&job.params_json) {
         Ok(p) => p,
         Err(e) => {
             let error = format!("cannot read job parameters: {e}");
             end(
                 &ctx,
-                attempt,
+                (attempt, lease_token),
                 End::Fail {
                     error: error.clone(),
                     retryable: false,
@@ -119,7 +120,7 @@ pub async fn run(
         let error = format!("cannot create {}: {e}", work_dir.display());
         end(
             &ctx,
-            attempt,
+            (attempt, lease_token),
             End::Fail {
                 error: error.clone(),
                 retryable: true,
@@ -162,7 +163,7 @@ pub async fn run(
         }
     });
 
-    let outbox = Outbox::new(ctx.worker_id, attempt, ctx.database_id.clone());
+    let outbox = Outbox::new(ctx.worker_id, attempt, ctx.database_id.clone(), lease_token);
     let reported = reporter::run(&ctx, outbox, events_rx).await;
     match &reported {
         Reported::Fenced(_) => stop_with(&cancel, &stop, STOP_COORDINATOR),
@@ -181,7 +182,7 @@ pub async fn run(
             let error = format!("coordinator refused the reports: {why}");
             end(
                 &ctx,
-                attempt,
+                (attempt, lease_token),
                 End::Fail {
                     error: error.clone(),
                     retryable: true,
@@ -194,7 +195,7 @@ pub async fn run(
             let error = format!("training panicked: {join}");
             end(
                 &ctx,
-                attempt,
+                (attempt, lease_token),
                 End::Fail {
                     error: error.clone(),
                     retryable: true,
@@ -204,13 +205,15 @@ pub async fn run(
             AttemptResult::Failed(error)
         }
         (Reported::Drained { .. }, Ok(Ok(Outcome::Finished { metrics }))) => {
-            end(&ctx, attempt, End::Complete(metrics)).await;
+            end(&ctx, (attempt, lease_token), End::Complete(metrics)).await;
             AttemptResult::Completed
         }
         (Reported::Drained { last_checkpoint }, Ok(Ok(Outcome::Cancelled { checkpoint }))) => {
             if stop.load(Ordering::SeqCst) == STOP_SHUTDOWN {
-                let artifact = release_checkpoint(&ctx, attempt, last_checkpoint, checkpoint).await;
-                end(&ctx, attempt, End::Release(artifact)).await;
+                let artifact =
+                    release_checkpoint(&ctx, (attempt, lease_token), last_checkpoint, checkpoint)
+                        .await;
+                end(&ctx, (attempt, lease_token), End::Release(artifact)).await;
                 AttemptResult::Released
             } else {
                 AttemptResult::Stopped
@@ -221,7 +224,7 @@ pub async fn run(
             let error = e.to_string();
             end(
                 &ctx,
-                attempt,
+                (attempt, lease_token),
                 End::Fail {
                     error: error.clone(),
                     retryable,
@@ -274,7 +277,7 @@ async fn fetch_resume(
 /// be the last one already uploaded.
 async fn release_checkpoint(
     ctx: &Ctx,
-    attempt: i64,
+    (attempt, lease_token): (i64, u64),
     uploaded: Option<(PathBuf, i64)>,
     cancelled_at: Option<PathBuf>,
 ) -> i64 {
@@ -287,7 +290,7 @@ async fn release_checkpoint(
         return *id;
     }
     let epoch = epoch_of(&path).unwrap_or(0);
-    reporter::upload_with_retry(ctx, attempt, epoch, &path)
+    reporter::upload_with_retry(ctx, attempt, lease_token, epoch, &path)
         .await
         .unwrap_or(0)
 }
@@ -308,7 +311,7 @@ enum End {
 }
 
 /// Sends the attempt's end, retrying while the coordinator is unreachable.
-async fn end(ctx: &Ctx, attempt: i64, e: End) {
+async fn end(ctx: &Ctx, (attempt, lease_token): (i64, u64), e: End) {
     let mut backoff = Backoff::new(Duration::from_millis(100), ctx.cfg.max_backoff);
     let deadline = tokio::time::Instant::now() + END_RETRY_FOR;
     loop {
@@ -322,6 +325,7 @@ async fn end(ctx: &Ctx, attempt: i64, e: End) {
                     attempt_id: attempt,
                     metrics: metrics.clone(),
                     database_id: ctx.database_id.clone(),
+                    lease_token,
                 })
                 .await
                 .map(|_| ()),
@@ -333,6 +337,7 @@ async fn end(ctx: &Ctx, attempt: i64, e: End) {
                     error: error.clone(),
                     retryable: *retryable,
                     database_id: ctx.database_id.clone(),
+                    lease_token,
                 })
                 .await
                 .map(|_| ()),
@@ -343,6 +348,7 @@ async fn end(ctx: &Ctx, attempt: i64, e: End) {
                     attempt_id: attempt,
                     checkpoint_artifact_id: *artifact,
                     database_id: ctx.database_id.clone(),
+                    lease_token,
                 })
                 .await
                 .map(|_| ()),

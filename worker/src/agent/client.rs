@@ -133,6 +133,7 @@ pub async fn upload(
     worker_id: i64,
     database_id: &str,
     attempt_id: i64,
+    lease_token: u64,
     epoch: u32,
     path: &Path,
 ) -> Result<i64, Status> {
@@ -152,6 +153,7 @@ pub async fn upload(
             size,
             sha256,
             database_id: database_id.to_owned(),
+            lease_token,
         })),
     };
     tokio::spawn(async move {

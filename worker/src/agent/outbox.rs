@@ -20,6 +20,8 @@ pub struct Outbox {
     worker_id: i64,
     attempt_id: i64,
     database_id: String,
+    /// `JobLease.lease_token`, sent back with every item.
+    lease_token: u64,
     items: VecDeque<rpc::ReportRequest>,
     next_item: u64,
     next_seq: i64,
@@ -36,12 +38,14 @@ fn now_ms() -> i64 {
 }
 
 impl Outbox {
-    /// `database_id` is the coordinator database the attempt was leased from.
-    pub fn new(worker_id: i64, attempt_id: i64, database_id: String) -> Self {
+    /// `database_id` is the coordinator database the attempt was leased from, `lease_token` the
+    /// lease's token.
+    pub fn new(worker_id: i64, attempt_id: i64, database_id: String, lease_token: u64) -> Self {
         Outbox {
             worker_id,
             attempt_id,
             database_id,
+            lease_token,
             items: VecDeque::new(),
             next_item: 1,
             next_seq: 0,
@@ -71,6 +75,7 @@ impl Outbox {
             attempt_id: self.attempt_id,
             item,
             database_id: self.database_id.clone(),
+            lease_token: self.lease_token,
             body: Some(body),
         });
     }
@@ -190,6 +195,10 @@ impl Outbox {
         self.attempt_id
     }
 
+    pub fn lease_token(&self) -> u64 {
+        self.lease_token
+    }
+
     /// Highest acknowledged item.
     pub fn acked(&self) -> u64 {
         self.acked
@@ -226,7 +235,7 @@ mod tests {
 
     #[test]
     fn items_are_numbered_and_resent_until_acked() {
-        let mut o = Outbox::new(3, 9, "db".into());
+        let mut o = Outbox::new(3, 9, "db".into(), 77);
         for s in 0..BATCH_POINTS as u64 / 2 {
             o.event(step(s));
         }
@@ -270,7 +279,7 @@ mod tests {
 
     #[test]
     fn checkpoints_are_returned_not_queued() {
-        let mut o = Outbox::new(1, 1, "db".into());
+        let mut o = Outbox::new(1, 1, "db".into(), 77);
         o.event(step(0));
         let ck = o.event(TrainEvent::Checkpoint {
             epoch: 1,

@@ -60,6 +60,7 @@ pub async fn run(
     mut events: mpsc::Receiver<TrainEvent>,
 ) -> Reported {
     let attempt = outbox_attempt(&outbox);
+    let lease_token = outbox.lease_token();
     let mut events_open = true;
     let mut uploads: JoinSet<(u32, PathBuf, Option<i64>)> = JoinSet::new();
     let mut last_checkpoint = None;
@@ -111,7 +112,7 @@ pub async fn run(
             ev = events.recv(), if events_open => match ev {
                 Some(ev) => {
                     if let Some((epoch, path)) = outbox.event(ev) {
-                        spawn_upload(ctx, &mut uploads, attempt, epoch, path);
+                        spawn_upload(ctx, &mut uploads, (attempt, lease_token), epoch, path);
                     }
                 }
                 None => {
@@ -182,7 +183,7 @@ fn outbox_attempt(o: &Outbox) -> i64 {
 fn spawn_upload(
     ctx: &Arc<Ctx>,
     uploads: &mut JoinSet<(u32, PathBuf, Option<i64>)>,
-    attempt: i64,
+    (attempt, lease_token): (i64, u64),
     epoch: u32,
     path: PathBuf,
 ) {
@@ -203,7 +204,7 @@ fn spawn_upload(
     };
     let ctx = ctx.clone();
     uploads.spawn(async move {
-        let id = upload_with_retry(&ctx, attempt, epoch, &source).await;
+        let id = upload_with_retry(&ctx, attempt, lease_token, epoch, &source).await;
         if source != path {
             let _ = tokio::fs::remove_file(&source).await;
         }
@@ -212,7 +213,13 @@ fn spawn_upload(
 }
 
 /// Uploads a checkpoint, retrying transient failures; `None` if it could not be stored.
-pub async fn upload_with_retry(ctx: &Ctx, attempt: i64, epoch: u32, path: &Path) -> Option<i64> {
+pub async fn upload_with_retry(
+    ctx: &Ctx,
+    attempt: i64,
+    lease_token: u64,
+    epoch: u32,
+    path: &Path,
+) -> Option<i64> {
     let mut backoff = Backoff::new(Duration::from_millis(200), ctx.cfg.max_backoff);
     for _ in 0..UPLOAD_TRIES {
         match client::upload(
@@ -220,6 +227,7 @@ pub async fn upload_with_retry(ctx: &Ctx, attempt: i64, epoch: u32, path: &Path)
             ctx.worker_id,
             &ctx.database_id,
             attempt,
+            lease_token,
             epoch,
             path,
         )
