@@ -1,19 +1,15 @@
 //! The `coordinator` binary's serving mode run as a user or a batch script would: refusing an
 //! exposed address without a token, and `--exit-when-done` with its summary and exit code.
 
+mod grpc_common;
+
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use grpc_common::free_port;
 
 fn coordinator(dir: &Path, args: &[String]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_coordinator"))

@@ -106,14 +106,6 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Jobs long enough (several metric batches, a few seconds per epoch) to be killed mid-way.
 fn slow_sweep(name: &str, seeds: usize) -> String {
     let s: Vec<String> = (0..seeds).map(|i| i.to_string()).collect();

@@ -2,10 +2,14 @@
 //! with the real binaries — `worker train` alone, a `worker --slots 2` training another cell at
 //! the same time, and `coordinator --local-workers 2` — must report bit-identical metrics.
 
+mod grpc_common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use grpc_common::{fashion_mnist_or_panic, free_port, worker_exe};
 
 /// The cell under test and a neighbour that trains beside it in the shared-process runs.
 const SWEEP: &str = r#"
@@ -22,27 +26,6 @@ seed = 7
 [fixed]
 train_limit = 1000
 "#;
-
-fn bin(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_BIN_EXE_coordinator"))
-        .parent()
-        .unwrap();
-    let exe = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        exe.exists(),
-        "{} is missing: build it first (`cargo test --workspace` or `cargo build -p latentsweep-worker`)",
-        exe.display()
-    );
-    exe
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Metrics as exact bit patterns; the throughput is the one figure allowed to differ.
 fn bits(metrics: BTreeMap<String, f64>) -> BTreeMap<String, u64> {
@@ -106,7 +89,7 @@ fn result_of(db: &Path) -> BTreeMap<String, f64> {
 /// A coordinator on `sweep` that exits when the sweep is done, plus `extra` arguments.
 fn coordinator(dir: &Path, sweep: &Path, grpc: &str, extra: &[&str]) -> (Command, PathBuf) {
     let db = dir.join("ls.db");
-    let mut cmd = Command::new(bin("coordinator"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coordinator"));
     cmd.args([
         "--sweep",
         sweep.to_str().unwrap(),
@@ -121,11 +104,7 @@ fn coordinator(dir: &Path, sweep: &Path, grpc: &str, extra: &[&str]) -> (Command
 
 #[test]
 fn one_cell_three_ways_bit_identical() {
-    let fashion = Path::new("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz");
-    assert!(
-        fashion.exists(),
-        "Fashion-MNIST missing: apt-get install -y dataset-fashion-mnist"
-    );
+    fashion_mnist_or_panic();
     let dir = tempfile::tempdir().unwrap();
     let sweep = dir.path().join("repro.toml");
     std::fs::write(&sweep, SWEEP).unwrap();
@@ -133,7 +112,7 @@ fn one_cell_three_ways_bit_identical() {
 
     // 1. Alone: `worker train`.
     let out = dir.path().join("alone");
-    let mut train = Command::new(bin("worker"));
+    let mut train = Command::new(worker_exe());
     train.args([
         "train",
         "--dataset",
@@ -155,7 +134,7 @@ fn one_cell_three_ways_bit_identical() {
     let (cmd, db) = coordinator(&slots_dir, &sweep, &grpc, &[]);
     let coord_log = slots_dir.join("coordinator.log");
     let coord = std::thread::spawn(move || run_to_end(cmd, &coord_log, limit));
-    let mut worker = Command::new(bin("worker"));
+    let mut worker = Command::new(worker_exe());
     worker.args([
         "--coordinator",
         &format!("http://{grpc}"),

@@ -281,6 +281,15 @@ pub fn worker_exe() -> PathBuf {
     exe
 }
 
+/// A port on 127.0.0.1 that was free a moment ago (for a process that must be told its address).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn fashion_mnist_or_panic() {
     let p = Path::new("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz");
     assert!(
