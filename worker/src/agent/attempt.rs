@@ -98,16 +98,7 @@ pub async fn run(
         Ok(p) => p,
         Err(e) => {
             let error = format!("cannot read job parameters: {e}");
-            end(
-                &ctx,
-                (attempt, lease_token),
-                End::Fail {
-                    error: error.clone(),
-                    retryable: false,
-                },
-            )
-            .await;
-            return AttemptResult::Failed(error);
+            return fail(&ctx, (attempt, lease_token), error, false).await;
         }
     };
     tracing::info!(job = job.job_id, attempt, slot, label = %params.short_label(), "starting attempt");
@@ -118,16 +109,7 @@ pub async fn run(
         .join(format!("attempt-{attempt}"));
     if let Err(e) = tokio::fs::create_dir_all(&work_dir).await {
         let error = format!("cannot create {}: {e}", work_dir.display());
-        end(
-            &ctx,
-            (attempt, lease_token),
-            End::Fail {
-                error: error.clone(),
-                retryable: true,
-            },
-        )
-        .await;
-        return AttemptResult::Failed(error);
+        return fail(&ctx, (attempt, lease_token), error, true).await;
     }
     let resume_from = match &job.resume {
         Some(a) => fetch_resume(&ctx, a, &work_dir).await,
@@ -180,29 +162,11 @@ pub async fn run(
         (Reported::Refused(why), _) => {
             tracing::error!(attempt, %why, "coordinator refused the attempt's reports");
             let error = format!("coordinator refused the reports: {why}");
-            end(
-                &ctx,
-                (attempt, lease_token),
-                End::Fail {
-                    error: error.clone(),
-                    retryable: true,
-                },
-            )
-            .await;
-            AttemptResult::Failed(error)
+            fail(&ctx, (attempt, lease_token), error, true).await
         }
         (Reported::Drained { .. }, Err(join)) => {
             let error = format!("training panicked: {join}");
-            end(
-                &ctx,
-                (attempt, lease_token),
-                End::Fail {
-                    error: error.clone(),
-                    retryable: true,
-                },
-            )
-            .await;
-            AttemptResult::Failed(error)
+            fail(&ctx, (attempt, lease_token), error, true).await
         }
         (Reported::Drained { .. }, Ok(Ok(Outcome::Finished { metrics }))) => {
             end(&ctx, (attempt, lease_token), End::Complete(metrics)).await;
@@ -222,16 +186,7 @@ pub async fn run(
         (Reported::Drained { .. }, Ok(Err(e))) => {
             let retryable = !matches!(e, TrainError::Diverged { .. } | TrainError::Config(_));
             let error = e.to_string();
-            end(
-                &ctx,
-                (attempt, lease_token),
-                End::Fail {
-                    error: error.clone(),
-                    retryable,
-                },
-            )
-            .await;
-            AttemptResult::Failed(error)
+            fail(&ctx, (attempt, lease_token), error, retryable).await
         }
     };
     if result != AttemptResult::Released {
@@ -308,6 +263,20 @@ enum End {
     Complete(std::collections::BTreeMap<String, f64>),
     Fail { error: String, retryable: bool },
     Release(i64),
+}
+
+/// Ends the attempt as failed at the coordinator, and tells the slot why.
+async fn fail(ctx: &Ctx, target: (i64, u64), error: String, retryable: bool) -> AttemptResult {
+    end(
+        ctx,
+        target,
+        End::Fail {
+            error: error.clone(),
+            retryable,
+        },
+    )
+    .await;
+    AttemptResult::Failed(error)
 }
 
 /// Sends the attempt's end, retrying while the coordinator is unreachable.
