@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coordinator::conn::ConnLimits;
-use coordinator::store::{MetricPoint, Store, now_ms};
+use coordinator::store::Store;
 use coordinator::web::StoreData;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -153,26 +153,7 @@ async fn live_events_share_one_poller() {
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    let (job, attempt): (i64, i64) =
-        sqlx::query_as("SELECT job_id, id FROM attempts WHERE state = 'running'")
-            .fetch_one(store.reader())
-            .await
-            .unwrap();
-    store
-        .record_metrics(
-            proto::JobId(job),
-            proto::AttemptId(attempt),
-            0,
-            &[MetricPoint {
-                step: 1,
-                epoch: 1,
-                name: "loss".into(),
-                value: 0.5,
-                time_ms: now_ms(),
-            }],
-        )
-        .await
-        .unwrap();
+    support::report_a_loss_point(&store).await;
     for (s, seen) in &mut browsers {
         read_until(s, seen, "event: change").await;
     }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use coordinator::store::lease::NewWorker;
-use coordinator::store::{MetricPoint, now_ms};
+use coordinator::store::now_ms;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn datasets() -> PathBuf {
@@ -366,26 +366,7 @@ async fn live_events_announce_changes() {
     }
     assert!(seen.contains("text/event-stream"));
     // A worker reports a metric point: the stream says something changed.
-    let (job, attempt): (i64, i64) =
-        sqlx::query_as("SELECT job_id, id FROM attempts WHERE state = 'running'")
-            .fetch_one(store.reader())
-            .await
-            .unwrap();
-    store
-        .record_metrics(
-            proto::JobId(job),
-            proto::AttemptId(attempt),
-            0,
-            &[MetricPoint {
-                step: 1,
-                epoch: 1,
-                name: "loss".into(),
-                value: 0.5,
-                time_ms: now_ms(),
-            }],
-        )
-        .await
-        .unwrap();
+    let job = support::report_a_loss_point(&store).await;
     while !seen.contains("event: change") {
         let n = tokio::time::timeout_at(deadline, s.read(&mut buf))
             .await

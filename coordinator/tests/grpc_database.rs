@@ -18,18 +18,6 @@ async fn one_value(store: &coordinator::store::Store, sql: &str) -> i64 {
         .unwrap()
 }
 
-fn register_req(name: &str) -> rpc::RegisterRequest {
-    rpc::RegisterRequest {
-        protocol_version: PROTOCOL_VERSION,
-        name: name.into(),
-        host: "test".into(),
-        backend: "none".into(),
-        devices: vec![],
-        software_version: "test".into(),
-        slots: 1,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_attempt_of_a_replaced_database_is_refused() {
     let dir = tempfile::tempdir().unwrap();

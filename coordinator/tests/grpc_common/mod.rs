@@ -104,17 +104,22 @@ pub fn tiny_sweep(name: &str, n: usize, extra: &str) -> String {
     )
 }
 
+/// A one-slot test worker's registration.
+pub fn register_req(name: &str) -> rpc::RegisterRequest {
+    rpc::RegisterRequest {
+        protocol_version: PROTOCOL_VERSION,
+        name: name.into(),
+        host: "test".into(),
+        backend: "none".into(),
+        devices: vec![],
+        software_version: "test".into(),
+        slots: 1,
+    }
+}
+
 pub async fn register(c: &Client, name: &str) -> i64 {
     c.clone()
-        .register(rpc::RegisterRequest {
-            protocol_version: PROTOCOL_VERSION,
-            name: name.into(),
-            host: "test".into(),
-            backend: "none".into(),
-            devices: vec![],
-            software_version: "test".into(),
-            slots: 1,
-        })
+        .register(register_req(name))
         .await
         .expect("register")
         .into_inner()

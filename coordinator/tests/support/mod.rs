@@ -28,3 +28,30 @@ pub fn datasets_dir() -> PathBuf {
     });
     builtin::cache_root(None).unwrap()
 }
+
+/// What a worker's first report does to the running attempt: one `loss` point, so a live page
+/// has a change to announce. Returns the attempt's job id.
+pub async fn report_a_loss_point(store: &coordinator::store::Store) -> i64 {
+    use coordinator::store::{MetricPoint, now_ms};
+    let (job, attempt): (i64, i64) =
+        sqlx::query_as("SELECT job_id, id FROM attempts WHERE state = 'running'")
+            .fetch_one(store.reader())
+            .await
+            .unwrap();
+    store
+        .record_metrics(
+            proto::JobId(job),
+            proto::AttemptId(attempt),
+            0,
+            &[MetricPoint {
+                step: 1,
+                epoch: 1,
+                name: "loss".into(),
+                value: 0.5,
+                time_ms: now_ms(),
+            }],
+        )
+        .await
+        .unwrap();
+    job
+}
