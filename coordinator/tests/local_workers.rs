@@ -93,7 +93,23 @@ impl Coordinator {
         let opts = sqlx::sqlite::SqliteConnectOptions::new()
             .filename(&self.db)
             .read_only(true);
-        sqlx::SqlitePool::connect_with(opts).await.unwrap()
+        let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+        // The file exists before the migrations have created the tables.
+        let tables = "SELECT COUNT(*) FROM sqlite_master WHERE name = 'attempts'";
+        while sqlx::query_scalar::<_, i64>(tables)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            == 0
+        {
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        pool
     }
 
     /// Both front doors answer: the dashboard over HTTP and the gRPC service.
