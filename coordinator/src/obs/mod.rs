@@ -1,7 +1,7 @@
 //! Observability: the coordinator's Prometheus metrics. One process-wide registry holds every
 //! counter and histogram; the gRPC service, the store and the lease reaper bump them where the
 //! events happen (through the small functions below), the latency layers time every request,
-//! and [`endpoint`] serves `/metrics`, filling the gauges (jobs, workers, artifact bytes) from
+//! and `endpoint` serves `/metrics`, filling the gauges (jobs, workers, artifact bytes) from
 //! the database and the artifact directory at scrape time.
 //!
 //! Why the `prometheus` crate (tikv's) and not `prometheus-client`: the latter writes only the
@@ -10,8 +10,8 @@
 //! the classic text format (0.0.4) written here is what every Prometheus version scrapes and
 //! promtool checks.
 
-pub mod endpoint;
-pub mod latency;
+pub(crate) mod endpoint;
+pub(crate) mod latency;
 
 use std::sync::LazyLock;
 use std::time::Instant;
