@@ -94,8 +94,9 @@ pub(crate) async fn after_done(
     }
 }
 
-/// Every regular file under `dir`, recursively, with its path relative to `dir`.
-fn files_under(dir: &Path) -> Vec<(PathBuf, std::fs::Metadata)> {
+/// Every regular file under `dir`, recursively, with its path relative to `dir` (none when
+/// `dir` does not exist).
+pub(crate) fn files_under(dir: &Path) -> Vec<(PathBuf, std::fs::Metadata)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {

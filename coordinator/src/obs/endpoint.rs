@@ -6,7 +6,7 @@
 //! dashboard's login cookie is not needed, so a scraper never has to log in. Without a token
 //! (loopback only, see `serve::check_exposure`) it is open like the rest of the dashboard.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,9 +93,14 @@ async fn refresh(s: &Shared) -> Result<(), crate::store::StoreError> {
     let since = now_ms() - i64::try_from(s.cfg.connected_within.as_millis()).unwrap_or(i64::MAX);
     let workers = s.cfg.store.workers_seen_since(since).await?;
     let dir = s.cfg.artifact_dir.clone();
-    let bytes = tokio::task::spawn_blocking(move || dir_bytes(&dir))
-        .await
-        .unwrap_or(0);
+    let bytes = tokio::task::spawn_blocking(move || {
+        crate::retention::files_under(&dir)
+            .iter()
+            .map(|(_, meta)| meta.len())
+            .sum::<u64>()
+    })
+    .await
+    .unwrap_or(0);
     // Reset first: a sweep or backend that is gone must not keep its last value.
     m.jobs.reset();
     for sw in &sweeps {
@@ -121,19 +126,4 @@ async fn refresh(s: &Shared) -> Result<(), crate::store::StoreError> {
     m.artifact_bytes
         .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     Ok(())
-}
-
-/// Bytes of the regular files under `dir` (0 when it does not exist yet).
-pub(crate) fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
-            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
-            _ => 0,
-        })
-        .sum()
 }
