@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::retention::KeepCheckpoints;
+
 /// latentsweep coordinator: expands sweeps into jobs, stores everything in SQLite, leases jobs
 /// to workers over gRPC and serves the dashboard.
 ///
@@ -18,8 +20,24 @@ pub struct Cli {
     #[command(flatten)]
     pub serve: ServeArgs,
 
+    /// Log lines as plain text, or as one JSON object per line (for log collectors; progress
+    /// bars and lines are then left out)
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text,
+          env = "LATENTSWEEP_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// How log lines are written to standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, with `timestamp`, `level`, `target`, `message` and the
+    /// event's fields at the top level.
+    Json,
 }
 
 /// Where the database lives.
@@ -68,6 +86,10 @@ pub struct ServeArgs {
     /// Shared secret workers must present; required when listening beyond loopback
     #[arg(long, env = "LATENTSWEEP_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+
+    /// What a done job keeps of its checkpoints (while a job runs, only its newest is kept)
+    #[arg(long, value_enum, default_value_t = KeepCheckpoints::Final, value_name = "WHAT")]
+    pub keep_checkpoints: KeepCheckpoints,
 
     /// Lease time-to-live in seconds; heartbeats renew it
     #[arg(long, default_value_t = 30, value_name = "SECS")]
@@ -145,6 +167,31 @@ pub enum Command {
         /// New priority
         #[arg(allow_negative_numbers = true)]
         priority: i64,
+    },
+    /// Copy the database to FILE while the coordinator may be running (a consistent snapshot;
+    /// FILE must not exist). Restore by stopping the coordinator and putting FILE in place.
+    Backup {
+        /// Where the copy goes
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Remove what the retention policy does not keep: checkpoints (all but each job's newest;
+    /// a done job's final one per --keep-checkpoints), superseded embedding snapshots (and old
+    /// ones with --thin-snapshots-after), long-gone workers and files no row refers to. Prints
+    /// what it frees. Never touches results or metrics. Safe while the coordinator runs.
+    Gc {
+        /// Only print what would be freed
+        #[arg(long)]
+        dry_run: bool,
+        /// What a done job keeps of its checkpoints
+        #[arg(long, value_enum, default_value_t = KeepCheckpoints::Final, value_name = "WHAT")]
+        keep_checkpoints: KeepCheckpoints,
+        /// Done jobs finished more than DAYS ago keep only their last epoch's snapshot
+        #[arg(long, value_name = "DAYS")]
+        thin_snapshots_after: Option<u64>,
+        /// Forget workers not seen for DAYS that run nothing
+        #[arg(long, default_value_t = 7, value_name = "DAYS")]
+        forget_workers_after: u64,
     },
     /// Export a sweep's results as a table: one row per run, or a pivot with --rows and --cols.
     Export {

@@ -160,6 +160,9 @@ impl ChildSpec {
             cmd.env("RUST_LOG", "warn,worker::train::data::download=info");
         }
         // Its lines are forwarded through this process's log, which adds its own styling.
+        // Forwarded lines become messages of this process's log, in its format: the child
+        // writes plain text whatever this process was asked for.
+        cmd.env_remove("LATENTSWEEP_LOG_FORMAT");
         cmd.env("NO_COLOR", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use coordinator::cli::{Cli, Command, ServeArgs};
+use coordinator::cli::{Cli, Command, LogFormat, ServeArgs};
 use coordinator::conn::ConnLimits;
 use coordinator::export::{ExportRequest, run_export};
 use coordinator::grpc::GrpcConfig;
@@ -42,25 +42,35 @@ impl std::io::Write for LogWriter {
     }
 }
 
-fn init_tracing(progress: Option<indicatif::MultiProgress>) {
+fn init_tracing(progress: Option<indicatif::MultiProgress>, format: LogFormat) {
     let writer = LogWriter(progress);
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| DEFAULT_LOG_FILTER.into()),
         )
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(move || writer.clone())
-        .init();
+        .with_writer(move || writer.clone());
+    match format {
+        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
+        // Fields at the top level (`message`, `level`, …): what log collectors index.
+        LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    // Progress bars only when serving to a terminal; pipes and files get plain lines.
-    let bars = (cli.command.is_none() && std::io::stderr().is_terminal())
+    // Progress bars only when serving to a terminal; pipes and files get plain lines, and
+    // JSON logs get neither (every line on standard error is then one JSON object).
+    let json = cli.log_format == LogFormat::Json;
+    let bars = (cli.command.is_none() && std::io::stderr().is_terminal() && !json)
         .then(indicatif::MultiProgress::new);
-    init_tracing(bars.clone());
+    init_tracing(bars.clone(), cli.log_format);
     let db = cli.db.path();
     match cli.command {
         Some(Command::Submit { file, json, limits }) => {
@@ -137,6 +147,38 @@ async fn main() -> anyhow::Result<ExitCode> {
                 .await?;
             println!("sweep `{sweep}`: priority {priority}");
         }
+        Some(Command::Backup { out }) => {
+            let bytes = coordinator::store::backup(&db, &out).await?;
+            println!(
+                "backed up {} to {} ({bytes} bytes)",
+                db.display(),
+                out.display()
+            );
+        }
+        Some(Command::Gc {
+            dry_run,
+            keep_checkpoints,
+            thin_snapshots_after,
+            forget_workers_after,
+        }) => {
+            let days = |d: u64| Duration::from_secs(d.saturating_mul(24 * 3600));
+            // A wrong path must not leave an empty database behind.
+            if !db.is_file() {
+                return Err(coordinator::store::StoreError::NoDatabase(db).into());
+            }
+            let store = open(&db).await?;
+            let opts = coordinator::retention::GcOptions {
+                dry_run,
+                keep: keep_checkpoints,
+                thin_snapshots_after: thin_snapshots_after.map(days),
+                forget_workers_after: days(forget_workers_after),
+                stray_file_age: Duration::from_secs(3600),
+                artifact_dir: GrpcConfig::artifact_dir_for(&db),
+            };
+            let report = coordinator::retention::gc(&store, &opts).await?;
+            print!("{report}");
+            store.close().await;
+        }
         Some(Command::Export {
             sweep,
             format,
@@ -162,7 +204,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                 None => print!("{table}"),
             }
         }
-        None => return serve(db, cli.serve, bars).await,
+        None => return serve(db, cli.serve, bars, json).await,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -174,10 +216,12 @@ async fn serve(
     db: PathBuf,
     args: ServeArgs,
     bars: Option<indicatif::MultiProgress>,
+    json_logs: bool,
 ) -> anyhow::Result<ExitCode> {
     let mut grpc = GrpcConfig::new(args.grpc_addr, &db);
     grpc.token = args.token.filter(|t| !t.is_empty());
     grpc.sched.lease_ttl = Duration::from_secs(args.lease_ttl.max(1));
+    grpc.keep_checkpoints = args.keep_checkpoints;
     let limits = ConnLimits {
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
         idle_timeout: Duration::from_secs(args.idle_timeout),
@@ -194,7 +238,7 @@ async fn serve(
         exit_when_done: args.exit_when_done,
         http_limits: limits,
         sweeps: Vec::new(),
-        display: Some(bars.map_or(Display::Lines, Display::Bars)),
+        display: (!json_logs).then(|| bars.map_or(Display::Lines, Display::Bars)),
     };
     // Before touching the database or any port.
     coordinator::serve::check_exposure(&opts)?;

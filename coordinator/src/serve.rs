@@ -123,7 +123,9 @@ pub async fn run(
             let _ = grpc_stop.wait_for(|s| *s).await;
         },
     ));
-    let app = crate::web::router(store.clone(), opts.data_dir.clone());
+    let app = crate::web::router(store.clone(), opts.data_dir.clone())
+        .merge(crate::obs::endpoint::routes(metrics_config(&store, &opts)))
+        .layer(crate::obs::latency::LatencyLayer::http());
     let http_task = tokio::spawn(crate::web::serve_with(http_listener, app, opts.http_limits));
     let workers = spawn_local_workers(
         &LocalWorkers {
@@ -193,6 +195,16 @@ pub async fn run(
         stopped,
         dashboard_url,
     })
+}
+
+/// `/metrics` reads the store and the artifact directory, and asks for the gRPC token.
+fn metrics_config(store: &Store, opts: &ServeOptions) -> crate::obs::endpoint::MetricsConfig {
+    crate::obs::endpoint::MetricsConfig {
+        store: store.clone(),
+        token: opts.grpc.token.clone(),
+        artifact_dir: opts.grpc.artifact_dir.clone(),
+        connected_within: opts.grpc.sched.lease_ttl * 2,
+    }
 }
 
 fn http_task_failed(r: Result<std::io::Result<()>, tokio::task::JoinError>) {

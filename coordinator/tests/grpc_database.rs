@@ -4,7 +4,7 @@
 
 mod grpc_common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use grpc_common::*;
@@ -288,54 +288,6 @@ async fn an_attempt_of_a_restored_backup_is_refused() {
         vec![(new.job_id, "done".to_owned())]
     );
     srv.stop().await;
-}
-
-/// A tmpfs of a few hundred KiB mounted for one test, unmounted on drop.
-struct TinyFs(PathBuf);
-
-impl TinyFs {
-    /// `None` (the test is skipped) unless running as root, who alone may mount.
-    fn mount(at: &Path, kib: u32) -> Option<TinyFs> {
-        let uid = std::process::Command::new("id").arg("-u").output().unwrap();
-        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-            eprintln!(
-                "SKIPPED: mounting a tiny tmpfs needs root; run this test as root to check \
-                 that a full disk reaches the client"
-            );
-            return None;
-        }
-        std::fs::create_dir_all(at).unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
-            .arg(at)
-            .status()
-            .unwrap();
-        assert!(
-            ok.success(),
-            "mount -t tmpfs failed although running as root"
-        );
-        Some(TinyFs(at.to_owned()))
-    }
-
-    /// Fills what is left of the file system; returns the filler, to delete to make room.
-    fn fill(&self) -> PathBuf {
-        use std::io::Write;
-        let path = self.0.join("filler");
-        let mut f = std::fs::File::create(&path).unwrap();
-        let block = vec![0u8; 4096];
-        while f.write_all(&block).and_then(|_| f.flush()).is_ok() {}
-        let _ = f.sync_all();
-        path
-    }
-}
-
-impl Drop for TinyFs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -64,7 +64,10 @@ pub(super) async fn upload(
     let store = &shared.store;
     let view = store.attempt_view(attempt).await?;
     let token = convert::lease_token(h.lease_token);
-    fencing::check(attempt.0, view.as_ref(), worker.0, token).map_err(RpcError::Fenced)?;
+    fencing::check(attempt.0, view.as_ref(), worker.0, token).map_err(|f| {
+        crate::obs::fenced(crate::obs::FencedCall::Upload);
+        RpcError::Fenced(f)
+    })?;
     let job = JobId(view.map(|v| v.job).unwrap_or_default());
     if let Some(a) = store
         .find_artifact(attempt, i64::from(h.epoch), &sha)
@@ -115,6 +118,7 @@ pub(super) async fn upload(
         .map(|a| a.id)
         .ok_or_else(|| RpcError::NotFound("artifact just recorded".into()))?;
     tracing::debug!(%job, %attempt, epoch = h.epoch, size, artifact = id, "checkpoint stored");
+    crate::retention::after_checkpoint(store, &shared.cfg.artifact_dir, job, id).await;
     Ok(id)
 }
 

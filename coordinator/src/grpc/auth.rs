@@ -26,7 +26,7 @@ impl TokenCheck {
 }
 
 /// Compares without an early exit, so timing does not reveal a matching prefix.
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

@@ -48,6 +48,8 @@ pub struct GrpcConfig {
     pub conn: ConnLimits,
     /// Call counters, readable while the service runs (keep a clone of the `Arc`).
     pub stats: Arc<CallStats>,
+    /// What a done job keeps of its checkpoints.
+    pub keep_checkpoints: crate::retention::KeepCheckpoints,
 }
 
 /// Counts of calls served, for diagnostics and tests.
@@ -78,6 +80,7 @@ impl GrpcConfig {
             max_message_bytes: DEFAULT_MAX_MESSAGE,
             conn: ConnLimits::default(),
             stats: Arc::default(),
+            keep_checkpoints: crate::retention::KeepCheckpoints::default(),
         }
     }
 
@@ -147,6 +150,7 @@ pub async fn serve_on(
     }
     std::fs::create_dir_all(&cfg.artifact_dir)
         .map_err(|e| ServeError::ArtifactDir(cfg.artifact_dir.clone(), e))?;
+    crate::retention::remove_stale_parts(&cfg.artifact_dir, Duration::ZERO);
     let shared = Arc::new(Shared {
         store,
         cfg: cfg.clone(),
@@ -172,6 +176,7 @@ pub async fn serve_on(
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .layer(auth::CodecStatusLayer)
+        .layer(crate::obs::latency::LatencyLayer::grpc())
         .add_service(svc)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
@@ -198,7 +203,11 @@ async fn reap_leases(shared: Arc<Shared>) {
         tick.tick().await;
         match shared.store.expire_leases(now_ms()).await {
             Ok(expired) if !expired.is_empty() => {
+                crate::obs::leases_expired(expired.len());
                 for e in &expired {
+                    if matches!(e.next, crate::sched::JobNext::Requeue { .. }) {
+                        crate::obs::retried(crate::obs::RetryCause::Expired);
+                    }
                     tracing::warn!(attempt = %e.attempt, job = %e.job, next = ?e.next, "lease expired");
                 }
                 shared.wake();

@@ -75,6 +75,7 @@ async fn handle(
     let view = store.attempt_view(attempt).await?;
     let token = convert::lease_token(m.lease_token);
     if let Err(f) = fencing::check(attempt.0, view.as_ref(), worker.0, token) {
+        crate::obs::fenced(crate::obs::FencedCall::Report);
         tracing::warn!(%worker, %attempt, reason = %f, "rejected report of a stale attempt");
         return Err(RpcError::Fenced(f));
     }
@@ -138,10 +139,16 @@ async fn store_batch(
     {
         BatchOutcome::Stored {
             gap_before: Some((expected, got)),
-        } => Ok(format!(
-            "metric batches {expected}..{got} of attempt {attempt} are missing"
-        )),
-        BatchOutcome::Stored { gap_before: None } => Ok(String::new()),
+        } => {
+            crate::obs::points_ingested(points.len());
+            Ok(format!(
+                "metric batches {expected}..{got} of attempt {attempt} are missing"
+            ))
+        }
+        BatchOutcome::Stored { gap_before: None } => {
+            crate::obs::points_ingested(points.len());
+            Ok(String::new())
+        }
         BatchOutcome::Duplicate => {
             tracing::debug!(%attempt, seq, "duplicate metric batch ignored");
             Ok(String::new())

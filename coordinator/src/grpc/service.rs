@@ -117,6 +117,7 @@ impl Service {
             // slot winds down; cancellations are logged where they are made.
             tracing::debug!(%worker, attempts = ?fresh, "worker lists attempts that are over here; telling it to stop them");
         }
+        crate::obs::leases_granted(jobs.len());
         for j in &jobs {
             tracing::info!(%worker, job = %j.job, attempt = %j.attempt, number = j.number,
                 resume = j.resume.as_ref().map(|a| a.epoch), "leased");
@@ -161,11 +162,25 @@ impl Service {
             Ended::Applied { job, job_state } => {
                 tracing::info!(%worker, %attempt, %job, end = end.attempt_state(), %job_state,
                     error = end.error_text().as_deref().unwrap_or(""), "attempt ended");
+                if matches!(end, AttemptEnd::Failed { .. }) && job_state == "queued" {
+                    crate::obs::retried(crate::obs::RetryCause::Failed);
+                }
+                if job_state == "done" {
+                    let cfg = &self.shared.cfg;
+                    crate::retention::after_done(
+                        store,
+                        &cfg.artifact_dir,
+                        job,
+                        cfg.keep_checkpoints,
+                    )
+                    .await;
+                }
                 self.shared.wake();
                 Ok(job_state)
             }
             Ended::Repeat { job_state, .. } => Ok(job_state),
             Ended::Fenced(f) => {
+                crate::obs::fenced(crate::obs::FencedCall::End);
                 tracing::warn!(%worker, %attempt, reason = %f, "rejected end of a stale attempt");
                 Err(RpcError::Fenced(f))
             }

@@ -15,6 +15,8 @@ pub enum StoreError {
     NoDatabase(std::path::PathBuf),
     #[error("not found: {0}")]
     NotFound(String),
+    #[error("{path} already exists; refusing to overwrite it", path = .0.display())]
+    Exists(std::path::PathBuf),
     #[error("conflict: {0}")]
     Conflict(String),
     #[error("corrupt row: {0}")]

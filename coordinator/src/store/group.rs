@@ -142,6 +142,7 @@ async fn transaction(
     ends: &[EndCall],
     leases: &[LeaseCall],
 ) -> Result<(Vec<Ended>, Vec<LeaseOutcome>), StoreError> {
+    let _timer = crate::obs::db_write(crate::obs::DbWrite::Group);
     let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
     let ended = batch::apply_ends(&mut tx, ends).await?;
     let leased = batch::apply_leases(&mut tx, leases).await?;

@@ -135,6 +135,7 @@ impl Store {
         seq: i64,
         points: &[MetricPoint],
     ) -> Result<BatchOutcome, StoreError> {
+        let _timer = crate::obs::db_write(crate::obs::DbWrite::MetricBatch);
         let mut tx = self.writer.begin().await?;
         let fresh = sqlx::query(
             "INSERT INTO metric_batches (attempt_id, seq, points, received_at) VALUES (?1, ?2, ?3, ?4)
@@ -200,6 +201,7 @@ impl Store {
         }
         let names = serde_json::to_string(&snap.class_names)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let _timer = crate::obs::db_write(crate::obs::DbWrite::Snapshot);
         sqlx::query(
             "INSERT INTO snapshots (job_id, attempt_id, epoch, projected, n, points, labels, indices,
                                     created_at, class_names)
@@ -239,6 +241,7 @@ impl Store {
 
     /// Records a stored checkpoint file.
     pub async fn record_artifact(&self, a: &ArtifactRow) -> Result<(), StoreError> {
+        let _timer = crate::obs::db_write(crate::obs::DbWrite::Artifact);
         sqlx::query(
             "INSERT INTO artifacts (job_id, attempt_id, kind, epoch, path, size, sha256, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",

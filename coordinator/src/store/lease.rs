@@ -98,6 +98,7 @@ impl Store {
         // An explicit transaction: in autocommit, `INSERT … RETURNING` commits only when the
         // statement is stepped past its last row, which `fetch_one` never does; a failed
         // commit (disk full) then vanished and the worker got an id that was never stored.
+        let _timer = crate::obs::db_write(crate::obs::DbWrite::Register);
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO workers (name, host, backend, devices_json, version, registered_at, last_seen_at)
@@ -283,6 +284,7 @@ impl Store {
         if due.is_none() {
             return Ok(Vec::new());
         }
+        let _timer = crate::obs::db_write(crate::obs::DbWrite::ExpireLeases);
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let rows = sqlx::query(
             "SELECT id, job_id, worker_id FROM attempts WHERE state = 'running' AND lease_expires_at < ?1",

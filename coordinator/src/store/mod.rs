@@ -10,6 +10,7 @@
 //! ([`Store::database_id`]) that every lease and report carries, because row ids restart at 1
 //! in a new database.
 
+mod backup;
 mod batch;
 mod error;
 mod group;
@@ -17,6 +18,8 @@ mod ingest;
 pub mod lease;
 mod open;
 mod ops;
+pub mod retention;
+mod stats;
 mod sweeps;
 
 use std::path::Path;
@@ -29,6 +32,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use backup::backup;
 pub use error::StoreError;
 pub use ingest::{ArtifactRow, BatchOutcome, MetricPoint, SnapshotData};
 pub use sweeps::{JobCounts, SubmitOutcome, SweepStatus};

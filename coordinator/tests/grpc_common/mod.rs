@@ -303,3 +303,56 @@ pub fn fashion_mnist_or_panic() {
         p.display()
     );
 }
+
+/// A small tmpfs mounted for one test (a real size-limited file system), unmounted on drop.
+pub struct TinyFs(pub PathBuf);
+
+impl TinyFs {
+    /// Mounting needs root. Elsewhere the test is skipped (`None`), except in CI (`CI` set),
+    /// which runs as root: there a failure to mount fails the test.
+    pub fn mount(at: &Path, kib: u32) -> Option<TinyFs> {
+        let uid = std::process::Command::new("id").arg("-u").output().unwrap();
+        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI runs as root, and this test needs root to mount a tmpfs"
+            );
+            eprintln!(
+                "SKIPPED: mounting a tiny tmpfs needs root; run this test as root to check \
+                 that a full disk reaches the client"
+            );
+            return None;
+        }
+        std::fs::create_dir_all(at).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(
+            ok.success(),
+            "mount -t tmpfs failed although running as root"
+        );
+        Some(TinyFs(at.to_owned()))
+    }
+
+    /// Fills what is left of the file system; returns the filler, to delete to make room.
+    pub fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let path = self.0.join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let block = vec![0u8; 4096];
+        while f.write_all(&block).and_then(|_| f.flush()).is_ok() {}
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for TinyFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}

@@ -28,6 +28,20 @@ pub struct Cli {
     pub command: Option<Command>,
     #[command(flatten)]
     pub agent: Option<worker::agent::cli::AgentArgs>,
+    /// Log lines as plain text, or as one JSON object per line (for log collectors)
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text,
+          env = "LATENTSWEEP_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written to standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, with `timestamp`, `level`, `target`, `message` and the
+    /// event's fields at the top level.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

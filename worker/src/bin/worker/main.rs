@@ -17,15 +17,29 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
+fn init_tracing(format: cli::LogFormat) {
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        cli::LogFormat::Text => fmt
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // Fields at the top level (`message`, `level`, …): what log collectors index.
+        cli::LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
     let cli = cli::Cli::parse();
+    init_tracing(cli.log_format);
     match (cli.command, cli.agent) {
         (Some(cli::Command::Train(args)), _) => cli::train(&args),
         (None, Some(agent)) => connect::run(agent),
