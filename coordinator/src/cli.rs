@@ -83,13 +83,36 @@ pub struct ServeArgs {
     #[arg(long, env = "LATENTSWEEP_WORKER_BIN", value_name = "PATH")]
     pub worker_bin: Option<PathBuf>,
 
-    /// Shared secret workers must present; required when listening beyond loopback
-    #[arg(long, env = "LATENTSWEEP_TOKEN", hide_env_values = true)]
+    /// File holding the shared secret workers (and dashboard users) must present (or
+    /// $LATENTSWEEP_TOKEN_FILE, or the token itself in $LATENTSWEEP_TOKEN). Required when
+    /// listening beyond loopback; without one, a token is generated into DB_DIR/token (0600)
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// The shared secret on the command line: every local user sees it in `ps`, so only for
+    /// loopback demos; prefer --token-file
+    #[arg(long, value_name = "TOKEN", conflicts_with = "token_file")]
     pub token: Option<String>,
 
     /// What a done job keeps of its checkpoints (while a job runs, only its newest is kept)
     #[arg(long, value_enum, default_value_t = KeepCheckpoints::Final, value_name = "WHAT")]
     pub keep_checkpoints: KeepCheckpoints,
+    /// Serve gRPC and the dashboard over TLS with this certificate chain (PEM, leaf first)
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Mutual TLS: workers must present a certificate signed by this CA (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub client_ca: Option<PathBuf>,
+
+    /// Let anyone who reaches the dashboard read it without logging in (actions still need a
+    /// login)
+    #[arg(long)]
+    pub public_dashboard: bool,
 
     /// Lease time-to-live in seconds; heartbeats renew it
     #[arg(long, default_value_t = 30, value_name = "SECS")]

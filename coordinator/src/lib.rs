@@ -13,4 +13,6 @@ pub mod sched;
 pub mod serve;
 pub mod store;
 pub mod tables;
+pub mod tls;
+pub mod token;
 pub mod web;

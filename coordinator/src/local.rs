@@ -18,7 +18,7 @@ use tokio::time::Instant;
 /// Names the `worker` binary to run (the `--worker-bin` option reads it too).
 pub const WORKER_BIN_ENV: &str = "LATENTSWEEP_WORKER_BIN";
 /// How children get the shared secret: environment, never the command line (`ps` shows that).
-const TOKEN_ENV: &str = "LATENTSWEEP_TOKEN";
+const TOKEN_ENV: &str = proto::secret::TOKEN_ENV;
 /// How long children get to hand their jobs back on shutdown before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(30);
 /// First and longest wait before restarting a child that died.
@@ -41,6 +41,8 @@ pub struct LocalWorkers {
     pub work_root: PathBuf,
     /// The `worker` binary; found by [`find_worker_bin`] when `None`.
     pub worker_bin: Option<PathBuf>,
+    /// With TLS: the coordinator's certificate, which children trust exactly (`https://`).
+    pub pin_cert: Option<PathBuf>,
 }
 
 /// Why local workers cannot start.
@@ -112,7 +114,12 @@ pub fn spawn_local_workers(
     } else {
         opts.grpc_addr.ip()
     };
-    let url = format!("http://{}", SocketAddr::new(ip, opts.grpc_addr.port()));
+    let scheme = if opts.pin_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let url = format!("{scheme}://{}", SocketAddr::new(ip, opts.grpc_addr.port()));
     Ok((0..opts.count)
         .map(|i| {
             let child = ChildSpec {
@@ -122,6 +129,7 @@ pub fn spawn_local_workers(
                 token: opts.token.clone(),
                 data_dir: opts.data_dir.clone(),
                 work_dir: opts.work_root.join(format!("local-{i}")),
+                pin_cert: opts.pin_cert.clone(),
             };
             tokio::spawn(supervise(child, shutdown.clone()))
         })
@@ -136,6 +144,7 @@ struct ChildSpec {
     token: Option<String>,
     data_dir: Option<PathBuf>,
     work_dir: PathBuf,
+    pin_cert: Option<PathBuf>,
 }
 
 impl ChildSpec {
@@ -150,6 +159,11 @@ impl ChildSpec {
         if let Some(d) = &self.data_dir {
             cmd.arg("--data-dir").arg(d);
         }
+        if let Some(c) = &self.pin_cert {
+            cmd.arg("--pin-cert").arg(c);
+        }
+        // Exactly the coordinator's token, not one another variable would point to.
+        cmd.env_remove(proto::secret::TOKEN_FILE_ENV);
         match self.token.as_deref().filter(|t| !t.is_empty()) {
             Some(t) => cmd.env(TOKEN_ENV, t),
             None => cmd.env_remove(TOKEN_ENV),

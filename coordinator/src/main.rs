@@ -219,7 +219,16 @@ async fn serve(
     json_logs: bool,
 ) -> anyhow::Result<ExitCode> {
     let mut grpc = GrpcConfig::new(args.grpc_addr, &db);
-    grpc.token = args.token.filter(|t| !t.is_empty());
+    let given = coordinator::token::given(args.token_file.as_deref(), args.token.as_deref())?;
+    grpc.token = given.map(|t| t.value);
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        let files = coordinator::tls::TlsFiles {
+            cert,
+            key,
+            client_ca: args.client_ca,
+        };
+        grpc.tls = Some(coordinator::tls::ServerTls::load(&files)?);
+    }
     grpc.sched.lease_ttl = Duration::from_secs(args.lease_ttl.max(1));
     grpc.keep_checkpoints = args.keep_checkpoints;
     let limits = ConnLimits {
@@ -239,10 +248,20 @@ async fn serve(
         http_limits: limits,
         sweeps: Vec::new(),
         display: (!json_logs).then(|| bars.map_or(Display::Lines, Display::Bars)),
+        token_file: None,
+        public_dashboard: args.public_dashboard,
     };
     // Before touching the database or any port.
     coordinator::serve::check_exposure(&opts)?;
     let store = open(&db).await?;
+    // Loopback without a token is still open to every local user: generate one.
+    if opts.grpc.token.is_none() {
+        let t = coordinator::token::generated(&db)?;
+        opts.grpc.token = Some(t.value);
+        if let coordinator::token::Origin::Generated(file) = t.origin {
+            opts.token_file = Some(file);
+        }
+    }
     for file in &args.sweeps {
         let (sweep, text) = load_sweep(file, args.limits.max_cells)?;
         let out = store.submit(&sweep, &text, Some(file)).await?;

@@ -51,6 +51,8 @@ pub struct MonitorOptions {
     /// Sweeps submitted with `--sweep`; empty: every sweep.
     pub sweeps: Vec<String>,
     pub dashboard_url: String,
+    /// The dashboard link with a one-time login, shown once at start-up.
+    pub login_url: Option<String>,
     /// Return once every watched sweep has finished, leaving the summaries to the caller.
     pub exit_when_done: bool,
 }
@@ -70,13 +72,16 @@ pub async fn run(store: Store, opts: MonitorOptions) {
             h.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("valid template"));
             h.set_message(format!(
                 "dashboard {} · Ctrl-C stops (jobs are handed back)",
-                opts.dashboard_url
+                opts.login_url.as_deref().unwrap_or(&opts.dashboard_url)
             ));
             h.enable_steady_tick(Duration::from_millis(250));
             Some(h)
         }
         Display::Lines => {
-            eprintln!("dashboard: {}", opts.dashboard_url);
+            eprintln!(
+                "dashboard: {}",
+                opts.login_url.as_deref().unwrap_or(&opts.dashboard_url)
+            );
             None
         }
     };

@@ -32,6 +32,10 @@ pub struct ServeOptions {
     pub sweeps: Vec<String>,
     /// How progress is shown; `None`: not at all.
     pub display: Option<Display>,
+    /// The generated token's file, announced to this user's workers by gRPC port while serving.
+    pub token_file: Option<PathBuf>,
+    /// Anonymous visitors may read the dashboard (`--public-dashboard`); actions need a login.
+    pub public_dashboard: bool,
 }
 
 /// How serving ended.
@@ -79,6 +83,11 @@ pub enum ServeError {
         what: &'static str,
         addr: SocketAddr,
     },
+    #[error(
+        "--local-workers cannot be used with --client-ca: local workers have no client \
+         certificate; start workers with --client-cert/--client-key instead"
+    )]
+    LocalWorkersWithClientCa,
     #[error(transparent)]
     Grpc(#[from] grpc::ServeError),
     #[error("cannot listen on {0} for the dashboard: {1}")]
@@ -97,6 +106,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Served, ServeError> {
     check_exposure(&opts)?;
+    if opts.local_workers > 0 && opts.grpc.tls.as_ref().is_some_and(|t| t.mutual()) {
+        return Err(ServeError::LocalWorkersWithClientCa);
+    }
     let grpc_listener = TcpListener::bind(opts.grpc.addr)
         .await
         .map_err(|e| ServeError::Grpc(grpc::ServeError::Bind(opts.grpc.addr, e)))?;
@@ -109,8 +121,15 @@ pub async fn run(
     let http_addr = http_listener
         .local_addr()
         .map_err(|e| ServeError::HttpBind(opts.http_addr, e))?;
-    let dashboard_url = crate::progress::dashboard_url(http_addr);
+    let mut dashboard_url = crate::progress::dashboard_url(http_addr);
+    if opts.grpc.tls.is_some() {
+        dashboard_url = dashboard_url.replacen("http://", "https://", 1);
+    }
     tracing::info!(%grpc_addr, dashboard = %dashboard_url, "coordinator serving");
+    let _announced = opts
+        .token_file
+        .as_deref()
+        .and_then(|f| crate::token::announce(grpc_addr.port(), f));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     // The gRPC service stops only after the local workers: they hand their jobs back through it.
@@ -123,10 +142,27 @@ pub async fn run(
             let _ = grpc_stop.wait_for(|s| *s).await;
         },
     ));
-    let app = crate::web::router(store.clone(), opts.data_dir.clone())
+    let access = crate::web::session::Access::new(
+        opts.grpc.token.clone(),
+        opts.public_dashboard,
+        opts.grpc.tls.is_some(),
+    );
+    // The link printed at start-up logs its first visitor in (once), as Jupyter's does.
+    let login_url = opts
+        .grpc
+        .token
+        .is_some()
+        .then(|| format!("{dashboard_url}login?once={}", access.one_time_code()));
+    // /metrics checks the token itself (Bearer, for scrapers), outside the login's wrapper.
+    let app = crate::web::protected_router(store.clone(), opts.data_dir.clone(), access)
         .merge(crate::obs::endpoint::routes(metrics_config(&store, &opts)))
         .layer(crate::obs::latency::LatencyLayer::http());
-    let http_task = tokio::spawn(crate::web::serve_with(http_listener, app, opts.http_limits));
+    let http_task = tokio::spawn(crate::web::serve_tls(
+        http_listener,
+        app,
+        opts.http_limits,
+        opts.grpc.tls.clone(),
+    ));
     let workers = spawn_local_workers(
         &LocalWorkers {
             count: opts.local_workers,
@@ -135,6 +171,7 @@ pub async fn run(
             data_dir: opts.data_dir.clone(),
             work_root: opts.work_root.clone(),
             worker_bin: opts.worker_bin.clone(),
+            pin_cert: opts.grpc.tls.as_ref().map(|t| t.files().cert.clone()),
         },
         stop_rx.clone(),
     )?;
@@ -146,6 +183,7 @@ pub async fn run(
                     display,
                     sweeps: opts.sweeps.clone(),
                     dashboard_url: dashboard_url.clone(),
+                    login_url: login_url.clone(),
                     exit_when_done: opts.exit_when_done,
                 };
                 monitor::run(store.clone(), m).await;
@@ -250,6 +288,8 @@ mod tests {
             http_limits: ConnLimits::default(),
             sweeps: Vec::new(),
             display: None,
+            token_file: None,
+            public_dashboard: false,
         }
     }
 

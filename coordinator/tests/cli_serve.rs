@@ -259,14 +259,15 @@ epochs = 1
     );
 }
 
-/// Minimal HTTP/1.1 GET over a fresh connection; returns the whole response.
+/// Minimal HTTP/1.1 GET of the login page (open to all) over a fresh connection; returns the
+/// whole response.
 fn http_get(addr: SocketAddr) -> String {
     use std::io::Write;
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
         s,
-        "GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET /login HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut out = String::new();

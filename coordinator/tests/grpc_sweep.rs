@@ -43,6 +43,7 @@ async fn two_local_workers_run_the_four_losses_to_completion() {
             data_dir: None,
             work_root: dir.path().join("work"),
             worker_bin: Some(worker_exe()),
+            pin_cert: None,
         },
         stop_rx,
     )

@@ -112,13 +112,17 @@ impl Coordinator {
         pool
     }
 
-    /// Both front doors answer: the dashboard over HTTP and the gRPC service.
+    /// Both front doors answer: the dashboard over HTTP and the gRPC service, each with the
+    /// token the coordinator generated next to its database (none was given).
     async fn assert_serving(&mut self) {
         self.assert_running();
+        let token = proto::secret::read_token("token", &proto::secret::token_file_for(&self.db))
+            .expect("the coordinator generated a token");
         let mut s = tokio::net::TcpStream::connect(self.http).await.unwrap();
-        s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
+        let get = format!(
+            "GET / HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(get.as_bytes()).await.unwrap();
         let mut reply = String::new();
         s.read_to_string(&mut reply).await.unwrap();
         assert!(
@@ -126,7 +130,7 @@ impl Coordinator {
             "dashboard: {}",
             reply.lines().next().unwrap_or("")
         );
-        let c = client(&format!("http://{}", self.grpc), None);
+        let c = client(&format!("http://{}", self.grpc), Some(&token));
         assert!(register(&c, "probe").await > 0);
     }
 

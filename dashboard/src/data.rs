@@ -44,6 +44,15 @@ pub trait DashboardData: Send + Sync + 'static {
     /// A cheap value that changes whenever anything shown by the dashboard may have changed;
     /// drives the live-update event stream.
     fn change_token(&self) -> DataFuture<'_, String>;
+    /// Carries out a visitor's action: what it did, or `None` when the sweep or job does not
+    /// exist. A read-only source keeps this default, which refuses.
+    fn act(&self, action: crate::auth::Action) -> DataFuture<'_, Option<String>> {
+        Box::pin(async move {
+            Err(DataError::Source(format!(
+                "this dashboard is read-only ({action:?})"
+            )))
+        })
+    }
 }
 
 /// Number of jobs per state.

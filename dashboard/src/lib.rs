@@ -7,6 +7,8 @@
 //! axum::serve(tokio::net::TcpListener::bind("127.0.0.1:0").await?, app).await?;
 //! ```
 
+pub mod act;
+pub mod auth;
 pub mod data;
 pub mod export;
 pub mod geometry;
@@ -16,6 +18,7 @@ pub mod plot;
 pub mod server;
 pub mod table;
 
+pub use auth::{Action, Viewer};
 pub use data::{
     AttemptInfo, CurrentJob, DashboardData, DataError, DataFuture, JobCounts, MetricPoint,
     RunDetail, RunRow, Snapshot, SweepDetail, SweepSummary, WorkerInfo,

@@ -4,14 +4,16 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::{FromRef, Path, Query as AxQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use futures::Stream;
 
+use crate::auth::Viewer;
 use crate::data::{DashboardData, DataError};
 use crate::export::{self, Agg, Format, PivotSpec, ResultTable, TableError};
 use crate::live::LiveHub;
@@ -56,6 +58,8 @@ pub fn router(data: Arc<dyn DashboardData>) -> Router {
         .route("/sweeps/{name}", get(sweep_page))
         .route("/sweeps/{name}/latent", get(latent_page))
         .route("/sweeps/{name}/export", get(export_endpoint))
+        .route("/sweeps/{name}/actions", post(crate::act::sweep_action))
+        .route("/runs/{job}/cancel", post(crate::act::cancel_run))
         .route("/runs/{job}", get(run_page))
         .route("/runs/{job}/images/{index}", get(image))
         .route("/workers", get(workers_page))
@@ -154,15 +158,19 @@ async fn sweeps_page(State(data): State<Data>, AxQuery(q): AxQuery<Vec<(String, 
 async fn sweep_page(
     State(data): State<Data>,
     Path(name): Path<String>,
+    viewer: Option<Extension<Viewer>>,
     AxQuery(q): AxQuery<Vec<(String, String)>>,
 ) -> Res {
     let d = sweep_or_404(&data, &name).await?;
     let q = Query(q);
+    let forms = viewer
+        .map(|v| crate::act::sweep_forms(&d.summary, &v))
+        .unwrap_or_default();
     Ok(page(
         &q,
         &name,
         Nav::Sweeps,
-        pages::sweep::main_html(d, q.clone()),
+        pages::sweep::main_html(d, q.clone()) + &forms,
     ))
 }
 
@@ -190,6 +198,7 @@ async fn latent_page(
 async fn run_page(
     State(data): State<Data>,
     Path(job): Path<i64>,
+    viewer: Option<Extension<Viewer>>,
     AxQuery(q): AxQuery<Vec<(String, String)>>,
 ) -> Res {
     let d = data
@@ -202,11 +211,14 @@ async fn run_page(
     )?;
     let latest = snaps.into_iter().max_by_key(|s| (s.epoch, s.attempt_id));
     let title = format!("run #{job} · {}", d.sweep_name);
+    let form = viewer
+        .map(|v| crate::act::run_form(job, &v))
+        .unwrap_or_default();
     Ok(page(
         &Query(q),
         &title,
         Nav::Sweeps,
-        pages::run::main_html(d, metrics, latest),
+        pages::run::main_html(d, metrics, latest) + &form,
     ))
 }
 

@@ -3,6 +3,7 @@
 pub mod ids;
 pub mod params;
 pub mod rpc;
+pub mod secret;
 pub mod sweep;
 
 pub use ids::{AttemptId, JobId, LeaseToken, SweepId, WorkerId};

@@ -50,6 +50,8 @@ pub struct GrpcConfig {
     pub stats: Arc<CallStats>,
     /// What a done job keeps of its checkpoints.
     pub keep_checkpoints: crate::retention::KeepCheckpoints,
+    /// Serve over TLS (`--tls-cert`); the dashboard uses the same certificate.
+    pub tls: Option<crate::tls::ServerTls>,
 }
 
 /// Counts of calls served, for diagnostics and tests.
@@ -81,6 +83,7 @@ impl GrpcConfig {
             conn: ConnLimits::default(),
             stats: Arc::default(),
             keep_checkpoints: crate::retention::KeepCheckpoints::default(),
+            tls: None,
         }
     }
 
@@ -164,22 +167,33 @@ pub async fn serve_on(
         svc,
         auth::TokenCheck::new(cfg.token.as_deref()),
     );
-    tracing::info!(addr = %local, ttl_ms = cfg.sched.lease_ttl.as_millis() as u64, auth = cfg.token.is_some(), "gRPC service listening");
+    tracing::info!(addr = %local, ttl_ms = cfg.sched.lease_ttl.as_millis() as u64, auth = cfg.token.is_some(),
+        tls = cfg.tls.is_some(), mutual_tls = cfg.tls.as_ref().is_some_and(|t| t.mutual()), "gRPC service listening");
     // No per-request timeout: lease long-polls and report streams are long by design. Pings
     // (every 10 s, well inside the idle timeout) keep healthy connections active and find dead
     // peers; the guarded listener closes connections that never even start HTTP/2.
     let mut limits = cfg.conn;
     // A healthy idle connection is silent between pings: never time it out before three.
     limits.idle_timeout = limits.idle_timeout.max(KEEPALIVE_INTERVAL * 3);
-    let incoming = GuardedListener::new(listener, limits).into_stream();
-    let result = tonic::transport::Server::builder()
+    let listener = GuardedListener::new(listener, limits);
+    let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .layer(auth::CodecStatusLayer)
         .layer(crate::obs::latency::LatencyLayer::grpc())
-        .add_service(svc)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
+        .add_service(svc);
+    let result = match &cfg.tls {
+        Some(tls) => {
+            router
+                .serve_with_incoming_shutdown(crate::tls::incoming(listener, tls), shutdown)
+                .await
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(listener.into_stream(), shutdown)
+                .await
+        }
+    };
     reaper.abort();
     Ok(result?)
 }

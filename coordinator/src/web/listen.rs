@@ -1,5 +1,6 @@
-//! The dashboard's HTTP server loop: hyper over [`GuardedListener`] connections, with a header
-//! read timeout and HTTP/2 keepalive (`axum::serve` offers neither).
+//! The dashboard's HTTP server loop: hyper over [`GuardedListener`] connections (HTTPS when
+//! TLS is configured), with a header read timeout and HTTP/2 keepalive (`axum::serve` offers
+//! neither).
 
 use std::time::Duration;
 
@@ -9,12 +10,19 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 
 use crate::conn::{ConnLimits, GuardedListener};
+use crate::tls::ServerTls;
 
 /// How long an HTTP/2 client has to answer a keepalive ping.
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Serves `app` on every connection `listener` accepts; runs until dropped.
-pub async fn serve_app(mut listener: GuardedListener, app: Router, limits: ConnLimits) {
+/// Serves `app` on every connection `listener` accepts, over TLS with `tls`; runs until dropped.
+pub async fn serve_app(
+    mut listener: GuardedListener,
+    app: Router,
+    limits: ConnLimits,
+    tls: Option<ServerTls>,
+) {
+    let acceptor = tls.map(|t| t.http_acceptor());
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -30,9 +38,25 @@ pub async fn serve_app(mut listener: GuardedListener, app: Router, limits: ConnL
         // The router takes hyper's body as it is.
         let svc = TowerToHyperService::new(app.clone());
         let builder = builder.clone();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-            if let Err(e) = conn.await {
+            // The handshake runs in the connection's own task: a slow client holds up nobody.
+            let done = match acceptor {
+                Some(a) => match crate::tls::handshake(&a, io, peer).await {
+                    Some(tls) => {
+                        builder
+                            .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                            .await
+                    }
+                    None => return,
+                },
+                None => {
+                    builder
+                        .serve_connection_with_upgrades(TokioIo::new(io), svc)
+                        .await
+                }
+            };
+            if let Err(e) = done {
                 tracing::debug!(%peer, error = %e, "dashboard connection ended");
             }
         });

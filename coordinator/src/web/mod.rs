@@ -2,10 +2,12 @@
 //! [`dashboard::DashboardData`] with SQL over [`Store::reader`], and [`router`] / [`serve`]
 //! mount the dashboard over HTTP.
 
+mod actions;
 pub mod cache;
 pub mod images;
 mod listen;
 pub mod queries;
+pub mod session;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -115,6 +117,11 @@ impl DashboardData for StoreData {
         })
     }
 
+    fn act(&self, action: dashboard::Action) -> DataFuture<'_, Option<String>> {
+        // The sweep cache needs no flush: its token query sees the change.
+        Box::pin(async move { actions::act(&self.store, action).await.map_err(data_err) })
+    }
+
     fn change_token(&self) -> DataFuture<'_, String> {
         self.change_polls.fetch_add(1, Ordering::Relaxed);
         Box::pin(async move {
@@ -128,6 +135,15 @@ impl DashboardData for StoreData {
 /// The dashboard application over this store.
 pub fn router(store: Store, data_dir: Option<PathBuf>) -> axum::Router {
     app(Arc::new(StoreData::new(store, data_dir)))
+}
+
+/// The dashboard behind `access` (login sessions, CSRF-checked actions) over this store.
+pub fn protected_router(
+    store: Store,
+    data_dir: Option<PathBuf>,
+    access: Arc<session::Access>,
+) -> axum::Router {
+    session::protect(router(store, data_dir), access)
 }
 
 /// The dashboard application over `data` (keep a clone to read its counters).
@@ -151,8 +167,18 @@ pub async fn serve_with(
     app: axum::Router,
     limits: ConnLimits,
 ) -> std::io::Result<()> {
+    serve_tls(listener, app, limits, None).await
+}
+
+/// [`serve_with`], over HTTPS when `tls` is given.
+pub async fn serve_tls(
+    listener: TcpListener,
+    app: axum::Router,
+    limits: ConnLimits,
+    tls: Option<crate::tls::ServerTls>,
+) -> std::io::Result<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::debug!(?addr, ?limits, "dashboard listening");
-    listen::serve_app(GuardedListener::new(listener, limits), app, limits).await;
+    tracing::debug!(?addr, ?limits, https = tls.is_some(), "dashboard listening");
+    listen::serve_app(GuardedListener::new(listener, limits), app, limits, tls).await;
     Ok(())
 }

@@ -21,9 +21,28 @@ pub struct AgentArgs {
     /// Concurrent CPU jobs
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub slots: usize,
-    /// Shared secret of the coordinator
-    #[arg(long, env = "LATENTSWEEP_TOKEN", hide_env_values = true)]
+    /// File holding the coordinator's shared secret (or $LATENTSWEEP_TOKEN_FILE). Without any
+    /// token option: $LATENTSWEEP_TOKEN, then, for a coordinator on this machine, the token it
+    /// generated in its data directory
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Shared secret on the command line: every local user sees it in `ps`; prefer --token-file
+    #[arg(long, value_name = "TOKEN", conflicts_with = "token_file")]
     pub token: Option<String>,
+    /// PEM file of the CA that signed the coordinator's certificate (an https:// URL trusts the
+    /// system's roots without it)
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// This worker's certificate (PEM), for a coordinator started with --client-ca
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// The key of --client-cert (PEM)
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+    /// Trust exactly this certificate, whatever its names (how local workers trust their
+    /// coordinator)
+    #[arg(long, value_name = "FILE", hide = true, conflicts_with = "ca_cert")]
+    pub pin_cert: Option<PathBuf>,
     /// Where data sets are looked up and downloaded to
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -75,7 +94,20 @@ impl AgentArgs {
                 })
                 .collect();
         }
-        cfg.token = self.token.filter(|t| !t.is_empty());
+        let (token, given) = super::token::find(
+            self.token_file.as_deref(),
+            self.token.as_deref(),
+            &cfg.coordinator,
+        )?;
+        cfg.token = token;
+        // Nothing given: a local coordinator may start (or restart) later with its own token.
+        cfg.discover_token = !given;
+        cfg.tls = super::tls::ClientTls {
+            ca_cert: self.ca_cert,
+            pin_cert: self.pin_cert,
+            client_cert: self.client_cert,
+            client_key: self.client_key,
+        };
         cfg.data_dir = self.data_dir;
         cfg.host = hostname();
         if let Some(n) = self.name {

@@ -2,6 +2,7 @@
 //! token, retry backoff, and the checkpoint transfer calls.
 
 use std::path::Path;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use proto::rpc::coordinator_client::CoordinatorClient;
@@ -15,17 +16,47 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use super::AgentError;
+use super::tls::{ClientTls, Connector};
 
 /// Bytes per upload chunk (well under the coordinator's message limit).
 const CHUNK: usize = 256 * 1024;
 
-/// Adds `authorization: Bearer <token>` to every call.
-#[derive(Clone)]
-pub struct Auth(Option<MetadataValue<Ascii>>);
+/// Adds `authorization: Bearer <token>` to every call. Shared by the clones of a client, so
+/// that a token found later (a local coordinator that started after this worker) applies to
+/// all of them.
+#[derive(Clone, Default)]
+pub struct Auth(Arc<RwLock<Option<MetadataValue<Ascii>>>>);
+
+impl Auth {
+    pub fn new(token: Option<&str>) -> Result<Auth, AgentError> {
+        let auth = Auth::default();
+        if let Some(t) = token.filter(|t| !t.is_empty()) {
+            auth.set(t)?;
+        }
+        Ok(auth)
+    }
+
+    /// Presents `token` from now on.
+    pub fn set(&self, token: &str) -> Result<(), AgentError> {
+        let v = format!("Bearer {token}")
+            .parse::<MetadataValue<Ascii>>()
+            .map_err(|_| AgentError::Config("the token must be printable ASCII".into()))?;
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Some(v);
+        Ok(())
+    }
+
+    /// Whether `token` is the one presented.
+    pub fn is(&self, token: &str) -> bool {
+        let cur = self.0.read().unwrap_or_else(|p| p.into_inner());
+        cur.as_ref()
+            .is_some_and(|v| v.as_bytes() == format!("Bearer {token}").as_bytes())
+    }
+}
 
 impl Interceptor for Auth {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        if let Some(v) = &self.0 {
+        let cur = self.0.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = &*cur {
             req.metadata_mut()
                 .insert(proto::rpc::AUTH_HEADER, v.clone());
         }
@@ -36,25 +67,28 @@ impl Interceptor for Auth {
 pub type Client = CoordinatorClient<InterceptedService<Channel, Auth>>;
 
 /// A client that connects on first use and reconnects after failures, so a worker may start
-/// before its coordinator.
+/// before its coordinator. An `https://` URL trusts the system's roots; see [`connect_with`].
 pub fn connect(url: &str, token: Option<&str>) -> Result<Client, AgentError> {
+    connect_with(url, token, &ClientTls::default())
+}
+
+/// [`connect`] with the worker's TLS settings (`--ca-cert`, client certificate).
+pub fn connect_with(url: &str, token: Option<&str>, tls: &ClientTls) -> Result<Client, AgentError> {
+    connect_auth(url, Auth::new(token)?, tls)
+}
+
+/// [`connect_with`], presenting whatever token `auth` holds at each call.
+pub fn connect_auth(url: &str, auth: Auth, tls: &ClientTls) -> Result<Client, AgentError> {
+    let connector = Connector::new(url, tls)?;
     let endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|e| AgentError::Config(format!("coordinator URL `{url}`: {e}")))?
-        .connect_timeout(Duration::from_secs(3))
-        .tcp_nodelay(true)
+        // Bounds the connector's whole work: TCP, the TLS handshake and the first answer.
+        .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(20))
         .keep_alive_while_idle(true);
-    let auth = match token.filter(|t| !t.is_empty()) {
-        Some(t) => Some(
-            format!("Bearer {t}")
-                .parse::<MetadataValue<Ascii>>()
-                .map_err(|_| AgentError::Config("the token must be printable ASCII".into()))?,
-        ),
-        None => None,
-    };
     Ok(
-        CoordinatorClient::with_interceptor(endpoint.connect_lazy(), Auth(auth))
+        CoordinatorClient::with_interceptor(endpoint.connect_with_connector_lazy(connector), auth)
             .max_decoding_message_size(16 * 1024 * 1024),
     )
 }

@@ -10,6 +10,8 @@ pub mod client;
 pub mod fault;
 pub mod outbox;
 mod reporter;
+pub mod tls;
+mod token;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -57,6 +59,11 @@ pub struct AgentConfig {
     pub work_dir: PathBuf,
     /// Longest wait between reconnection attempts.
     pub max_backoff: Duration,
+    /// Certificates for an `https://` coordinator.
+    pub tls: tls::ClientTls,
+    /// No token was given: look for the token of a coordinator of this user on this machine
+    /// when it answers Unauthenticated (it may start after this worker).
+    pub discover_token: bool,
 }
 
 impl AgentConfig {
@@ -79,6 +86,8 @@ impl AgentConfig {
             data_dir: None,
             work_dir,
             max_backoff: Duration::from_secs(2),
+            tls: tls::ClientTls::default(),
+            discover_token: false,
         }
     }
 }
@@ -100,6 +109,8 @@ pub enum AgentError {
     Config(String),
     #[error("the coordinator refused this worker: {0}")]
     Refused(String),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsFailure),
 }
 
 /// Runs one training job; implemented for Burn backends by [`BurnTrainer`]. `slot` indexes
@@ -197,10 +208,12 @@ pub async fn run_with(
     if cfg.devices.is_empty() {
         return Err(AgentError::Config("no device slots".into()));
     }
-    let client = client::connect(&cfg.coordinator, cfg.token.as_deref())?;
+    let auth = client::Auth::new(cfg.token.as_deref())?;
+    let client = client::connect_auth(&cfg.coordinator, auth.clone(), &cfg.tls)?;
     let cfg = Arc::new(cfg);
     tokio::pin!(shutdown);
-    let Some((worker_id, mut ttl, database_id)) = register(&cfg, &client, &mut shutdown).await?
+    let Some((worker_id, mut ttl, database_id)) =
+        register(&cfg, &client, &auth, &mut shutdown).await?
     else {
         return Ok(());
     };
@@ -306,7 +319,7 @@ pub async fn run_with(
                         _ = tokio::time::sleep(wait) => {}
                         _ = &mut shutdown => { stopping = true; stop_all(&slots); continue; }
                     }
-                    match register(&cfg, &client, &mut shutdown).await? {
+                    match register(&cfg, &client, &auth, &mut shutdown).await? {
                         Some((id, t, database_id)) => {
                             ttl = t;
                             ctx = Arc::new(Ctx { cfg: cfg.clone(), client: client.clone(), worker_id: id, database_id, trainer: trainer.clone() });
@@ -385,6 +398,7 @@ fn start(
 async fn register(
     cfg: &AgentConfig,
     client: &Client,
+    auth: &client::Auth,
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Result<Option<(i64, Duration, String)>, AgentError> {
     let mut backoff = Backoff::new(Duration::from_millis(100), cfg.max_backoff);
@@ -418,6 +432,21 @@ async fn register(
                     r.database_id,
                 )));
             }
+            Err(s) if s.code() == tonic::Code::Unauthenticated && cfg.discover_token => {
+                match token::discover(&cfg.coordinator)? {
+                    Some(t) if !auth.is(&t) => {
+                        tracing::info!("using the token of the coordinator on this machine");
+                        auth.set(&t)?;
+                    }
+                    _ => {
+                        return Err(AgentError::Refused(format!(
+                            "{:?}: {} (no token given: use --token-file FILE or LATENTSWEEP_TOKEN)",
+                            s.code(),
+                            s.message()
+                        )));
+                    }
+                }
+            }
             Err(s) if !client::is_transient(&s) => {
                 return Err(AgentError::Refused(format!(
                     "{:?}: {}",
@@ -426,6 +455,10 @@ async fn register(
                 )));
             }
             Err(s) => {
+                // A TLS mismatch or an untrusted certificate will not go away by waiting.
+                if let Some(f) = tls::failure_in(&s) {
+                    return Err(f.into());
+                }
                 if !warned {
                     tracing::warn!(coordinator = %cfg.coordinator, status = %s.message(),
                         "coordinator not reachable yet; retrying");
