@@ -14,7 +14,7 @@ use proto::{AttemptId, JobId, LeaseToken, WorkerId};
 use serde_json::json;
 use sqlx::{Row, SqliteConnection};
 
-use super::lease::{Ended, LeasedJob, release_orphan, token_from_row};
+use super::attempt::{Ended, LeasedJob, release_orphan, token_from_row};
 use super::{StoreError, now_ms};
 use crate::sched::{self, AttemptEnd, AttemptView, Candidate, Fence, JobNext, JobView};
 

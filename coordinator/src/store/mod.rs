@@ -10,6 +10,7 @@
 //! ([`Store::database_id`]) that every lease and report carries, because row ids restart at 1
 //! in a new database.
 
+mod attempt;
 mod batch;
 mod error;
 mod group;
