@@ -155,7 +155,7 @@ async fn main() {
     let mut render = Vec::new();
     for _ in 0..ITERS {
         let t = Instant::now();
-        let d = coordinator::web::queries::sweep(store.reader(), &name)
+        let d = coordinator::web::convert::sweep(&store, &name)
             .await
             .unwrap()
             .unwrap();

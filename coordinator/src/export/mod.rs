@@ -11,7 +11,7 @@
 pub use dashboard::export::{Agg, Format, PivotSpec, ResultTable, TableError};
 
 use crate::store::{Store, StoreError};
-use crate::web::queries;
+use crate::web::convert;
 
 /// What to export.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +69,7 @@ pub enum ExportError {
 
 /// Builds the requested table of a sweep and writes it in the requested format.
 pub async fn run_export(store: &Store, req: ExportRequest) -> Result<String, ExportError> {
-    let d = queries::sweep(store.reader(), &req.sweep)
+    let d = convert::sweep(store, &req.sweep)
         .await?
         .ok_or_else(|| ExportError::NoSweep(req.sweep.clone()))?;
     let axes = dashboard::table::axes(&d.runs);

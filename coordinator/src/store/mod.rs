@@ -19,6 +19,7 @@ pub mod lease;
 mod open;
 mod ops;
 mod sweeps;
+mod views;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -33,6 +34,7 @@ use sqlx::sqlite::{
 pub use error::StoreError;
 pub use ingest::{ArtifactRow, BatchOutcome, MetricPoint, SnapshotData};
 pub use sweeps::{JobCounts, SubmitOutcome, SweepStatus};
+pub(crate) use views::{JobRow, SweepHead, SweepToken};
 
 /// Migrations of the root `migrations/` folder, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

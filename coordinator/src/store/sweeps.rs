@@ -46,6 +46,9 @@ pub struct SweepStatus {
     pub name: String,
     pub state: String,
     pub priority: i64,
+    /// When the sweep was first submitted (ms); the dashboard shows it, `status` does not.
+    #[serde(skip)]
+    pub created_at: i64,
     pub jobs: JobCounts,
 }
 
@@ -111,10 +114,11 @@ impl Store {
         })
     }
 
-    /// Every sweep in scheduling order (priority, then submission), with its jobs by state.
+    /// Every sweep in scheduling order (priority, then submission), with its jobs by state: the
+    /// one query that counts jobs by state (the dashboard's list and the monitor use it too).
     pub async fn status(&self) -> Result<Vec<SweepStatus>, StoreError> {
         let rows = sqlx::query(
-            "SELECT s.id, s.name, s.state, s.priority,
+            "SELECT s.id, s.name, s.state, s.priority, s.created_at,
                     COALESCE(SUM(j.state = 'queued'), 0)    AS queued,
                     COALESCE(SUM(j.state = 'running'), 0)   AS running,
                     COALESCE(SUM(j.state = 'done'), 0)      AS done,
@@ -136,6 +140,7 @@ impl Store {
                     name: row.try_get("name")?,
                     state: row.try_get("state")?,
                     priority: row.try_get("priority")?,
+                    created_at: row.try_get("created_at")?,
                     jobs: JobCounts {
                         queued: count(row, "queued")?,
                         running: count(row, "running")?,
