@@ -20,4 +20,4 @@ pub use data::{
     AttemptInfo, CurrentJob, DashboardData, DataError, DataFuture, JobCounts, MetricPoint,
     RunDetail, RunRow, Snapshot, SweepDetail, SweepSummary, WorkerInfo,
 };
-pub use server::{router, table_for_query};
+pub use server::router;
