@@ -6,9 +6,10 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use dashboard::SweepSummary;
 use dashboard::pages::fmt_duration_ms;
 use dashboard::pages::sweeps::eta_ms;
-use dashboard::{JobCounts, SweepSummary};
+use proto::JobCounts;
 
 /// Whether a sweep has nothing left to run (every job done, failed or cancelled).
 pub fn is_finished(c: &JobCounts) -> bool {

@@ -153,7 +153,7 @@ pub fn sort_runs(runs: &mut [&RunRow], column: &str, desc: bool) {
         match column {
             "job" => Some(a.job_id.cmp(&b.job_id)),
             "seq" => Some(a.seq.cmp(&b.seq)),
-            "state" => Some(a.state.cmp(&b.state)),
+            "state" => Some(a.state.as_str().cmp(b.state.as_str())),
             "attempts" => Some(a.attempts.cmp(&b.attempts)),
             _ => None,
         }

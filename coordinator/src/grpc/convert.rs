@@ -2,7 +2,7 @@
 //! are converted into each other, with the validation a malformed message needs.
 
 use proto::rpc::{self, PROTOCOL_VERSION};
-use proto::{AttemptId, LeaseToken, WorkerId};
+use proto::{AttemptId, JobState, LeaseToken, WorkerId};
 
 use super::error::RpcError;
 use crate::sched::AttemptEnd;
@@ -204,6 +204,11 @@ pub fn snapshot(s: &rpc::EpochSnapshot) -> Result<SnapshotData, RpcError> {
         indices: s.indices.clone(),
         class_names: s.class_names.clone(),
     })
+}
+
+/// A job's state as the replies to `Complete` and `Fail` carry it.
+pub fn job_state(s: JobState) -> String {
+    s.as_str().to_owned()
 }
 
 /// A `Fail` request as an attempt end; long error texts are cut (on a char boundary).

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use proto::LeaseToken;
+use proto::{AttemptState, LeaseToken};
 
 /// An attempt as far as fencing needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,7 +14,7 @@ pub struct AttemptView {
     /// `attempts.token`; `None` for an attempt leased before tokens existed.
     pub token: Option<LeaseToken>,
     /// `attempts.state`.
-    pub state: String,
+    pub state: AttemptState,
 }
 
 /// Why a worker may not speak for an attempt.
@@ -33,7 +33,7 @@ pub enum Fence {
     },
     Ended {
         attempt: i64,
-        state: String,
+        state: AttemptState,
     },
 }
 
@@ -80,10 +80,10 @@ pub fn check(
             attempt: attempt_id,
         });
     }
-    if a.state != "running" {
+    if a.state != AttemptState::Running {
         return Err(Fence::Ended {
             attempt: attempt_id,
-            state: a.state.clone(),
+            state: a.state,
         });
     }
     Ok(())
@@ -95,7 +95,7 @@ pub fn is_repeat_of(
     attempt: &AttemptView,
     worker: i64,
     token: Option<LeaseToken>,
-    wanted_state: &str,
+    wanted_state: AttemptState,
 ) -> bool {
     attempt.worker == Some(worker) && attempt.token == token && attempt.state == wanted_state
 }
@@ -112,7 +112,7 @@ mod tests {
             job: 1,
             worker: Some(worker),
             token: Some(T),
-            state: state.into(),
+            state: state.parse().unwrap(),
         }
     }
 
@@ -127,7 +127,7 @@ mod tests {
             check(5, Some(&view(2, "expired")), 2, Some(T)),
             Err(Fence::Ended {
                 attempt: 5,
-                state: "expired".into()
+                state: AttemptState::Expired
             })
         );
         assert_eq!(
@@ -168,14 +168,29 @@ mod tests {
             &view(2, "done"),
             2,
             Some(LeaseToken(1)),
-            "done"
+            AttemptState::Done
         ));
     }
 
     #[test]
     fn repeats_are_recognised() {
-        assert!(is_repeat_of(&view(2, "done"), 2, Some(T), "done"));
-        assert!(!is_repeat_of(&view(2, "done"), 3, Some(T), "done"));
-        assert!(!is_repeat_of(&view(2, "expired"), 2, Some(T), "done"));
+        assert!(is_repeat_of(
+            &view(2, "done"),
+            2,
+            Some(T),
+            AttemptState::Done
+        ));
+        assert!(!is_repeat_of(
+            &view(2, "done"),
+            3,
+            Some(T),
+            AttemptState::Done
+        ));
+        assert!(!is_repeat_of(
+            &view(2, "expired"),
+            2,
+            Some(T),
+            AttemptState::Done
+        ));
     }
 }

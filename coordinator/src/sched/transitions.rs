@@ -1,6 +1,8 @@
 //! The job state machine as seen from attempts: given how an attempt ended and what the job
 //! looked like, decide the job's next state.
 
+use proto::{AttemptState, JobState};
+
 /// How an attempt ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AttemptEnd {
@@ -21,13 +23,13 @@ pub enum AttemptEnd {
 
 impl AttemptEnd {
     /// Value of `attempts.state` after this end.
-    pub fn attempt_state(&self) -> &'static str {
+    pub fn attempt_state(&self) -> AttemptState {
         match self {
-            AttemptEnd::Done => "done",
-            AttemptEnd::Failed { .. } => "failed",
-            AttemptEnd::Expired { .. } => "expired",
-            AttemptEnd::Released => "released",
-            AttemptEnd::Cancelled => "cancelled",
+            AttemptEnd::Done => AttemptState::Done,
+            AttemptEnd::Failed { .. } => AttemptState::Failed,
+            AttemptEnd::Expired { .. } => AttemptState::Expired,
+            AttemptEnd::Released => AttemptState::Released,
+            AttemptEnd::Cancelled => AttemptState::Cancelled,
         }
     }
 
@@ -53,7 +55,7 @@ impl AttemptEnd {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobView {
     /// `jobs.state`.
-    pub state: String,
+    pub state: JobState,
     /// Failed or expired attempts BEFORE the one that is ending.
     pub failures: u32,
     pub max_attempts: u32,
@@ -76,11 +78,11 @@ pub enum JobNext {
 
 impl JobNext {
     /// Value of `jobs.state` afterwards, when it changes.
-    pub fn job_state(&self) -> Option<&'static str> {
+    pub fn job_state(&self) -> Option<JobState> {
         match self {
-            JobNext::Done => Some("done"),
-            JobNext::Requeue { .. } => Some("queued"),
-            JobNext::Fail { .. } => Some("failed"),
+            JobNext::Done => Some(JobState::Done),
+            JobNext::Requeue { .. } => Some(JobState::Queued),
+            JobNext::Fail { .. } => Some(JobState::Failed),
             JobNext::Unchanged => None,
         }
     }
@@ -88,7 +90,7 @@ impl JobNext {
 
 /// Decides the job's next state when one of its attempts ends.
 pub fn after_attempt(job: &JobView, end: &AttemptEnd) -> JobNext {
-    if job.state != "running" {
+    if job.state != JobState::Running {
         return JobNext::Unchanged;
     }
     match end {
@@ -125,7 +127,7 @@ mod tests {
 
     fn running(failures: u32, max_attempts: u32) -> JobView {
         JobView {
-            state: "running".into(),
+            state: JobState::Running,
             failures,
             max_attempts,
         }
@@ -170,7 +172,7 @@ mod tests {
         };
         assert_eq!(
             after_attempt(&running(0, 3), &fatal).job_state(),
-            Some("failed")
+            Some(JobState::Failed)
         );
     }
 
@@ -186,7 +188,7 @@ mod tests {
     #[test]
     fn ended_jobs_stay_put() {
         let cancelled = JobView {
-            state: "cancelled".into(),
+            state: JobState::Cancelled,
             failures: 0,
             max_attempts: 3,
         };

@@ -3,7 +3,7 @@
 //! inside the caller's transaction. It depends on neither path, so the dependency between them
 //! runs one way: `lease.rs` calls into `batch.rs` (`pick`, the group's calls), never back.
 
-use proto::{AttemptId, JobId, LeaseToken, WorkerId};
+use proto::{AttemptId, JobId, JobState, LeaseToken, WorkerId};
 use sqlx::{Row, SqliteConnection};
 
 use super::{StoreError, now_ms};
@@ -39,9 +39,9 @@ pub struct LeasedJob {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ended {
     /// The attempt ended now; the job moved to `job_state`.
-    Applied { job: JobId, job_state: String },
+    Applied { job: JobId, job_state: JobState },
     /// The same end was applied before (a retried request): nothing changed.
-    Repeat { job: JobId, job_state: String },
+    Repeat { job: JobId, job_state: JobState },
     /// The caller may not end this attempt.
     Fenced(Fence),
 }
@@ -68,7 +68,7 @@ pub(super) async fn end_in(
     attempt: AttemptId,
     job: JobId,
     end: &AttemptEnd,
-) -> Result<(JobNext, String), StoreError> {
+) -> Result<(JobNext, JobState), StoreError> {
     let row = sqlx::query(
         "SELECT state, max_attempts,
                 (SELECT COUNT(*) FROM attempts WHERE job_id = ?1 AND id != ?2
@@ -85,9 +85,9 @@ pub(super) async fn end_in(
 
 /// A job's state and retry budget from a row holding the job state in column `state_col`,
 /// plus `max_attempts` and `failures`.
-fn job_view(row: &sqlx::sqlite::SqliteRow, state_col: &str) -> Result<JobView, sqlx::Error> {
+fn job_view(row: &sqlx::sqlite::SqliteRow, state_col: &str) -> Result<JobView, StoreError> {
     Ok(JobView {
-        state: row.try_get(state_col)?,
+        state: row.try_get::<String, _>(state_col)?.parse()?,
         failures: u32::try_from(row.try_get::<i64, _>("failures")?).unwrap_or(u32::MAX),
         max_attempts: u32::try_from(row.try_get::<i64, _>("max_attempts")?).unwrap_or(0),
     })
@@ -100,30 +100,30 @@ async fn apply_end(
     job: JobId,
     view: JobView,
     end: &AttemptEnd,
-) -> Result<(JobNext, String), StoreError> {
+) -> Result<(JobNext, JobState), StoreError> {
     let now = now_ms();
     let next = sched::after_attempt(&view, end);
     sqlx::query("UPDATE attempts SET state = ?2, ended_at = ?3, error = ?4 WHERE id = ?1")
         .bind(attempt.0)
-        .bind(end.attempt_state())
+        .bind(end.attempt_state().as_str())
         .bind(now)
         .bind(end.error_text())
         .execute(&mut *conn)
         .await?;
     let (state, last_error) = match &next {
-        JobNext::Done => ("done", None),
-        JobNext::Requeue { last_error } => ("queued", last_error.clone()),
-        JobNext::Fail { last_error } => ("failed", Some(last_error.clone())),
+        JobNext::Done => (JobState::Done, None),
+        JobNext::Requeue { last_error } => (JobState::Queued, last_error.clone()),
+        JobNext::Fail { last_error } => (JobState::Failed, Some(last_error.clone())),
         JobNext::Unchanged => return Ok((next, view.state)),
     };
     sqlx::query(
         "UPDATE jobs SET state = ?2, last_error = COALESCE(?3, last_error), updated_at = ?4 WHERE id = ?1",
     )
     .bind(job.0)
-    .bind(state)
+    .bind(state.as_str())
     .bind(last_error)
     .bind(now)
     .execute(&mut *conn)
     .await?;
-    Ok((next, state.to_owned()))
+    Ok((next, state))
 }

@@ -21,6 +21,13 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// A state column holding a name no state has: the database was written by something else.
+impl From<proto::params::UnknownName> for StoreError {
+    fn from(e: proto::params::UnknownName) -> StoreError {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
 /// SQLite's primary result codes that callers treat apart (`sqlite3.h`).
 const SQLITE_BUSY: &str = "5";
 const SQLITE_LOCKED: &str = "6";

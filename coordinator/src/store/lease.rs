@@ -185,7 +185,7 @@ impl Store {
                 job: r.try_get("job_id")?,
                 worker: r.try_get("worker_id")?,
                 token: r.try_get::<Option<i64>, _>("token")?.map(token_from_row),
-                state: r.try_get("state")?,
+                state: r.try_get::<String, _>("state")?.parse()?,
             })
         })
         .transpose()

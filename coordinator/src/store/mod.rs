@@ -33,7 +33,7 @@ use sqlx::sqlite::{
 
 pub use error::StoreError;
 pub use ingest::{ArtifactRow, BatchOutcome, MetricPoint, SnapshotData};
-pub use sweeps::{JobCounts, SubmitOutcome, SweepStatus};
+pub use sweeps::{SubmitOutcome, SweepStatus};
 pub(crate) use views::{JobRow, SweepHead, SweepToken};
 
 /// Migrations of the root `migrations/` folder, embedded in the binary.

@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use proto::SweepId;
 use proto::sweep::Sweep;
+use proto::{JobCounts, JobState, SweepId};
 use serde::Serialize;
 use sqlx::Row;
 
@@ -20,22 +20,6 @@ pub struct SubmitOutcome {
     pub created: u64,
     /// Cells that already existed (in any state) and were left untouched.
     pub existing: u64,
-}
-
-/// Jobs of a sweep by state.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct JobCounts {
-    pub queued: u64,
-    pub running: u64,
-    pub done: u64,
-    pub failed: u64,
-    pub cancelled: u64,
-}
-
-impl JobCounts {
-    pub fn total(&self) -> u64 {
-        self.queued + self.running + self.done + self.failed + self.cancelled
-    }
 }
 
 /// One sweep's line of `coordinator status`.
@@ -135,19 +119,17 @@ impl Store {
         };
         rows.iter()
             .map(|row| {
+                let mut jobs = JobCounts::default();
+                for &s in JobState::ALL {
+                    jobs.add(s, count(row, s.as_str())?);
+                }
                 Ok(SweepStatus {
                     id: SweepId(row.try_get("id")?),
                     name: row.try_get("name")?,
                     state: row.try_get("state")?,
                     priority: row.try_get("priority")?,
                     created_at: row.try_get("created_at")?,
-                    jobs: JobCounts {
-                        queued: count(row, "queued")?,
-                        running: count(row, "running")?,
-                        done: count(row, "done")?,
-                        failed: count(row, "failed")?,
-                        cancelled: count(row, "cancelled")?,
-                    },
+                    jobs,
                 })
             })
             .collect()

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 
+use proto::{AttemptState, JobState};
 use serde_json::{Map, Value};
 use sqlx::Row;
 
@@ -21,7 +22,7 @@ pub(crate) struct JobRow {
     pub id: i64,
     /// Expansion order within the sweep.
     pub seq: i64,
-    pub state: String,
+    pub state: JobState,
     pub attempts: i64,
     pub params: Map<String, Value>,
     /// The result's metrics; `None` until the job has a result.
@@ -33,7 +34,7 @@ pub(crate) struct JobRow {
 type RawJob = (
     i64,
     i64,
-    String,
+    JobState,
     i64,
     Map<String, Value>,
     Option<String>,
@@ -65,7 +66,7 @@ pub(crate) struct AttemptRow {
     pub id: i64,
     pub number: i64,
     pub worker: Option<String>,
-    pub state: String,
+    pub state: AttemptState,
     pub started_at: i64,
     pub ended_at: Option<i64>,
     pub error: Option<String>,
@@ -250,7 +251,7 @@ impl Store {
                 id: a.try_get("id")?,
                 number: a.try_get("number")?,
                 worker: a.try_get("worker")?,
-                state: a.try_get("state")?,
+                state: a.try_get::<String, _>("state")?.parse()?,
                 started_at: a.try_get("started_at")?,
                 ended_at: a.try_get("ended_at")?,
                 error: a.try_get("error")?,
@@ -264,7 +265,7 @@ impl Store {
             job: JobRow {
                 id: r.try_get("id")?,
                 seq: r.try_get("seq")?,
-                state: r.try_get("state")?,
+                state: r.try_get::<String, _>("state")?.parse()?,
                 attempts: r.try_get("attempts")?,
                 params: parse_map(&params, "params_json")?,
                 metrics: metrics.map(|m| parse_map(&m, "metrics_json")).transpose()?,

@@ -10,24 +10,9 @@ use dashboard::{
 };
 use serde_json::{Map, Value};
 
-use crate::store::{self, JobRow, Store, StoreError, SweepHead};
+use proto::PARAM_ORDER;
 
-/// JobParams fields in struct order: the column order of tables and exports.
-pub const PARAM_ORDER: &[&str] = &[
-    "network",
-    "loss",
-    "dataset",
-    "margin",
-    "lr",
-    "embedding_dim",
-    "batch_size",
-    "epochs",
-    "optimizer",
-    "seed",
-    "mining",
-    "train_limit",
-    "eval_every",
-];
+use crate::store::{JobRow, Store, StoreError, SweepHead};
 
 /// Parameters of a job in [`PARAM_ORDER`], unknown keys after them alphabetically.
 fn params_from_map(mut map: Map<String, Value>) -> Vec<(String, Value)> {
@@ -58,27 +43,6 @@ fn run_row(j: JobRow) -> RunRow {
     }
 }
 
-fn add_count(c: &mut JobCounts, state: &str, n: u64) {
-    match state {
-        "queued" => c.queued += n,
-        "running" => c.running += n,
-        "done" => c.done += n,
-        "failed" => c.failed += n,
-        "cancelled" => c.cancelled += n,
-        _ => {}
-    }
-}
-
-fn counts(c: &store::JobCounts) -> JobCounts {
-    JobCounts {
-        queued: c.queued,
-        running: c.running,
-        done: c.done,
-        failed: c.failed,
-        cancelled: c.cancelled,
-    }
-}
-
 /// All sweeps, highest priority first, with job counts and mean successful attempt time.
 pub(crate) async fn sweeps(store: &Store) -> Result<Vec<SweepSummary>, StoreError> {
     let all = store.status().await?;
@@ -87,7 +51,7 @@ pub(crate) async fn sweeps(store: &Store) -> Result<Vec<SweepSummary>, StoreErro
         .into_iter()
         .map(|s| SweepSummary {
             id: s.id.0,
-            counts: counts(&s.jobs),
+            counts: s.jobs,
             mean_job_ms: mean.get(&s.id.0).copied(),
             name: s.name,
             state: s.state,
@@ -156,7 +120,7 @@ async fn assemble(
     runs.sort_by_key(|r| r.seq);
     let mut counts = JobCounts::default();
     for r in &runs {
-        add_count(&mut counts, &r.state, 1);
+        counts.add(r.state, 1);
     }
     Ok(SweepDetail {
         summary: SweepSummary {

@@ -109,7 +109,7 @@ fn long_header(t: &LongTable) -> Vec<String> {
 fn long_csv(t: &LongTable) -> String {
     let mut out = csv_line(long_header(t));
     for r in &t.runs {
-        let mut f = vec![r.job_id.to_string(), r.state.clone()];
+        let mut f = vec![r.job_id.to_string(), r.state.to_string()];
         f.extend(t.params.iter().map(|p| param_cell(r.param(p))));
         // Full precision: CSV is for further analysis.
         f.extend(
@@ -141,7 +141,7 @@ fn long_markdown(t: &LongTable) -> String {
 
 /// One long-form row as text cells: id, state, parameters (escaped by `esc`), metrics.
 fn long_cells(t: &LongTable, r: &RunRow, esc: impl Fn(&str) -> String) -> Vec<String> {
-    let mut f = vec![r.job_id.to_string(), esc(&r.state)];
+    let mut f = vec![r.job_id.to_string(), esc(r.state.as_str())];
     f.extend(t.params.iter().map(|p| esc(&param_cell(r.param(p)))));
     f.extend(t.metrics.iter().map(|m| {
         r.metrics

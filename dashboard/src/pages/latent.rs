@@ -7,7 +7,7 @@ use leptos::prelude::*;
 use serde_json::Value;
 
 use super::{Query, StateBadge, run_url, sweep_url};
-use crate::data::{RunRow, Snapshot, SweepDetail};
+use crate::data::{JobState, RunRow, Snapshot, SweepDetail};
 use crate::geometry::{align_sequence, stratified_sample};
 use crate::plot::{Legend, Scatter};
 use crate::table::{self, Axis, value_text};
@@ -82,7 +82,7 @@ pub fn plan(d: &SweepDetail, q: &Query) -> Plan {
                     let all: Vec<&&RunRow> = m.by_ref().collect();
                     let pick = all
                         .iter()
-                        .find(|r| r.state == "done")
+                        .find(|r| r.state == JobState::Done)
                         .or(all.first())
                         .map(|r| (**r).clone());
                     pick.map(|r| (r, all.len() - 1))
@@ -251,7 +251,7 @@ fn plot_cell(
     };
     view! {
         <td class="plot" data-job=r.job_id>
-            <div class="plot-title"><a href=run_url(r.job_id)>{format!("#{}", r.job_id)}</a>" "<StateBadge state=r.state.clone()/>" "<span class="small">{label}</span>{more}</div>
+            <div class="plot-title"><a href=run_url(r.job_id)>{format!("#{}", r.job_id)}</a>" "<StateBadge state=r.state.to_string()/>" "<span class="small">{label}</span>{more}</div>
             {body}
         </td>
     }

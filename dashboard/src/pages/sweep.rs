@@ -195,7 +195,7 @@ fn runs_table(
             view! {
                 <tr>
                     <td><a href=run_url(r.job_id)>{format!("#{}", r.job_id)}</a></td>
-                    <td><StateBadge state=r.state.clone()/></td>
+                    <td><StateBadge state=r.state.to_string()/></td>
                     {params}
                     {ms}
                 </tr>
