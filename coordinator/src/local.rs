@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// Names the `worker` binary to run (the `--worker-bin` option reads it too).
-pub const WORKER_BIN_ENV: &str = "LATENTSWEEP_WORKER_BIN";
+pub(crate) const WORKER_BIN_ENV: &str = "LATENTSWEEP_WORKER_BIN";
 /// How children get the shared secret: environment, never the command line (`ps` shows that).
 const TOKEN_ENV: &str = "LATENTSWEEP_TOKEN";
 /// How long children get to hand their jobs back on shutdown before they are killed.
@@ -57,7 +57,7 @@ pub enum LocalError {
 
 /// The `worker` binary: `explicit` if given, else `worker` next to this executable or in its
 /// parent directory (test binaries live in `target/<profile>/deps/`).
-pub fn find_worker_bin(explicit: Option<&Path>) -> Result<PathBuf, LocalError> {
+pub(crate) fn find_worker_bin(explicit: Option<&Path>) -> Result<PathBuf, LocalError> {
     if let Some(p) = explicit {
         return if p.is_file() {
             Ok(p.to_owned())

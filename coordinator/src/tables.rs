@@ -33,7 +33,7 @@ const SUMMARY_METRICS: [(&str, &str); 2] = [("knn5_acc", "kNN@5"), ("map_at_r", 
 /// The summary printed when a sweep finishes: one row per run with the parameters that vary
 /// across the sweep (loss and dataset when none do), its state, kNN@5 and MAP@R; then the
 /// error of each failed run.
-pub fn summary_table(sweep: &dashboard::SweepDetail) -> String {
+pub(crate) fn summary_table(sweep: &dashboard::SweepDetail) -> String {
     use dashboard::table::{axes, fmt_metric, value_text};
     let runs = &sweep.runs;
     let mut params: Vec<String> = axes(runs)

@@ -9,7 +9,7 @@
 
 pub mod data;
 pub mod export;
-pub mod geometry;
+pub(crate) mod geometry;
 pub mod live;
 pub mod pages;
 pub mod plot;

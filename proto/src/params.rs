@@ -60,13 +60,13 @@ impl Loss {
     }
     /// Whether training draws positive pairs (two images of one class): every class then needs
     /// at least [`MIN_IMAGES_PER_CLASS`] training images.
-    pub fn needs_positive_pairs(self) -> bool {
+    pub(crate) fn needs_positive_pairs(self) -> bool {
         matches!(self, Loss::Bce | Loss::Contrastive | Loss::Triplet)
     }
 }
 
 /// Fewest training images per class a pair or triplet loss can sample a positive pair from.
-pub const MIN_IMAGES_PER_CLASS: u64 = 2;
+pub(crate) const MIN_IMAGES_PER_CLASS: u64 = 2;
 
 /// A dataset: one of the built-in IDX datasets or a folder with one sub-folder per class.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -81,7 +81,7 @@ pub enum Dataset {
 impl Dataset {
     /// Classes of a built-in dataset (both have ten); `None` for a folder, whose classes are
     /// only known where it is read.
-    pub fn builtin_classes(&self) -> Option<u64> {
+    pub(crate) fn builtin_classes(&self) -> Option<u64> {
         match self {
             Dataset::Mnist | Dataset::FashionMnist => Some(10),
             Dataset::Folder(_) => None,

@@ -7,7 +7,7 @@ use proto::{AttemptState, LeaseToken};
 
 /// An attempt as far as fencing needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AttemptView {
+pub(crate) struct AttemptView {
     pub id: i64,
     pub job: i64,
     pub worker: Option<i64>,
@@ -61,7 +61,7 @@ impl fmt::Display for Fence {
 /// The token must equal the attempt's exactly: `None` only passes for an attempt leased before
 /// tokens existed (`None` too). A worker that sends none for an attempt that has one is refused,
 /// since nothing shows it holds this lease rather than one from before a restore.
-pub fn check(
+pub(crate) fn check(
     attempt_id: i64,
     attempt: Option<&AttemptView>,
     worker: i64,
@@ -91,7 +91,7 @@ pub fn check(
 
 /// Whether an end request (complete / fail / release) is a retry of one that already took
 /// effect: the answer got lost, so the worker asks again and must get the same success.
-pub fn is_repeat_of(
+pub(crate) fn is_repeat_of(
     attempt: &AttemptView,
     worker: i64,
     token: Option<LeaseToken>,

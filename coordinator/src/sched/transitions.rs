@@ -23,7 +23,7 @@ pub enum AttemptEnd {
 
 impl AttemptEnd {
     /// Value of `attempts.state` after this end.
-    pub fn attempt_state(&self) -> AttemptState {
+    pub(crate) fn attempt_state(&self) -> AttemptState {
         match self {
             AttemptEnd::Done => AttemptState::Done,
             AttemptEnd::Failed { .. } => AttemptState::Failed,
@@ -34,12 +34,12 @@ impl AttemptEnd {
     }
 
     /// Whether this end uses up one of the job's attempts.
-    pub fn counts_as_failure(&self) -> bool {
+    pub(crate) fn counts_as_failure(&self) -> bool {
         matches!(self, AttemptEnd::Failed { .. } | AttemptEnd::Expired { .. })
     }
 
     /// Text stored in `attempts.error` and, for failures, `jobs.last_error`.
-    pub fn error_text(&self) -> Option<String> {
+    pub(crate) fn error_text(&self) -> Option<String> {
         match self {
             AttemptEnd::Failed { error, .. } => Some(error.clone()),
             AttemptEnd::Expired { worker: Some(w) } => {
@@ -53,7 +53,7 @@ impl AttemptEnd {
 
 /// The job as far as the decision needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobView {
+pub(crate) struct JobView {
     /// `jobs.state`.
     pub state: JobState,
     /// Failed or expired attempts BEFORE the one that is ending.
@@ -63,7 +63,7 @@ pub struct JobView {
 
 /// What to do with the job.
 #[derive(Debug, Clone, PartialEq)]
-pub enum JobNext {
+pub(crate) enum JobNext {
     Done,
     /// Back to the queue; `last_error` is kept (or set) when the attempt failed.
     Requeue {
@@ -76,20 +76,8 @@ pub enum JobNext {
     Unchanged,
 }
 
-impl JobNext {
-    /// Value of `jobs.state` afterwards, when it changes.
-    pub fn job_state(&self) -> Option<JobState> {
-        match self {
-            JobNext::Done => Some(JobState::Done),
-            JobNext::Requeue { .. } => Some(JobState::Queued),
-            JobNext::Fail { .. } => Some(JobState::Failed),
-            JobNext::Unchanged => None,
-        }
-    }
-}
-
 /// Decides the job's next state when one of its attempts ends.
-pub fn after_attempt(job: &JobView, end: &AttemptEnd) -> JobNext {
+pub(crate) fn after_attempt(job: &JobView, end: &AttemptEnd) -> JobNext {
     if job.state != JobState::Running {
         return JobNext::Unchanged;
     }
@@ -170,10 +158,10 @@ mod tests {
             error: "bad params".into(),
             retryable: false,
         };
-        assert_eq!(
-            after_attempt(&running(0, 3), &fatal).job_state(),
-            Some(JobState::Failed)
-        );
+        assert!(matches!(
+            after_attempt(&running(0, 3), &fatal),
+            JobNext::Fail { .. }
+        ));
     }
 
     #[test]

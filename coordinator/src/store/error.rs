@@ -46,12 +46,12 @@ impl StoreError {
     }
 
     /// The database or its disk is full (`SQLITE_FULL`): nothing was stored; retry later.
-    pub fn is_full(&self) -> bool {
+    pub(crate) fn is_full(&self) -> bool {
         self.sqlite_code().as_deref() == Some(SQLITE_FULL)
     }
 
     /// Another connection held the lock past the busy timeout: transient.
-    pub fn is_busy(&self) -> bool {
+    pub(crate) fn is_busy(&self) -> bool {
         matches!(
             self.sqlite_code().as_deref(),
             Some(SQLITE_BUSY | SQLITE_LOCKED)

@@ -44,7 +44,7 @@ pub struct SnapshotData {
 
 impl SnapshotData {
     /// Little-endian f32 (x, y) pairs.
-    pub fn points_blob(&self) -> Vec<u8> {
+    pub(crate) fn points_blob(&self) -> Vec<u8> {
         self.points
             .iter()
             .flat_map(|p| p.iter().flat_map(|v| v.to_le_bytes()))
@@ -94,7 +94,7 @@ impl SnapshotData {
 }
 
 /// Little-endian u32s.
-pub fn u32_blob(values: &[u32]) -> Vec<u8> {
+pub(crate) fn u32_blob(values: &[u32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
@@ -238,7 +238,7 @@ impl Store {
     }
 
     /// Records a stored checkpoint file.
-    pub async fn record_artifact(&self, a: &ArtifactRow) -> Result<(), StoreError> {
+    pub(crate) async fn record_artifact(&self, a: &ArtifactRow) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO artifacts (job_id, attempt_id, kind, epoch, path, size, sha256, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",

@@ -26,7 +26,7 @@ pub struct NewWorker {
 
 /// An attempt whose lease ran out, and what happened to its job.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Expired {
+pub(crate) struct Expired {
     pub attempt: AttemptId,
     pub job: JobId,
     pub next: JobNext,
@@ -107,7 +107,7 @@ impl Store {
     }
 
     /// Read-only part of [`Store::heartbeat_and_lease`]: which of `running` must stop.
-    pub async fn stopped_attempts(
+    pub(crate) async fn stopped_attempts(
         &self,
         worker: WorkerId,
         running: &[AttemptId],
@@ -120,7 +120,7 @@ impl Store {
     }
 
     /// Whether any attempt is running (at startup: left over from a previous coordinator).
-    pub async fn has_running_attempts(&self) -> Result<bool, StoreError> {
+    pub(crate) async fn has_running_attempts(&self) -> Result<bool, StoreError> {
         let any: Option<i64> =
             sqlx::query_scalar("SELECT 1 FROM attempts WHERE state = 'running' LIMIT 1")
                 .fetch_optional(&self.reader)
@@ -129,7 +129,7 @@ impl Store {
     }
 
     /// Whether any job could be leased now (cheap check for long-polls).
-    pub async fn has_queued(&self) -> Result<bool, StoreError> {
+    pub(crate) async fn has_queued(&self) -> Result<bool, StoreError> {
         let any: Option<i64> = sqlx::query_scalar(
             "SELECT 1 FROM jobs j JOIN sweeps s ON s.id = j.sweep_id
              WHERE j.state = 'queued' AND s.state = 'active' LIMIT 1",
@@ -141,7 +141,7 @@ impl Store {
 
     /// Leases up to `n` queued jobs to `worker` in queue order (see [`crate::sched::order`]), each as a
     /// new attempt whose lease runs until `expires_at`.
-    pub async fn lease_jobs(
+    pub(crate) async fn lease_jobs(
         &self,
         worker: WorkerId,
         n: usize,
@@ -170,7 +170,7 @@ impl Store {
     }
 
     /// The attempt as fencing sees it.
-    pub async fn attempt_view(
+    pub(crate) async fn attempt_view(
         &self,
         attempt: AttemptId,
     ) -> Result<Option<AttemptView>, StoreError> {
@@ -192,8 +192,8 @@ impl Store {
     }
 
     /// Ends a running attempt held by `worker` under the lease `token` (see
-    /// [`crate::sched::fencing::check`]) and moves its job on as [`crate::sched::after_attempt`] decides. A
-    /// repeat of an end that already happened reports [`Ended::Repeat`].
+    /// [`crate::sched::fencing::check`]) and moves its job on as [`crate::sched::after_attempt`]
+    /// decides. A repeat of an end that already happened reports [`Ended::Repeat`].
     pub async fn end_attempt(
         &self,
         attempt: AttemptId,
@@ -232,7 +232,7 @@ impl Store {
 
     /// Expires every running attempt whose lease ran out before `now`; their jobs go back to the
     /// queue as new attempts later, or fail when out of attempts.
-    pub async fn expire_leases(&self, now: i64) -> Result<Vec<Expired>, StoreError> {
+    pub(crate) async fn expire_leases(&self, now: i64) -> Result<Vec<Expired>, StoreError> {
         // Cheap read first: the reaper runs several times a second and usually finds nothing.
         let due: Option<i64> = sqlx::query_scalar(
             "SELECT id FROM attempts WHERE state = 'running' AND lease_expires_at < ?1 LIMIT 1",
@@ -265,7 +265,10 @@ impl Store {
     }
 
     /// The newest checkpoint of a job, from any attempt.
-    pub async fn latest_checkpoint(&self, job: JobId) -> Result<Option<ArtifactInfo>, StoreError> {
+    pub(crate) async fn latest_checkpoint(
+        &self,
+        job: JobId,
+    ) -> Result<Option<ArtifactInfo>, StoreError> {
         let row = sqlx::query(&format!(
             "SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE job_id = ?1 AND kind = 'checkpoint'
              ORDER BY epoch DESC, id DESC LIMIT 1"
@@ -290,7 +293,7 @@ impl Store {
     /// The artifact an attempt stored for an epoch with this content, if any (uploads are
     /// idempotent: a resent upload finds the first one). Reads through the writer so that an
     /// artifact recorded a moment ago is seen.
-    pub async fn find_artifact(
+    pub(crate) async fn find_artifact(
         &self,
         attempt: AttemptId,
         epoch: i64,

@@ -14,7 +14,7 @@ use crate::conn::{ConnLimits, GuardedListener};
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Serves `app` on every connection `listener` accepts; runs until dropped.
-pub async fn serve_app(mut listener: GuardedListener, app: Router, limits: ConnLimits) {
+pub(crate) async fn serve_app(mut listener: GuardedListener, app: Router, limits: ConnLimits) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

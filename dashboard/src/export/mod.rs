@@ -11,7 +11,7 @@ use std::str::FromStr;
 
 use serde_json::Value;
 
-pub use render::{csv_field, latex_text, md_cell, render};
+pub use render::render;
 
 use crate::data::RunRow;
 use crate::pages::Query;
@@ -37,7 +37,7 @@ impl Format {
         }
     }
     /// Usual file extension.
-    pub fn extension(self) -> &'static str {
+    pub(crate) fn extension(self) -> &'static str {
         match self {
             Format::Csv => "csv",
             Format::Markdown => "md",
@@ -91,9 +91,9 @@ pub struct PivotSpec {
 
 impl PivotSpec {
     /// The metric shown when a request names none.
-    pub const DEFAULT_METRIC: &str = "map_at_r";
+    pub(crate) const DEFAULT_METRIC: &str = "map_at_r";
     /// The aggregation used when a request names none.
-    pub const DEFAULT_AGG: Agg = Agg::Mean;
+    pub(crate) const DEFAULT_AGG: Agg = Agg::Mean;
 
     /// A pivot of `rows` by `cols`; `metric` and `agg` (parsed) default to
     /// [`Self::DEFAULT_METRIC`] and [`Self::DEFAULT_AGG`].
@@ -128,7 +128,7 @@ pub struct TableRequest {
 impl TableRequest {
     /// From a download's query string: a pivot when `rows` and `cols` are both given (`metric`
     /// and `agg` optional), otherwise the long table; every pair may filter.
-    pub fn from_query(q: &[(String, String)]) -> Result<TableRequest, TableError> {
+    pub(crate) fn from_query(q: &[(String, String)]) -> Result<TableRequest, TableError> {
         let q = Query(q.to_vec());
         let pivot = match (q.get("rows"), q.get("cols")) {
             (Some(rows), Some(cols)) => {
@@ -201,7 +201,7 @@ impl PivotTable {
         }
     }
     /// Whether cell (r, c) holds the best value of its column.
-    pub fn is_best(&self, r: usize, c: usize) -> bool {
+    pub(crate) fn is_best(&self, r: usize, c: usize) -> bool {
         let Some(me) = self.cells[r][c].as_ref().map(|s| self.shown(s)) else {
             return false;
         };
@@ -220,7 +220,7 @@ pub enum ResultTable {
 }
 
 /// Builds the long table of these runs.
-pub fn long_table(runs: &[&RunRow]) -> LongTable {
+pub(crate) fn long_table(runs: &[&RunRow]) -> LongTable {
     let owned: Vec<RunRow> = runs.iter().map(|r| (*r).clone()).collect();
     let params = table::axes(&owned).into_iter().map(|a| a.name).collect();
     let metrics = table::metric_names(&owned);
@@ -232,7 +232,7 @@ pub fn long_table(runs: &[&RunRow]) -> LongTable {
 }
 
 /// Builds a pivot table; each cell aggregates over the other axes and the seeds.
-pub fn pivot_table(runs: &[&RunRow], spec: &PivotSpec) -> Result<PivotTable, TableError> {
+pub(crate) fn pivot_table(runs: &[&RunRow], spec: &PivotSpec) -> Result<PivotTable, TableError> {
     let owned: Vec<RunRow> = runs.iter().map(|r| (*r).clone()).collect();
     let axes = table::axes(&owned);
     let names = axes

@@ -24,7 +24,7 @@ pub fn render(table: &ResultTable, format: Format) -> String {
 }
 
 /// Quotes a CSV field when it holds a comma, quote, line break or edge whitespace (RFC 4180).
-pub fn csv_field(s: &str) -> String {
+pub(crate) fn csv_field(s: &str) -> String {
     let needs = s.contains([',', '"', '\n', '\r']) || s.starts_with(' ') || s.ends_with(' ');
     if needs {
         format!("\"{}\"", s.replace('"', "\"\""))
@@ -35,7 +35,7 @@ pub fn csv_field(s: &str) -> String {
 
 /// Escapes text for a Markdown table cell: pipes, Markdown punctuation, HTML brackets and
 /// line breaks (which would end the row).
-pub fn md_cell(s: &str) -> String {
+pub(crate) fn md_cell(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for ch in s.chars() {
         match ch {
@@ -52,7 +52,7 @@ pub fn md_cell(s: &str) -> String {
 }
 
 /// Escapes text for LaTeX (text mode): `\ { } _ % & # $ ~ ^ < > |`, line breaks become spaces.
-pub fn latex_text(s: &str) -> String {
+pub(crate) fn latex_text(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for ch in s.chars() {
         match ch {

@@ -30,7 +30,7 @@ const NEIGHBOURS: usize = 6;
 
 /// Per metric name, `(step, epoch, value)` with later attempts replacing earlier ones' points of
 /// the same step (a resumed run re-reports steps after its checkpoint).
-pub fn series_by_name(points: &[MetricPoint]) -> BTreeMap<String, Vec<(i64, i64, f64)>> {
+pub(crate) fn series_by_name(points: &[MetricPoint]) -> BTreeMap<String, Vec<(i64, i64, f64)>> {
     let mut latest: BTreeMap<(&str, i64), (i64, i64, f64)> = BTreeMap::new();
     for p in points {
         let e = latest
