@@ -4,7 +4,7 @@
 //! `cargo bench -p latentsweep-coordinator --bench dashboard` (see BENCHMARKS.md). Prints one
 //! JSON object per measurement on stdout.
 
-#[path = "../tests/fixtures/builder.rs"]
+#[path = "../tests/support/builder.rs"]
 mod builder;
 
 use std::time::Instant;
