@@ -39,7 +39,7 @@ pub struct LocalWorkers {
     pub data_dir: Option<PathBuf>,
     /// Each worker gets `work_root/local-<i>/`.
     pub work_root: PathBuf,
-    /// The `worker` binary; found by [`find_worker_bin`] when `None`.
+    /// The `worker` binary; found by `find_worker_bin` when `None`.
     pub worker_bin: Option<PathBuf>,
 }
 

@@ -148,7 +148,7 @@ fn update_bar(mp: &MultiProgress, bars: &mut Vec<(String, ProgressBar)>, s: &Swe
     bar.set_message(progress::bar_message(s));
 }
 
-/// The summary tables of these sweeps (see [`crate::tables::summary_table`]).
+/// The summary tables of these sweeps (see `tables::summary_table`).
 pub async fn summaries(store: &Store, names: &[String]) -> Result<String, StoreError> {
     let mut out = String::new();
     for name in names {

@@ -1,8 +1,8 @@
 //! Scheduling policy as plain functions over plain state (no I/O), in the spirit of
 //! HyperQueue's scheduler: the store and the gRPC service feed it rows and apply its decisions.
 //!
-//! - [`policy`]: lease lifetimes, long-poll waits, the reaper's period;
-//! - [`transitions`]: what happens to a job when one of its attempts ends;
+//! - `policy`: lease lifetimes, long-poll waits, the reaper's period;
+//! - `transitions`: what happens to a job when one of its attempts ends;
 //! - [`fencing`]: whether a worker may still speak for an attempt;
 //! - [`heartbeat`]: which attempts a heartbeat renews, stops or releases;
 //! - [`notices`]: which stop notices a worker has already been given;

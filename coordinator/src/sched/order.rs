@@ -1,6 +1,6 @@
 //! Queue order: higher sweep priority first, then sweeps in submission order, then jobs in
-//! expansion order. The store runs the same order in SQL, sweeps first ([`SWEEP_ORDER_SQL`])
-//! then jobs within a sweep ([`JOB_ORDER_SQL`]) so each step walks an index; the store test
+//! expansion order. The store runs the same order in SQL, sweeps first (`SWEEP_ORDER_SQL`)
+//! then jobs within a sweep (`JOB_ORDER_SQL`) so each step walks an index; the store test
 //! `grpc_lease` checks both agree.
 
 use std::cmp::Ordering;

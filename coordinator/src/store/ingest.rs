@@ -51,7 +51,7 @@ impl SnapshotData {
             .collect()
     }
 
-    /// Decodes the blobs written by [`SnapshotData::points_blob`] and `u32_blob`.
+    /// Decodes the blobs written by `SnapshotData::points_blob` and `u32_blob`.
     pub fn from_blobs(
         epoch: i64,
         projected: bool,

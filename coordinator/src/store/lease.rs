@@ -84,7 +84,7 @@ impl Store {
     /// (the call was abandoned or the connection dropped). Such orphans are released at once
     /// (not counted as failures) instead of blocking their job for a whole TTL.
     ///
-    /// In the same write transaction, leases up to `free` queued jobs as [`Store::lease_jobs`]
+    /// In the same write transaction, leases up to `free` queued jobs as `Store::lease_jobs`
     /// does: a `Lease` call that finds work at once costs one commit instead of two. That
     /// transaction is shared with the concurrent calls of other workers (group commit); the
     /// reply comes after COMMIT.
@@ -192,7 +192,7 @@ impl Store {
     }
 
     /// Ends a running attempt held by `worker` under the lease `token` (see
-    /// [`crate::sched::fencing::check`]) and moves its job on as [`crate::sched::after_attempt`]
+    /// `crate::sched::fencing::check`) and moves its job on as `crate::sched::after_attempt`
     /// decides. A repeat of an end that already happened reports [`Ended::Repeat`].
     pub async fn end_attempt(
         &self,

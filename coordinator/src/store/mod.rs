@@ -174,7 +174,7 @@ impl Store {
     /// This database's random id, made by its first migration: the same database keeps it across
     /// restarts; a new database at the same path gets another. Empty for a database whose schema
     /// predates the id, opened read-only. A copy restored from a backup keeps it too, which is
-    /// why each attempt also has a lease token (migration 0004, [`crate::sched::fencing::check`]).
+    /// why each attempt also has a lease token (migration 0004, `crate::sched::fencing::check`).
     pub fn database_id(&self) -> &str {
         &self.database_id
     }

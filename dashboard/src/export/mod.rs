@@ -91,9 +91,9 @@ pub struct PivotSpec {
 
 impl PivotSpec {
     /// The metric shown when a request names none.
-    pub(crate) const DEFAULT_METRIC: &str = "map_at_r";
+    pub const DEFAULT_METRIC: &str = "map_at_r";
     /// The aggregation used when a request names none.
-    pub(crate) const DEFAULT_AGG: Agg = Agg::Mean;
+    pub const DEFAULT_AGG: Agg = Agg::Mean;
 
     /// A pivot of `rows` by `cols`; `metric` and `agg` (parsed) default to
     /// [`Self::DEFAULT_METRIC`] and [`Self::DEFAULT_AGG`].

@@ -1,7 +1,7 @@
 //! Page rendering: the shared layout and helpers; one module per page.
 //!
 //! Pages are rendered from plain data in one synchronous pass (`to_html`), so escaping is
-//! Leptos' job everywhere; the only hand-written HTML is the layout shell, escaped with [`esc`].
+//! Leptos' job everywhere; the only hand-written HTML is the layout shell, escaped with `esc`.
 
 pub mod latent;
 pub mod run;
