@@ -4,7 +4,7 @@
 //! `cargo bench -p latentsweep-coordinator --bench dashboard` (see BENCHMARKS.md). Prints one
 //! JSON object per measurement on stdout.
 
-#[path = "../tests/fixtures/builder.rs"]
+#[path = "../tests/support/builder.rs"]
 mod builder;
 
 use std::time::Instant;
@@ -155,7 +155,7 @@ async fn main() {
     let mut render = Vec::new();
     for _ in 0..ITERS {
         let t = Instant::now();
-        let d = coordinator::web::queries::sweep(store.reader(), &name)
+        let d = coordinator::web::convert::sweep(&store, &name)
             .await
             .unwrap()
             .unwrap();

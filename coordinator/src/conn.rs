@@ -42,7 +42,7 @@ impl Default for ConnLimits {
 }
 
 /// A listener that holds at most `max_connections` open connections.
-pub struct GuardedListener {
+pub(crate) struct GuardedListener {
     listener: TcpListener,
     slots: Arc<Semaphore>,
     limits: ConnLimits,
@@ -60,13 +60,9 @@ impl GuardedListener {
         }
     }
 
-    pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
-        self.listener.local_addr()
-    }
-
     /// Waits for a free slot, then for a connection. Accept errors (out of file descriptors,
     /// a connection reset before it was accepted) are logged and retried with back-off.
-    pub async fn accept(&mut self) -> (Guarded<TcpStream>, std::net::SocketAddr) {
+    pub(crate) async fn accept(&mut self) -> (Guarded<TcpStream>, std::net::SocketAddr) {
         let permit = self
             .slots
             .clone()
@@ -95,7 +91,7 @@ impl GuardedListener {
     }
 
     /// The accepted connections as a stream (what tonic's `serve_with_incoming` takes).
-    pub fn into_stream(
+    pub(crate) fn into_stream(
         self,
     ) -> impl futures::Stream<Item = io::Result<Guarded<TcpStream>>> + Send + 'static {
         futures::stream::unfold(self, |mut l| async move {
@@ -120,7 +116,7 @@ fn backoff(failures: u32) -> Duration {
 
 /// A connection that fails with `TimedOut` once it has been idle (no byte read or written) for
 /// the idle timeout, and that frees its slot of the listener's cap when dropped.
-pub struct Guarded<S> {
+pub(crate) struct Guarded<S> {
     inner: S,
     idle: Duration,
     last_activity: Instant,

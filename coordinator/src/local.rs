@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// Names the `worker` binary to run (the `--worker-bin` option reads it too).
-pub const WORKER_BIN_ENV: &str = "LATENTSWEEP_WORKER_BIN";
+pub(crate) const WORKER_BIN_ENV: &str = "LATENTSWEEP_WORKER_BIN";
 /// How children get the shared secret: environment, never the command line (`ps` shows that).
 const TOKEN_ENV: &str = proto::secret::TOKEN_ENV;
 /// How long children get to hand their jobs back on shutdown before they are killed.
@@ -39,7 +39,7 @@ pub struct LocalWorkers {
     pub data_dir: Option<PathBuf>,
     /// Each worker gets `work_root/local-<i>/`.
     pub work_root: PathBuf,
-    /// The `worker` binary; found by [`find_worker_bin`] when `None`.
+    /// The `worker` binary; found by `find_worker_bin` when `None`.
     pub worker_bin: Option<PathBuf>,
     /// With TLS: the coordinator's certificate, which children trust exactly (`https://`).
     pub pin_cert: Option<PathBuf>,
@@ -59,7 +59,7 @@ pub enum LocalError {
 
 /// The `worker` binary: `explicit` if given, else `worker` next to this executable or in its
 /// parent directory (test binaries live in `target/<profile>/deps/`).
-pub fn find_worker_bin(explicit: Option<&Path>) -> Result<PathBuf, LocalError> {
+pub(crate) fn find_worker_bin(explicit: Option<&Path>) -> Result<PathBuf, LocalError> {
     if let Some(p) = explicit {
         return if p.is_file() {
             Ok(p.to_owned())

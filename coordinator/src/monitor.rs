@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use crate::progress::{self, LineThrottle, Outcome};
 use crate::store::{Store, StoreError};
-use crate::web::queries;
+use crate::web::convert;
 
 /// How often the store is read for progress.
 const TICK: Duration = Duration::from_secs(1);
@@ -89,7 +89,7 @@ pub async fn run(store: Store, opts: MonitorOptions) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let all = match queries::sweeps(store.reader()).await {
+        let all = match convert::sweeps(&store).await {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(error = %e, "reading progress");
@@ -153,11 +153,11 @@ fn update_bar(mp: &MultiProgress, bars: &mut Vec<(String, ProgressBar)>, s: &Swe
     bar.set_message(progress::bar_message(s));
 }
 
-/// The summary tables of these sweeps (see [`crate::tables::summary_table`]).
+/// The summary tables of these sweeps (see `tables::summary_table`).
 pub async fn summaries(store: &Store, names: &[String]) -> Result<String, StoreError> {
     let mut out = String::new();
     for name in names {
-        if let Some(d) = queries::sweep(store.reader(), name).await? {
+        if let Some(d) = convert::sweep(store, name).await? {
             out.push_str(&crate::tables::summary_table(&d));
             out.push('\n');
         }
@@ -172,7 +172,7 @@ pub async fn final_report(
     names: &[String],
     dashboard_url: &str,
 ) -> Result<(Outcome, String), StoreError> {
-    let all = queries::sweeps(store.reader()).await?;
+    let all = convert::sweeps(store).await?;
     let watched = progress::watched(&all, names);
     let outcome = Outcome::of(&watched);
     let text = match outcome {

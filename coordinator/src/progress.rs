@@ -6,17 +6,18 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use dashboard::SweepSummary;
 use dashboard::pages::fmt_duration_ms;
 use dashboard::pages::sweeps::eta_ms;
-use dashboard::{JobCounts, SweepSummary};
+use proto::JobCounts;
 
 /// Whether a sweep has nothing left to run (every job done, failed or cancelled).
-pub fn is_finished(c: &JobCounts) -> bool {
+pub(crate) fn is_finished(c: &JobCounts) -> bool {
     c.queued + c.running == 0
 }
 
 /// `3/8 done · 2 running · 3 queued · 0 failed` (cancelled only when there are some).
-pub fn counts_text(c: &JobCounts) -> String {
+pub(crate) fn counts_text(c: &JobCounts) -> String {
     let mut t = format!(
         "{}/{} done · {} running · {} queued · {} failed",
         c.done,
@@ -32,7 +33,7 @@ pub fn counts_text(c: &JobCounts) -> String {
 }
 
 /// `ETA 4 min`, or why there is none yet.
-pub fn eta_text(s: &SweepSummary) -> String {
+pub(crate) fn eta_text(s: &SweepSummary) -> String {
     if is_finished(&s.counts) {
         return "finished".to_owned();
     }
@@ -44,12 +45,12 @@ pub fn eta_text(s: &SweepSummary) -> String {
 }
 
 /// The message next to a sweep's progress bar.
-pub fn bar_message(s: &SweepSummary) -> String {
+pub(crate) fn bar_message(s: &SweepSummary) -> String {
     format!("{} · {}", counts_text(&s.counts), eta_text(s))
 }
 
 /// One line of plain progress output (log files, pipes).
-pub fn plain_line(s: &SweepSummary) -> String {
+pub(crate) fn plain_line(s: &SweepSummary) -> String {
     format!("sweep {}: {}", s.name, bar_message(s))
 }
 
@@ -64,7 +65,7 @@ pub fn dashboard_url(addr: SocketAddr) -> String {
 }
 
 /// The sweeps shown: those named (submitted with `--sweep`), or every sweep when none was.
-pub fn watched<'a>(all: &'a [SweepSummary], names: &[String]) -> Vec<&'a SweepSummary> {
+pub(crate) fn watched<'a>(all: &'a [SweepSummary], names: &[String]) -> Vec<&'a SweepSummary> {
     all.iter()
         .filter(|s| names.is_empty() || names.contains(&s.name))
         .collect()
@@ -74,7 +75,7 @@ pub fn watched<'a>(all: &'a [SweepSummary], names: &[String]) -> Vec<&'a SweepSu
 /// finished, else on a change but at most once per `interval`, and once per `heartbeat`
 /// without a change (so a log shows the coordinator is alive).
 #[derive(Debug)]
-pub struct LineThrottle {
+pub(crate) struct LineThrottle {
     interval: Duration,
     heartbeat: Duration,
     last: HashMap<String, (JobCounts, Duration)>,
@@ -90,7 +91,7 @@ impl LineThrottle {
     }
 
     /// Whether to print a line for sweep `name` at `now` (time since start); records it if so.
-    pub fn due(&mut self, name: &str, counts: JobCounts, now: Duration) -> bool {
+    pub(crate) fn due(&mut self, name: &str, counts: JobCounts, now: Duration) -> bool {
         let due = match self.last.get(name) {
             None => true,
             Some((c, at)) => {

@@ -255,7 +255,7 @@ fn http_task_failed(r: Result<std::io::Result<()>, tokio::task::JoinError>) {
 /// Resolves once no watched sweep has a job queued or running.
 async fn drained(store: &Store, sweeps: &[String]) {
     loop {
-        match crate::web::queries::sweeps(store.reader()).await {
+        match crate::web::convert::sweeps(store).await {
             Ok(all)
                 if crate::progress::watched(&all, sweeps)
                     .iter()

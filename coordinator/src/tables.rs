@@ -33,7 +33,7 @@ const SUMMARY_METRICS: [(&str, &str); 2] = [("knn5_acc", "kNN@5"), ("map_at_r", 
 /// The summary printed when a sweep finishes: one row per run with the parameters that vary
 /// across the sweep (loss and dataset when none do), its state, kNN@5 and MAP@R; then the
 /// error of each failed run.
-pub fn summary_table(sweep: &dashboard::SweepDetail) -> String {
+pub(crate) fn summary_table(sweep: &dashboard::SweepDetail) -> String {
     use dashboard::table::{axes, fmt_metric, value_text};
     let runs = &sweep.runs;
     let mut params: Vec<String> = axes(runs)
@@ -57,7 +57,7 @@ pub fn summary_table(sweep: &dashboard::SweepDetail) -> String {
                     .iter()
                     .map(|p| r.param(p).map(value_text).unwrap_or_default()),
             );
-            row.push(r.state.clone());
+            row.push(r.state.to_string());
             row.extend(SUMMARY_METRICS.iter().map(|(k, _)| {
                 r.metrics
                     .get(*k)
@@ -108,12 +108,12 @@ pub fn summary_table(sweep: &dashboard::SweepDetail) -> String {
     for r in &rows {
         out.push_str(&line(r));
     }
-    for r in runs.iter().filter(|r| r.state == "failed") {
+    for r in runs.iter().filter(|r| r.state == proto::JobState::Failed) {
         let err = r.last_error.as_deref().unwrap_or("no error recorded");
         let first = err.lines().next().unwrap_or(err);
         out.push_str(&format!("\nrun {} failed: {first}", r.job_id));
     }
-    if runs.iter().any(|r| r.state == "failed") {
+    if runs.iter().any(|r| r.state == proto::JobState::Failed) {
         out.push('\n');
     }
     out
@@ -129,7 +129,7 @@ mod tests {
         RunRow {
             job_id: id,
             seq: id,
-            state: state.into(),
+            state: state.parse().unwrap(),
             attempts: 1,
             params: vec![
                 ("loss".into(), json!(loss)),

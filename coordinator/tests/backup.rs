@@ -3,7 +3,7 @@
 //! 0..=k without a gap, exactly their points, the attempt's `last_seq` = k); an existing file
 //! is never overwritten.
 
-mod grpc_common;
+mod support;
 
 use std::path::Path;
 use std::process::Command;
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use coordinator::store::{MetricPoint, Store, now_ms};
-use grpc_common::{submit, tiny_sweep};
+use support::grpc::{submit, tiny_sweep};
 use proto::{AttemptId, JobId, WorkerId};
 use sqlx::Connection;
 use sqlx::sqlite::SqliteConnectOptions;

@@ -1,7 +1,7 @@
 //! The `coordinator` binary's serving mode run as a user or a batch script would: refusing an
 //! exposed address without a token, and `--exit-when-done` with its summary and exit code.
 
-mod grpc_common;
+mod support;
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use grpc_common::free_port;
+use support::grpc::free_port;
 
 fn coordinator(dir: &Path, args: &[String]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_coordinator"))

@@ -91,9 +91,7 @@ async fn csrf_of(app: &axum::Router, cookie: &str) -> String {
 }
 
 async fn sweep_state(store: &Store) -> (String, i64) {
-    let all = coordinator::web::queries::sweeps(store.reader())
-        .await
-        .unwrap();
+    let all = store.status().await.unwrap();
     let s = all.iter().find(|s| s.name == "acc").unwrap();
     (s.state.clone(), s.priority)
 }

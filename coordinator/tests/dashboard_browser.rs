@@ -4,8 +4,9 @@
 //! Needs Debian's `chromium` and `chromium-driver`; fails (not skips) without them.
 //! Screenshots go to `$LATENTSWEEP_ARTIFACTS/screenshots/` (default: cargo's test tmp dir).
 
-#[path = "fixtures/builder.rs"]
-mod builder;
+mod support;
+
+use support::builder;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

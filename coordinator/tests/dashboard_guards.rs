@@ -2,9 +2,9 @@
 //! are closed and capped, test images are loaded once for concurrent requests, live updates
 //! poll the database once for every browser, and a database error stays out of the page.
 
-#[path = "fixtures/builder.rs"]
-mod builder;
 mod support;
+
+use support::builder;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

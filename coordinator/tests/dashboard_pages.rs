@@ -1,9 +1,9 @@
 //! Dashboard pages over HTTP against a fixture database: content, filters, sorting, latent grid,
 //! run page, workers, images, live events and escaping of hostile names.
 
-#[path = "fixtures/builder.rs"]
-mod builder;
 mod support;
+
+use support::builder;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -3,12 +3,12 @@
 //! runs. The worker sees why its writes fail (in its log), backs off instead of spinning, and
 //! once there is room the sweep finishes with nothing lost; the database stays consistent.
 
-mod grpc_common;
+mod support;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use grpc_common::*;
+use support::grpc::*;
 
 async fn integrity(store: &coordinator::store::Store) -> String {
     sqlx::query_scalar("PRAGMA integrity_check")

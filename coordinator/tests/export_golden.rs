@@ -3,8 +3,9 @@
 //! Regenerate the goldens after an intended format change with
 //! `UPDATE_GOLDEN=1 cargo test -p latentsweep-coordinator --test export_golden`, then review the diff.
 
-#[path = "fixtures/builder.rs"]
-mod builder;
+mod support;
+
+use support::builder;
 
 use std::path::PathBuf;
 

@@ -2,13 +2,13 @@
 //! about a replaced or restored database are refused, and writes that fail (a full disk) reach
 //! the client.
 
-mod grpc_common;
+mod support;
 
 use std::path::Path;
 use std::time::Duration;
 
-use grpc_common::*;
 use proto::rpc::{self, PROTOCOL_VERSION};
+use support::grpc::*;
 use tonic::Code;
 
 async fn one_value(store: &coordinator::store::Store, sql: &str) -> i64 {

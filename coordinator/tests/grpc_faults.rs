@@ -5,106 +5,18 @@
 //! The `worker` binary is taken from the same target directory as `coordinator`
 //! (`cargo test --workspace` builds both).
 
-mod grpc_common;
+mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use grpc_common::*;
 use sqlx::Row;
+use support::grpc::*;
+use support::proc::Proc;
 
 /// The tests each run two or three training processes; on a 2-core machine they must not
 /// also run at the same time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// A child process whose stderr goes to a log file; killed when dropped.
-struct Proc {
-    name: String,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn spawn(name: &str, exe: &Path, args: &[&str], dir: &Path) -> Proc {
-        let log = dir.join(format!("{name}.log"));
-        let child = Command::new(exe)
-            .args(args)
-            .env("RUST_LOG", "info,sqlx=warn,h2=warn")
-            .env_remove("LATENTSWEEP_TOKEN")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {}: {e}", exe.display()));
-        Proc {
-            name: name.into(),
-            child,
-            log,
-        }
-    }
-
-    fn worker(name: &str, url: &str, dir: &Path) -> Proc {
-        let work = dir.join(name);
-        let args = [
-            "--coordinator",
-            url,
-            "--cpu",
-            "--slots",
-            "1",
-            "--name",
-            name,
-            "--work-dir",
-            work.to_str().unwrap(),
-        ];
-        Proc::spawn(name, &worker_exe(), &args, dir)
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGKILL: no chance to hand anything back.
-    fn kill9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    /// SIGTERM, then the exit status within `limit`.
-    fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        self.wait(limit)
-    }
-
-    fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let t0 = Instant::now();
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(
-                t0.elapsed() < limit,
-                "{} did not exit within {limit:?}; log:\n{}",
-                self.name,
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Jobs long enough (several metric batches, a few seconds per epoch) to be killed mid-way.
 fn slow_sweep(name: &str, seeds: usize) -> String {
@@ -226,33 +138,7 @@ async fn a_coordinator_killed_mid_sweep_continues_after_a_restart() {
 
     // A read-only view of the coordinator's database.
     let t0 = Instant::now();
-    while !db_path.exists() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "{}",
-            coord.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let opts = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(&db_path)
-        .read_only(true);
-    let db = sqlx::SqlitePool::connect_with(opts).await.unwrap();
-    // The file exists before the coordinator's migrations have created the tables.
-    while scalar(
-        &db,
-        "SELECT COUNT(*) FROM sqlite_master WHERE name = 'attempts'",
-    )
-    .await
-        == 0
-    {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "{}",
-            coord.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let db = support::proc::migrated_db(&db_path, || coord.log_text()).await;
 
     // Kill it once metrics are flowing and work is still left.
     loop {

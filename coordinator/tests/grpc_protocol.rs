@@ -1,15 +1,15 @@
 //! The gRPC protocol against a real coordinator on 127.0.0.1 and a real SQLite file, driven by
 //! a hand-written client (no training): leases, reports, fencing, expiry, checkpoints, ops.
 
-mod grpc_common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use grpc_common::*;
 use proto::rpc::{self, PROTOCOL_VERSION, report_request::Body};
 use proto::{AttemptId, JobId};
 use sqlx::Row;
+use support::grpc::*;
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,14 +2,14 @@
 //! and malformed messages, raw garbage on the socket. Each gets the right status (or a closed
 //! connection) and the service keeps serving everybody else.
 
-mod grpc_common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use grpc_common::*;
 use prost::bytes::{Buf, BufMut};
 use proto::rpc::{self, PROTOCOL_VERSION};
+use support::grpc::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};

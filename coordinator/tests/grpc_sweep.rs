@@ -3,13 +3,13 @@
 //! Fashion-MNIST.
 //! Every result, metric, snapshot and checkpoint must land in SQLite exactly once.
 
-mod grpc_common;
+mod support;
 
 use std::time::Duration;
 
 use coordinator::local::{LocalWorkers, spawn_local_workers};
-use grpc_common::*;
 use sqlx::Row;
+use support::grpc::*;
 
 const FOUR_LOSSES: &str = r#"
 name = "four-losses"

@@ -6,15 +6,16 @@
 //! The `worker` binary is taken from the same target directory as `coordinator`
 //! (`cargo test --workspace` builds both).
 
-mod grpc_common;
+mod support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use grpc_common::*;
 use sqlx::Row;
+use support::grpc::*;
+use support::proc::{Proc, migrated_db};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Each test trains in two processes at times; on a 2-core machine they must not overlap.
@@ -29,8 +30,7 @@ fn free_addr() -> SocketAddr {
 
 /// A `coordinator --local-workers 1` process; killed when dropped.
 struct Coordinator {
-    child: Child,
-    log: PathBuf,
+    proc: Proc,
     db: PathBuf,
     grpc: SocketAddr,
     http: SocketAddr,
@@ -40,10 +40,10 @@ impl Coordinator {
     fn spawn(dir: &Path, sweep: &str, env: &[(&str, &str)]) -> Coordinator {
         let file = dir.join("sweep.toml");
         std::fs::write(&file, sweep).unwrap();
-        let (db, log) = (dir.join("ls.db"), dir.join("coordinator.log"));
+        let db = dir.join("ls.db");
         let (grpc, http) = (free_addr(), free_addr());
-        let child = Command::new(env!("CARGO_BIN_EXE_coordinator"))
-            .arg("--sweep")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_coordinator"));
+        cmd.arg("--sweep")
             .arg(&file)
             .arg("--db")
             .arg(&db)
@@ -52,15 +52,9 @@ impl Coordinator {
             .args(["--lease-ttl", "3", "--local-workers", "1"])
             .env("LATENTSWEEP_WORKER_BIN", worker_exe())
             .env("RUST_LOG", "info,sqlx=warn,h2=warn")
-            .env_remove("LATENTSWEEP_TOKEN")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+            .envs(env.iter().copied());
         Coordinator {
-            child,
-            log,
+            proc: Proc::start("coordinator", cmd, dir),
             db,
             grpc,
             http,
@@ -68,12 +62,12 @@ impl Coordinator {
     }
 
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.proc.log_text()
     }
 
     fn assert_running(&mut self) {
         assert!(
-            self.child.try_wait().unwrap().is_none(),
+            self.proc.child.try_wait().unwrap().is_none(),
             "the coordinator exited:\n{}",
             self.log_text()
         );
@@ -81,35 +75,7 @@ impl Coordinator {
 
     /// A read-only view of its database, once it exists.
     async fn db(&self) -> sqlx::SqlitePool {
-        let t0 = Instant::now();
-        while !self.db.exists() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(60),
-                "{}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let opts = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&self.db)
-            .read_only(true);
-        let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
-        // The file exists before the migrations have created the tables.
-        let tables = "SELECT COUNT(*) FROM sqlite_master WHERE name = 'attempts'";
-        while sqlx::query_scalar::<_, i64>(tables)
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-            == 0
-        {
-            assert!(
-                t0.elapsed() < Duration::from_secs(60),
-                "{}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        pool
+        migrated_db(&self.db, || self.log_text()).await
     }
 
     /// Both front doors answer: the dashboard over HTTP and the gRPC service, each with the
@@ -136,7 +102,7 @@ impl Coordinator {
 
     /// The pids of its `worker` children.
     fn workers(&self) -> Vec<u32> {
-        let me = self.child.id();
+        let me = self.proc.child.id();
         let mut out = Vec::new();
         for e in std::fs::read_dir("/proc").unwrap().flatten() {
             let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
@@ -153,15 +119,7 @@ impl Coordinator {
     }
 
     fn kill9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Coordinator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proc.kill9();
     }
 }
 
@@ -375,7 +333,7 @@ async fn sigterm_hands_the_local_workers_jobs_back_and_stops_them() {
     let workers = coord.workers();
     assert_eq!(workers.len(), 1, "{workers:?}");
 
-    let pid = coord.child.id().to_string();
+    let pid = coord.proc.child.id().to_string();
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])
@@ -385,7 +343,7 @@ async fn sigterm_hands_the_local_workers_jobs_back_and_stops_them() {
     );
     let t0 = Instant::now();
     let status = loop {
-        if let Some(s) = coord.child.try_wait().unwrap() {
+        if let Some(s) = coord.proc.child.try_wait().unwrap() {
             break s;
         }
         assert!(

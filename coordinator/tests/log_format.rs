@@ -2,14 +2,14 @@
 //! run as processes; every line either writes to standard error is one JSON object with a
 //! `level` and a `message`.
 
-mod grpc_common;
+mod support;
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use grpc_common::{free_port, worker_exe};
+use support::grpc::{free_port, worker_exe};
 
 fn term_and_wait(child: &mut Child) {
     Command::new("kill")

@@ -2,7 +2,7 @@
 //! a tiny sweep: the real `promtool check metrics` accepts the exposition, the values count what
 //! happened, and a scrape without the token is refused.
 
-mod grpc_common;
+mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use coordinator::obs::names;
-use grpc_common::{fashion_mnist_or_panic, free_port, worker_exe};
+use support::grpc::{fashion_mnist_or_panic, free_port, worker_exe};
 
 const TOKEN: &str = "metrics-test-token";
 

@@ -2,14 +2,14 @@
 //! with the real binaries — `worker train` alone, a `worker --slots 2` training another cell at
 //! the same time, and `coordinator --local-workers 2` — must report bit-identical metrics.
 
-mod grpc_common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use grpc_common::{fashion_mnist_or_panic, free_port, worker_exe};
+use support::grpc::{fashion_mnist_or_panic, free_port, worker_exe};
 
 /// The cell under test and a neighbour that trains beside it in the shared-process runs.
 const SWEEP: &str = r#"

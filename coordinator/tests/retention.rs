@@ -3,7 +3,7 @@
 //! `coordinator gc` (the binary) removes what the policy does not keep, prints it, and never
 //! touches results or metrics.
 
-mod grpc_common;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use coordinator::retention::KeepCheckpoints;
 use coordinator::store::{Store, now_ms};
-use grpc_common::*;
+use support::grpc::*;
 use proto::rpc::{self, PROTOCOL_VERSION};
 use worker::agent::client as agent_client;
 

@@ -4,15 +4,15 @@
 //! link. A wrong token is refused (Unauthenticated), a wrong CA is a clear TLS error, and a
 //! worker with both right finishes the sweep. Needs root (CI runs as root) and `ip` (iproute2).
 
-mod grpc_common;
-mod pki;
+mod support;
+use support::pki;
 
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use grpc_common::{fashion_mnist_or_panic, tiny_sweep, worker_exe};
+use support::grpc::{fashion_mnist_or_panic, tiny_sweep, worker_exe};
 use pki::Pki;
 
 const TOKEN: &str = "second-host-token";

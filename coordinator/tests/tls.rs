@@ -3,15 +3,15 @@
 //! client certificate under mutual TLS each fail with a clear, specific error; the dashboard
 //! answers over HTTPS.
 
-mod grpc_common;
-mod pki;
+mod support;
+use support::pki;
 
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use coordinator::tls::ServerTls;
-use grpc_common::*;
+use support::grpc::*;
 use pki::Pki;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use worker::agent::client;

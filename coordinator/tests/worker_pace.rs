@@ -4,15 +4,15 @@
 //! once, and an idle `worker` process must use almost no CPU. Real coordinator, real gRPC on
 //! 127.0.0.1, the real agent (with a fake trainer where the test needs control over timing).
 
-mod grpc_common;
+mod support;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use coordinator::grpc::CallStats;
 use coordinator::sched::SchedConfig;
-use grpc_common::*;
 use proto::JobId;
+use support::grpc::*;
 use worker::agent::{self, AgentConfig, Trainer};
 use worker::train::{CancelToken, Outcome, RunSpec, TrainError, TrainEvent};
 

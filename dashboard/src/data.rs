@@ -8,6 +8,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+pub use proto::{AttemptState, JobCounts, JobState};
 use serde::Serialize;
 
 /// A boxed, sendable future returned by every [`DashboardData`] method.
@@ -55,22 +56,6 @@ pub trait DashboardData: Send + Sync + 'static {
     }
 }
 
-/// Number of jobs per state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct JobCounts {
-    pub queued: u64,
-    pub running: u64,
-    pub done: u64,
-    pub failed: u64,
-    pub cancelled: u64,
-}
-
-impl JobCounts {
-    pub fn total(&self) -> u64 {
-        self.queued + self.running + self.done + self.failed + self.cancelled
-    }
-}
-
 /// A sweep and its progress.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SweepSummary {
@@ -101,8 +86,7 @@ pub struct RunRow {
     pub job_id: i64,
     /// Expansion order within the sweep.
     pub seq: i64,
-    /// `queued`, `running`, `done`, `failed` or `cancelled`.
-    pub state: String,
+    pub state: JobState,
     pub attempts: i64,
     /// Parameters in canonical order; values are JSON scalars (`null` when not applicable).
     pub params: Vec<(String, serde_json::Value)>,
@@ -133,7 +117,7 @@ pub struct AttemptInfo {
     pub number: i64,
     /// Worker name, if the attempt was leased by a registered worker.
     pub worker: Option<String>,
-    pub state: String,
+    pub state: AttemptState,
     pub started_at_ms: i64,
     pub ended_at_ms: Option<i64>,
     pub error: Option<String>,

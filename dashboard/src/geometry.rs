@@ -4,12 +4,12 @@ use std::collections::HashMap;
 
 /// Orthogonal 2×2 matrix (rotation or reflection) applied as `p' = p · R`.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Orth2 {
+pub(crate) struct Orth2 {
     pub m: [[f64; 2]; 2],
 }
 
 impl Orth2 {
-    pub const IDENTITY: Orth2 = Orth2 {
+    pub(crate) const IDENTITY: Orth2 = Orth2 {
         m: [[1.0, 0.0], [0.0, 1.0]],
     };
 
@@ -28,7 +28,7 @@ impl Orth2 {
 /// and the best reflection: `tr(Rᵀ·M)` is maximised by the rotation angle `atan2(M₂₁ − M₁₂, M₁₁ + M₂₂)`
 /// (value `√((M₁₁+M₂₂)² + (M₂₁−M₁₂)²)`, the sum of singular values when `det M ≥ 0`) and by the
 /// reflection angle `atan2(M₁₂ + M₂₁, M₁₁ − M₂₂)` (their difference otherwise).
-pub fn procrustes(b: &[[f64; 2]], a: &[[f64; 2]]) -> Orth2 {
+pub(crate) fn procrustes(b: &[[f64; 2]], a: &[[f64; 2]]) -> Orth2 {
     let mut m = [[0.0f64; 2]; 2];
     for (p, q) in b.iter().zip(a) {
         for i in 0..2 {
@@ -67,7 +67,7 @@ fn centroid(p: &[[f64; 2]]) -> [f64; 2] {
 /// Aligns a sequence of snapshots (each `(indices, points)`, oldest first) so that each is rotated
 /// or reflected onto its aligned predecessor; points are matched by test-split index. Returns the
 /// aligned points of every snapshot, centred at the origin.
-pub fn align_sequence(seq: &[(&[u32], &[[f32; 2]])]) -> Vec<Vec<[f64; 2]>> {
+pub(crate) fn align_sequence(seq: &[(&[u32], &[[f32; 2]])]) -> Vec<Vec<[f64; 2]>> {
     let mut out: Vec<Vec<[f64; 2]>> = Vec::with_capacity(seq.len());
     for (k, (idx, pts)) in seq.iter().enumerate() {
         let raw: Vec<[f64; 2]> = pts.iter().map(|p| [p[0] as f64, p[1] as f64]).collect();
@@ -105,7 +105,7 @@ pub fn align_sequence(seq: &[(&[u32], &[[f32; 2]])]) -> Vec<Vec<[f64; 2]>> {
 /// Picks at most `max` positions, class-stratified: each label keeps its share (at least one
 /// point) and points are taken evenly spaced within the class. Deterministic, so the same
 /// subset is shown at every epoch.
-pub fn stratified_sample(labels: &[u32], max: usize) -> Vec<usize> {
+pub(crate) fn stratified_sample(labels: &[u32], max: usize) -> Vec<usize> {
     if labels.len() <= max {
         return (0..labels.len()).collect();
     }
@@ -128,7 +128,7 @@ pub fn stratified_sample(labels: &[u32], max: usize) -> Vec<usize> {
 }
 
 /// The `k` nearest other points of point `q` (Euclidean), closest first.
-pub fn nearest(points: &[[f32; 2]], q: usize, k: usize) -> Vec<usize> {
+pub(crate) fn nearest(points: &[[f32; 2]], q: usize, k: usize) -> Vec<usize> {
     let p = points[q];
     let mut d: Vec<(f32, usize)> = points
         .iter()

@@ -11,7 +11,7 @@ pub mod act;
 pub mod auth;
 pub mod data;
 pub mod export;
-pub mod geometry;
+pub(crate) mod geometry;
 pub mod live;
 pub mod pages;
 pub mod plot;
@@ -20,7 +20,7 @@ pub mod table;
 
 pub use auth::{Action, Viewer};
 pub use data::{
-    AttemptInfo, CurrentJob, DashboardData, DataError, DataFuture, JobCounts, MetricPoint,
-    RunDetail, RunRow, Snapshot, SweepDetail, SweepSummary, WorkerInfo,
+    AttemptInfo, AttemptState, CurrentJob, DashboardData, DataError, DataFuture, JobCounts,
+    JobState, MetricPoint, RunDetail, RunRow, Snapshot, SweepDetail, SweepSummary, WorkerInfo,
 };
-pub use server::{router, table_for_query};
+pub use server::router;

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use crate::data::DashboardData;
 
 /// The shared poller. Cheap to clone into handlers behind an `Arc`.
-pub struct LiveHub {
+pub(crate) struct LiveHub {
     data: Arc<dyn DashboardData>,
     period: Duration,
     /// The latest token; `None` until the first successful poll.
@@ -31,7 +31,7 @@ impl LiveHub {
 
     /// A receiver of the token; starts the poller if it is not running. Call inside a Tokio
     /// runtime.
-    pub fn subscribe(self: &Arc<Self>) -> watch::Receiver<Option<String>> {
+    pub(crate) fn subscribe(self: &Arc<Self>) -> watch::Receiver<Option<String>> {
         let rx = self.tx.subscribe();
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         if !*running {

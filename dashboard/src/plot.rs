@@ -3,7 +3,7 @@
 use leptos::prelude::*;
 
 /// Class colours: Tableau 10, then evenly spread hues for datasets with more classes.
-pub fn class_color(label: u32) -> String {
+pub(crate) fn class_color(label: u32) -> String {
     const TAB10: [&str; 10] = [
         "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
         "#bcbd22", "#17becf",
@@ -16,12 +16,12 @@ pub fn class_color(label: u32) -> String {
 }
 
 /// Series colours for line charts.
-pub fn series_color(i: usize) -> String {
+pub(crate) fn series_color(i: usize) -> String {
     class_color(i as u32)
 }
 
 /// A sequential colour for `t` in [0, 1] (viridis, piecewise linear) for heatmaps.
-pub fn heat_color(t: f64) -> String {
+pub(crate) fn heat_color(t: f64) -> String {
     const STOPS: [(f64, f64, f64); 5] = [
         (68.0, 1.0, 84.0),
         (59.0, 82.0, 139.0),
@@ -69,7 +69,7 @@ fn square_bounds(points: &[[f64; 2]]) -> ([f64; 2], f64) {
 
 /// A scatter plot of 2-D points coloured by label. `points` are already downsampled.
 #[component]
-pub fn Scatter(
+pub(crate) fn Scatter(
     points: Vec<[f64; 2]>,
     labels: Vec<u32>,
     #[prop(default = 260)] size: u32,
@@ -98,7 +98,7 @@ pub fn Scatter(
 
 /// Legend of class colours.
 #[component]
-pub fn Legend(class_names: Vec<String>, labels: Vec<u32>) -> impl IntoView {
+pub(crate) fn Legend(class_names: Vec<String>, labels: Vec<u32>) -> impl IntoView {
     let mut used: Vec<u32> = labels;
     used.sort_unstable();
     used.dedup();
@@ -124,7 +124,7 @@ pub struct Series {
 }
 
 /// Averages consecutive points into at most `max` buckets, keeping curves cheap to draw.
-pub fn downsample(points: &[(f64, f64)], max: usize) -> Vec<(f64, f64)> {
+pub(crate) fn downsample(points: &[(f64, f64)], max: usize) -> Vec<(f64, f64)> {
     if points.len() <= max || max == 0 {
         return points.to_vec();
     }
@@ -179,7 +179,7 @@ fn tick_label(v: f64) -> String {
 
 /// A line chart with axes, ticks and a legend.
 #[component]
-pub fn LineChart(
+pub(crate) fn LineChart(
     title: String,
     x_label: String,
     series: Vec<Series>,

@@ -15,7 +15,7 @@ use futures::Stream;
 
 use crate::auth::Viewer;
 use crate::data::{DashboardData, DataError};
-use crate::export::{self, Agg, Format, PivotSpec, ResultTable, TableError};
+use crate::export::{Format, TableError, TableRequest};
 use crate::live::LiveHub;
 use crate::pages::{self, Nav, Query};
 use crate::table;
@@ -257,30 +257,6 @@ async fn workers_page(State(data): State<Data>, AxQuery(q): AxQuery<Vec<(String,
     ))
 }
 
-/// Builds the table an export request asks for: a pivot when `rows` and `cols` are given,
-/// otherwise the long table; query pairs naming a parameter filter the runs.
-pub fn table_for_query(
-    runs: &[crate::data::RunRow],
-    q: &[(String, String)],
-) -> Result<ResultTable, TableError> {
-    let q = Query(q.to_vec());
-    let axes = table::axes(runs);
-    let filters = table::filters_from_query(&q.0, &axes);
-    let shown = table::filter_runs(runs, &filters);
-    match (q.get("rows"), q.get("cols")) {
-        (Some(rows), Some(cols)) => {
-            let spec = PivotSpec {
-                rows: rows.to_owned(),
-                cols: cols.to_owned(),
-                metric: q.get("metric").unwrap_or("map_at_r").to_owned(),
-                agg: q.get("agg").unwrap_or("mean").parse::<Agg>()?,
-            };
-            Ok(ResultTable::Pivot(export::pivot_table(&shown, &spec)?))
-        }
-        _ => Ok(ResultTable::Long(export::long_table(&shown))),
-    }
-}
-
 async fn export_endpoint(
     State(data): State<Data>,
     Path(name): Path<String>,
@@ -288,8 +264,7 @@ async fn export_endpoint(
 ) -> Res {
     let d = sweep_or_404(&data, &name).await?;
     let format: Format = Query(q.clone()).get("format").unwrap_or("csv").parse()?;
-    let t = table_for_query(&d.runs, &q)?;
-    let body = export::render(&t, format);
+    let body = TableRequest::from_query(&q)?.export(&d.runs, format)?;
     let file: String = name
         .chars()
         .map(|c| {

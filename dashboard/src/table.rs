@@ -32,7 +32,7 @@ pub fn value_text(v: &Value) -> String {
 }
 
 /// Orders parameter values: numbers numerically, everything else by text; null first.
-pub fn cmp_values(a: &Value, b: &Value) -> Ordering {
+pub(crate) fn cmp_values(a: &Value, b: &Value) -> Ordering {
     match (a, b) {
         (Value::Null, Value::Null) => Ordering::Equal,
         (Value::Null, _) => Ordering::Less,
@@ -102,7 +102,7 @@ pub fn axes(runs: &[RunRow]) -> Vec<Axis> {
 }
 
 /// Metric keys present in the runs: [`METRICS`] order first, then any others alphabetically.
-pub fn metric_names(runs: &[RunRow]) -> Vec<String> {
+pub(crate) fn metric_names(runs: &[RunRow]) -> Vec<String> {
     let mut extra: Vec<&String> = Vec::new();
     for r in runs {
         for k in r.metrics.keys() {
@@ -119,7 +119,7 @@ pub fn metric_names(runs: &[RunRow]) -> Vec<String> {
 
 /// Keeps the runs whose parameters match every filter; several values of one axis are OR-ed.
 /// Filters naming unknown parameters are ignored by the caller (see [`filters_from_query`]).
-pub fn filter_runs<'a>(runs: &'a [RunRow], filters: &[(String, String)]) -> Vec<&'a RunRow> {
+pub(crate) fn filter_runs<'a>(runs: &'a [RunRow], filters: &[(String, String)]) -> Vec<&'a RunRow> {
     let mut by_axis: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (k, v) in filters {
         by_axis.entry(k.as_str()).or_default().push(v.as_str());
@@ -138,7 +138,10 @@ pub fn filter_runs<'a>(runs: &'a [RunRow], filters: &[(String, String)]) -> Vec<
 }
 
 /// Picks the query pairs that name a parameter of the runs (empty values mean "any").
-pub fn filters_from_query(query: &[(String, String)], axes: &[Axis]) -> Vec<(String, String)> {
+pub(crate) fn filters_from_query(
+    query: &[(String, String)],
+    axes: &[Axis],
+) -> Vec<(String, String)> {
     query
         .iter()
         .filter(|(k, v)| !v.is_empty() && axes.iter().any(|a| &a.name == k))
@@ -148,12 +151,12 @@ pub fn filters_from_query(query: &[(String, String)], axes: &[Axis]) -> Vec<(Str
 
 /// Sorts runs by a column: `job`, `seq`, `state`, `attempts`, a parameter or a metric name.
 /// Runs without a value sort last in either direction.
-pub fn sort_runs(runs: &mut [&RunRow], column: &str, desc: bool) {
+pub(crate) fn sort_runs(runs: &mut [&RunRow], column: &str, desc: bool) {
     let key_cmp = |a: &RunRow, b: &RunRow| -> Option<Ordering> {
         match column {
             "job" => Some(a.job_id.cmp(&b.job_id)),
             "seq" => Some(a.seq.cmp(&b.seq)),
-            "state" => Some(a.state.cmp(&b.state)),
+            "state" => Some(a.state.as_str().cmp(b.state.as_str())),
             "attempts" => Some(a.attempts.cmp(&b.attempts)),
             _ => None,
         }
@@ -217,7 +220,10 @@ impl Stats {
 }
 
 /// Groups runs by the values of some axes, groups sorted by those values.
-pub fn group_runs<'a>(runs: &[&'a RunRow], by: &[&str]) -> Vec<(Vec<Value>, Vec<&'a RunRow>)> {
+pub(crate) fn group_runs<'a>(
+    runs: &[&'a RunRow],
+    by: &[&str],
+) -> Vec<(Vec<Value>, Vec<&'a RunRow>)> {
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut groups: Vec<(Vec<Value>, Vec<&'a RunRow>)> = Vec::new();
     for r in runs {
@@ -250,7 +256,7 @@ pub fn group_runs<'a>(runs: &[&'a RunRow], by: &[&str]) -> Vec<(Vec<Value>, Vec<
 }
 
 /// Values of `metric` over runs.
-pub fn metric_values(runs: &[&RunRow], metric: &str) -> Vec<f64> {
+pub(crate) fn metric_values(runs: &[&RunRow], metric: &str) -> Vec<f64> {
     runs.iter()
         .filter_map(|r| r.metrics.get(metric).copied())
         .collect()

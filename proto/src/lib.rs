@@ -1,10 +1,16 @@
-//! Shared contract of latentsweep: sweep files, job parameters, ids and the gRPC protocol.
+//! Shared contract of latentsweep: sweep files, job parameters, job and attempt states, ids and
+//! the gRPC protocol.
+
+#[macro_use]
+mod named;
 
 pub mod ids;
 pub mod params;
 pub mod rpc;
 pub mod secret;
+pub mod state;
 pub mod sweep;
 
 pub use ids::{AttemptId, JobId, LeaseToken, SweepId, WorkerId};
-pub use params::{Dataset, JobKey, JobParams, Loss, Mining, Network, Optimizer};
+pub use params::{Dataset, JobKey, JobParams, Loss, Mining, Network, Optimizer, PARAM_ORDER};
+pub use state::{AttemptState, JobCounts, JobState};

@@ -16,41 +16,6 @@ pub struct UnknownName {
     pub expected: &'static str,
 }
 
-macro_rules! named_enum {
-    ($(#[$m:meta])* $name:ident, $axis:literal { $($variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub enum $name { $($variant),+ }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-        }
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
-        }
-        impl FromStr for $name {
-            type Err = UnknownName;
-            fn from_str(s: &str) -> Result<Self, UnknownName> {
-                match s {
-                    $($text => Ok($name::$variant),)+
-                    _ => Err(UnknownName { axis: $axis, value: s.to_owned(), expected: concat!($($text, " "),+) }),
-                }
-            }
-        }
-        impl TryFrom<String> for $name {
-            type Error = UnknownName;
-            fn try_from(s: String) -> Result<Self, UnknownName> { s.parse() }
-        }
-        impl From<$name> for String {
-            fn from(v: $name) -> String { v.as_str().to_owned() }
-        }
-    };
-}
-
 named_enum!(
     /// Network architecture.
     Network, "network" {
@@ -95,13 +60,13 @@ impl Loss {
     }
     /// Whether training draws positive pairs (two images of one class): every class then needs
     /// at least [`MIN_IMAGES_PER_CLASS`] training images.
-    pub fn needs_positive_pairs(self) -> bool {
+    pub(crate) fn needs_positive_pairs(self) -> bool {
         matches!(self, Loss::Bce | Loss::Contrastive | Loss::Triplet)
     }
 }
 
 /// Fewest training images per class a pair or triplet loss can sample a positive pair from.
-pub const MIN_IMAGES_PER_CLASS: u64 = 2;
+pub(crate) const MIN_IMAGES_PER_CLASS: u64 = 2;
 
 /// A dataset: one of the built-in IDX datasets or a folder with one sub-folder per class.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -116,7 +81,7 @@ pub enum Dataset {
 impl Dataset {
     /// Classes of a built-in dataset (both have ten); `None` for a folder, whose classes are
     /// only known where it is read.
-    pub fn builtin_classes(&self) -> Option<u64> {
+    pub(crate) fn builtin_classes(&self) -> Option<u64> {
         match self {
             Dataset::Mnist | Dataset::FashionMnist => Some(10),
             Dataset::Folder(_) => None,
@@ -228,6 +193,24 @@ impl fmt::Display for JobKey {
     }
 }
 
+/// The fields of [`JobParams`] in struct order, which is the order of its canonical JSON and the
+/// column order of every table and export.
+pub const PARAM_ORDER: &[&str] = &[
+    "network",
+    "loss",
+    "dataset",
+    "margin",
+    "lr",
+    "embedding_dim",
+    "batch_size",
+    "epochs",
+    "optimizer",
+    "seed",
+    "mining",
+    "train_limit",
+    "eval_every",
+];
+
 impl JobParams {
     /// Canonical JSON: field order is the struct order, floats in shortest round-trip form.
     pub fn canonical_json(&self) -> String {
@@ -258,6 +241,21 @@ impl JobParams {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn param_order_is_the_canonical_json_order() {
+        let json = super::JobParams::default().canonical_json();
+        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&json).unwrap();
+        let keys: Vec<&str> = map.keys().map(String::as_str).collect();
+        let mut sorted = super::PARAM_ORDER.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(keys, sorted, "serde_json sorts keys: same set");
+        let at = |k: &str| json.find(&format!("\"{k}\":")).unwrap();
+        assert!(
+            super::PARAM_ORDER.windows(2).all(|w| at(w[0]) < at(w[1])),
+            "{json}"
+        );
+    }
+
     use super::*;
 
     #[test]

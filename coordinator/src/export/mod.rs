@@ -1,32 +1,30 @@
 //! `coordinator export`: result tables of a sweep in CSV, Markdown, LaTeX or JSON.
 //!
-//! The tables and formats are implemented once in [`dashboard::export`] (the dashboard's export
-//! buttons use the same code); this module loads the runs from the store.
+//! The tables and formats are one pipeline, [`dashboard::export::TableRequest`], which the
+//! dashboard's export download uses too; this module parses the command line and loads the runs
+//! from the store.
 //!
 //! ```text
 //! coordinator export --sweep NAME --format csv|md|latex|json [--out FILE]
 //! coordinator export --sweep NAME --format md --rows loss --cols dataset --metric map_at_r --agg mean
 //! ```
 
-pub use dashboard::export::{Agg, Format, PivotSpec, ResultTable, TableError};
+pub use dashboard::export::{Agg, Format, PivotSpec, ResultTable, TableError, TableRequest};
 
 use crate::store::{Store, StoreError};
-use crate::web::queries;
+use crate::web::convert;
 
 /// What to export.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportRequest {
     pub sweep: String,
     pub format: Format,
-    /// `None`: the long table (one row per run, every parameter and final metric).
-    pub pivot: Option<PivotSpec>,
-    /// `(parameter, value)` pairs the runs must match (values of one parameter are OR-ed).
-    pub filters: Vec<(String, String)>,
+    pub table: TableRequest,
 }
 
 impl ExportRequest {
-    /// From command-line strings: a pivot when both `rows` and `cols` are given; `metric`
-    /// defaults to `map_at_r` and `agg` to `mean`.
+    /// From command-line strings: a pivot when both `rows` and `cols` are given; `metric` and
+    /// `agg` default as in [`PivotSpec::new`].
     pub fn parse(
         sweep: &str,
         format: &str,
@@ -36,20 +34,17 @@ impl ExportRequest {
         agg: Option<&str>,
     ) -> Result<ExportRequest, ExportError> {
         let pivot = match (rows, cols) {
-            (Some(r), Some(c)) => Some(PivotSpec {
-                rows: r.to_owned(),
-                cols: c.to_owned(),
-                metric: metric.unwrap_or("map_at_r").to_owned(),
-                agg: agg.unwrap_or("mean").parse()?,
-            }),
+            (Some(r), Some(c)) => Some(PivotSpec::new(r, c, metric, agg)?),
             (None, None) => None,
             _ => return Err(ExportError::Usage("--rows and --cols go together".into())),
         };
         Ok(ExportRequest {
             sweep: sweep.to_owned(),
             format: format.parse()?,
-            pivot,
-            filters: Vec::new(),
+            table: TableRequest {
+                pivot,
+                filters: Vec::new(),
+            },
         })
     }
 }
@@ -69,15 +64,8 @@ pub enum ExportError {
 
 /// Builds the requested table of a sweep and writes it in the requested format.
 pub async fn run_export(store: &Store, req: ExportRequest) -> Result<String, ExportError> {
-    let d = queries::sweep(store.reader(), &req.sweep)
+    let d = convert::sweep(store, &req.sweep)
         .await?
         .ok_or_else(|| ExportError::NoSweep(req.sweep.clone()))?;
-    let axes = dashboard::table::axes(&d.runs);
-    let filters = dashboard::table::filters_from_query(&req.filters, &axes);
-    let runs = dashboard::table::filter_runs(&d.runs, &filters);
-    let table = match &req.pivot {
-        Some(spec) => ResultTable::Pivot(dashboard::export::pivot_table(&runs, spec)?),
-        None => ResultTable::Long(dashboard::export::long_table(&runs)),
-    };
-    Ok(dashboard::export::render(&table, req.format))
+    Ok(req.table.export(&d.runs, req.format)?)
 }

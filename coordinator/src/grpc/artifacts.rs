@@ -17,9 +17,9 @@ use crate::sched::fencing;
 use crate::store::ArtifactRow;
 
 /// Bytes per download chunk (well under the message limit).
-pub const CHUNK: usize = 256 * 1024;
+pub(crate) const CHUNK: usize = 256 * 1024;
 /// Largest accepted checkpoint.
-pub const MAX_CHECKPOINT: u64 = 4 * 1024 * 1024 * 1024;
+pub(crate) const MAX_CHECKPOINT: u64 = 4 * 1024 * 1024 * 1024;
 
 async fn next_chunk(
     inbound: &mut Streaming<rpc::UploadChunk>,

@@ -13,7 +13,7 @@ use super::error::remap_codec_status;
 
 /// Checks `authorization: Bearer <token>` when a token is configured.
 #[derive(Clone)]
-pub struct TokenCheck {
+pub(crate) struct TokenCheck {
     expected: Option<Vec<u8>>,
 }
 
@@ -51,7 +51,7 @@ impl Interceptor for TokenCheck {
 /// Tower layer applying [`remap_codec_status`] to trailers-only error responses, which is how
 /// tonic answers a unary request it could not decode before any handler ran.
 #[derive(Clone, Copy, Default)]
-pub struct CodecStatusLayer;
+pub(crate) struct CodecStatusLayer;
 
 impl<S> tower::Layer<S> for CodecStatusLayer {
     type Service = CodecStatus<S>;
@@ -61,7 +61,7 @@ impl<S> tower::Layer<S> for CodecStatusLayer {
 }
 
 #[derive(Clone)]
-pub struct CodecStatus<S> {
+pub(crate) struct CodecStatus<S> {
     inner: S,
 }
 

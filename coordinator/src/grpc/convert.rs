@@ -2,7 +2,7 @@
 //! are converted into each other, with the validation a malformed message needs.
 
 use proto::rpc::{self, PROTOCOL_VERSION};
-use proto::{AttemptId, LeaseToken, WorkerId};
+use proto::{AttemptId, JobState, LeaseToken, WorkerId};
 
 use super::error::RpcError;
 use crate::sched::AttemptEnd;
@@ -18,7 +18,7 @@ const MAX_ERROR: usize = 8 * 1024;
 const MAX_METRIC_NAME: usize = 128;
 
 /// Rejects requests of another protocol version.
-pub fn check_version(got: u32) -> Result<(), RpcError> {
+pub(crate) fn check_version(got: u32) -> Result<(), RpcError> {
     if got == PROTOCOL_VERSION {
         Ok(())
     } else {
@@ -42,7 +42,7 @@ fn label(field: &str, s: &str, required: bool) -> Result<String, RpcError> {
 }
 
 /// Positive row id from the wire.
-pub fn id(field: &str, v: i64) -> Result<i64, RpcError> {
+pub(crate) fn id(field: &str, v: i64) -> Result<i64, RpcError> {
     if v > 0 {
         Ok(v)
     } else {
@@ -52,24 +52,24 @@ pub fn id(field: &str, v: i64) -> Result<i64, RpcError> {
     }
 }
 
-pub fn worker_id(v: i64) -> Result<WorkerId, RpcError> {
+pub(crate) fn worker_id(v: i64) -> Result<WorkerId, RpcError> {
     id("worker_id", v).map(WorkerId)
 }
 
-pub fn attempt_id(v: i64) -> Result<AttemptId, RpcError> {
+pub(crate) fn attempt_id(v: i64) -> Result<AttemptId, RpcError> {
     id("attempt_id", v).map(AttemptId)
 }
 
 /// The `lease_token` of a request about an attempt: 0 is "none sent" (a worker older than the
 /// field), which fencing accepts only for attempts leased before tokens existed.
-pub fn lease_token(v: u64) -> Option<LeaseToken> {
+pub(crate) fn lease_token(v: u64) -> Option<LeaseToken> {
     LeaseToken::from_wire(v)
 }
 
 /// Checks the `database_id` a worker sent with a request about `attempt`: a stale attempt of a
 /// replaced database is refused before its id is looked up (the id may now be another job's).
 /// Empty passes: a worker older than the field.
-pub fn attempt_database(sent: &str, ours: &str, attempt: AttemptId) -> Result<(), RpcError> {
+pub(crate) fn attempt_database(sent: &str, ours: &str, attempt: AttemptId) -> Result<(), RpcError> {
     if sent.is_empty() || sent == ours {
         Ok(())
     } else {
@@ -78,7 +78,7 @@ pub fn attempt_database(sent: &str, ours: &str, attempt: AttemptId) -> Result<()
 }
 
 /// [`attempt_database`] for a request about a worker (its `Lease` heartbeat).
-pub fn worker_database(sent: &str, ours: &str, worker: WorkerId) -> Result<(), RpcError> {
+pub(crate) fn worker_database(sent: &str, ours: &str, worker: WorkerId) -> Result<(), RpcError> {
     if sent.is_empty() || sent == ours {
         Ok(())
     } else {
@@ -86,7 +86,7 @@ pub fn worker_database(sent: &str, ours: &str, worker: WorkerId) -> Result<(), R
     }
 }
 
-pub fn new_worker(r: &rpc::RegisterRequest) -> Result<NewWorker, RpcError> {
+pub(crate) fn new_worker(r: &rpc::RegisterRequest) -> Result<NewWorker, RpcError> {
     let devices: Vec<serde_json::Value> = r
         .devices
         .iter()
@@ -103,7 +103,7 @@ pub fn new_worker(r: &rpc::RegisterRequest) -> Result<NewWorker, RpcError> {
     })
 }
 
-pub fn artifact_ref(a: &ArtifactInfo) -> rpc::ArtifactRef {
+pub(crate) fn artifact_ref(a: &ArtifactInfo) -> rpc::ArtifactRef {
     rpc::ArtifactRef {
         artifact_id: a.id,
         epoch: u32::try_from(a.epoch).unwrap_or(0),
@@ -113,7 +113,7 @@ pub fn artifact_ref(a: &ArtifactInfo) -> rpc::ArtifactRef {
 }
 
 /// A lease as sent, tagged with the database (`database_id`) its attempt id belongs to.
-pub fn job_lease(l: &LeasedJob, database_id: &str) -> rpc::JobLease {
+pub(crate) fn job_lease(l: &LeasedJob, database_id: &str) -> rpc::JobLease {
     rpc::JobLease {
         job_id: l.job.0,
         attempt_id: l.attempt.0,
@@ -139,7 +139,7 @@ fn metric_name(name: &str) -> Result<(), RpcError> {
 /// Metric points of a batch. SQLite stores NaN as NULL, which the schema refuses, so
 /// non-finite values (a diverging loss) are dropped here; the failure itself is reported
 /// through `Fail`.
-pub fn metric_points(b: &rpc::MetricBatch) -> Result<Vec<MetricPoint>, RpcError> {
+pub(crate) fn metric_points(b: &rpc::MetricBatch) -> Result<Vec<MetricPoint>, RpcError> {
     if b.seq < 0 {
         return Err(RpcError::InvalidArgument(
             "metric batch seq must be >= 0".into(),
@@ -162,7 +162,7 @@ pub fn metric_points(b: &rpc::MetricBatch) -> Result<Vec<MetricPoint>, RpcError>
 }
 
 /// An evaluation becomes one metric point per key, at its epoch and step.
-pub fn eval_points(e: &rpc::EvalResult) -> Result<Vec<MetricPoint>, RpcError> {
+pub(crate) fn eval_points(e: &rpc::EvalResult) -> Result<Vec<MetricPoint>, RpcError> {
     if e.seq < 0 {
         return Err(RpcError::InvalidArgument(
             "evaluation seq must be >= 0".into(),
@@ -184,7 +184,7 @@ pub fn eval_points(e: &rpc::EvalResult) -> Result<Vec<MetricPoint>, RpcError> {
     Ok(out)
 }
 
-pub fn snapshot(s: &rpc::EpochSnapshot) -> Result<SnapshotData, RpcError> {
+pub(crate) fn snapshot(s: &rpc::EpochSnapshot) -> Result<SnapshotData, RpcError> {
     if !s.xy.len().is_multiple_of(2) {
         return Err(RpcError::InvalidArgument(
             "snapshot xy has an odd length".into(),
@@ -206,8 +206,13 @@ pub fn snapshot(s: &rpc::EpochSnapshot) -> Result<SnapshotData, RpcError> {
     })
 }
 
+/// A job's state as the replies to `Complete` and `Fail` carry it.
+pub(crate) fn job_state(s: JobState) -> String {
+    s.as_str().to_owned()
+}
+
 /// A `Fail` request as an attempt end; long error texts are cut (on a char boundary).
-pub fn failure(r: &rpc::FailRequest) -> AttemptEnd {
+pub(crate) fn failure(r: &rpc::FailRequest) -> AttemptEnd {
     let mut error = r.error.clone();
     if error.len() > MAX_ERROR {
         let mut cut = MAX_ERROR;
@@ -227,7 +232,7 @@ pub fn failure(r: &rpc::FailRequest) -> AttemptEnd {
 }
 
 /// Validates a lowercase hex sha256.
-pub fn sha256_hex(s: &str) -> Result<String, RpcError> {
+pub(crate) fn sha256_hex(s: &str) -> Result<String, RpcError> {
     if s.len() == 64
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))

@@ -8,7 +8,7 @@ use crate::store::StoreError;
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
-pub enum RpcError {
+pub(crate) enum RpcError {
     #[error("protocol version {got} is not supported; this coordinator speaks {want}")]
     ProtocolVersion { got: u32, want: u32 },
     #[error("invalid argument: {0}")]
@@ -77,7 +77,7 @@ impl From<RpcError> for Status {
 /// Tonic reports an oversized message as OUT_OF_RANGE and undecodable protobuf as INTERNAL
 /// (with decoder text). Clients should see RESOURCE_EXHAUSTED and INVALID_ARGUMENT: the fault
 /// is theirs, and INTERNAL would read as ours.
-pub fn remap_codec_status(s: Status) -> Status {
+pub(crate) fn remap_codec_status(s: Status) -> Status {
     match s.code() {
         Code::OutOfRange if s.message().contains("message length too large") => {
             Status::resource_exhausted("message larger than the coordinator's limit")

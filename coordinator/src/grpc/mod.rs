@@ -3,7 +3,7 @@
 //! [`crate::sched`], SQL in [`crate::store`], wire conversions in [`convert`].
 
 pub mod artifacts;
-pub mod auth;
+pub(crate) mod auth;
 pub mod convert;
 pub mod error;
 mod report;
@@ -24,11 +24,9 @@ use crate::conn::{ConnLimits, GuardedListener};
 use crate::sched::SchedConfig;
 use crate::store::{Store, now_ms};
 
-pub use error::RpcError;
-
 /// Largest accepted message (a report batch, a checkpoint chunk); bigger ones are refused with
 /// RESOURCE_EXHAUSTED.
-pub const DEFAULT_MAX_MESSAGE: usize = 4 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_MESSAGE: usize = 4 * 1024 * 1024;
 
 /// HTTP/2 ping interval; must stay well below [`ConnLimits::idle_timeout`].
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
@@ -120,21 +118,9 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         self.changed.notify_waiters();
     }
-}
-
-/// Binds `cfg.addr` and serves until `shutdown` resolves.
-pub async fn serve(
-    store: Store,
-    cfg: GrpcConfig,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServeError> {
-    let listener = TcpListener::bind(cfg.addr)
-        .await
-        .map_err(|e| ServeError::Bind(cfg.addr, e))?;
-    serve_on(listener, store, cfg, shutdown).await
 }
 
 /// Serves on an already bound listener (tests bind port 0 and read the address first).

@@ -160,7 +160,7 @@ impl Service {
             .await?
         {
             Ended::Applied { job, job_state } => {
-                tracing::info!(%worker, %attempt, %job, end = end.attempt_state(), %job_state,
+                tracing::info!(%worker, %attempt, %job, end = end.attempt_state().as_str(), %job_state,
                     error = end.error_text().as_deref().unwrap_or(""), "attempt ended");
                 if matches!(end, AttemptEnd::Failed { .. }) && job_state == "queued" {
                     crate::obs::retried(crate::obs::RetryCause::Failed);
@@ -176,9 +176,9 @@ impl Service {
                     .await;
                 }
                 self.shared.wake();
-                Ok(job_state)
+                Ok(convert::job_state(job_state))
             }
-            Ended::Repeat { job_state, .. } => Ok(job_state),
+            Ended::Repeat { job_state, .. } => Ok(convert::job_state(job_state)),
             Ended::Fenced(f) => {
                 crate::obs::fenced(crate::obs::FencedCall::End);
                 tracing::warn!(%worker, %attempt, reason = %f, "rejected end of a stale attempt");

@@ -3,18 +3,18 @@
 
 use std::fmt;
 
-use proto::LeaseToken;
+use proto::{AttemptState, LeaseToken};
 
 /// An attempt as far as fencing needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AttemptView {
+pub(crate) struct AttemptView {
     pub id: i64,
     pub job: i64,
     pub worker: Option<i64>,
     /// `attempts.token`; `None` for an attempt leased before tokens existed.
     pub token: Option<LeaseToken>,
     /// `attempts.state`.
-    pub state: String,
+    pub state: AttemptState,
 }
 
 /// Why a worker may not speak for an attempt.
@@ -33,7 +33,7 @@ pub enum Fence {
     },
     Ended {
         attempt: i64,
-        state: String,
+        state: AttemptState,
     },
 }
 
@@ -61,7 +61,7 @@ impl fmt::Display for Fence {
 /// The token must equal the attempt's exactly: `None` only passes for an attempt leased before
 /// tokens existed (`None` too). A worker that sends none for an attempt that has one is refused,
 /// since nothing shows it holds this lease rather than one from before a restore.
-pub fn check(
+pub(crate) fn check(
     attempt_id: i64,
     attempt: Option<&AttemptView>,
     worker: i64,
@@ -80,10 +80,10 @@ pub fn check(
             attempt: attempt_id,
         });
     }
-    if a.state != "running" {
+    if a.state != AttemptState::Running {
         return Err(Fence::Ended {
             attempt: attempt_id,
-            state: a.state.clone(),
+            state: a.state,
         });
     }
     Ok(())
@@ -91,11 +91,11 @@ pub fn check(
 
 /// Whether an end request (complete / fail / release) is a retry of one that already took
 /// effect: the answer got lost, so the worker asks again and must get the same success.
-pub fn is_repeat_of(
+pub(crate) fn is_repeat_of(
     attempt: &AttemptView,
     worker: i64,
     token: Option<LeaseToken>,
-    wanted_state: &str,
+    wanted_state: AttemptState,
 ) -> bool {
     attempt.worker == Some(worker) && attempt.token == token && attempt.state == wanted_state
 }
@@ -112,7 +112,7 @@ mod tests {
             job: 1,
             worker: Some(worker),
             token: Some(T),
-            state: state.into(),
+            state: state.parse().unwrap(),
         }
     }
 
@@ -127,7 +127,7 @@ mod tests {
             check(5, Some(&view(2, "expired")), 2, Some(T)),
             Err(Fence::Ended {
                 attempt: 5,
-                state: "expired".into()
+                state: AttemptState::Expired
             })
         );
         assert_eq!(
@@ -168,14 +168,29 @@ mod tests {
             &view(2, "done"),
             2,
             Some(LeaseToken(1)),
-            "done"
+            AttemptState::Done
         ));
     }
 
     #[test]
     fn repeats_are_recognised() {
-        assert!(is_repeat_of(&view(2, "done"), 2, Some(T), "done"));
-        assert!(!is_repeat_of(&view(2, "done"), 3, Some(T), "done"));
-        assert!(!is_repeat_of(&view(2, "expired"), 2, Some(T), "done"));
+        assert!(is_repeat_of(
+            &view(2, "done"),
+            2,
+            Some(T),
+            AttemptState::Done
+        ));
+        assert!(!is_repeat_of(
+            &view(2, "done"),
+            3,
+            Some(T),
+            AttemptState::Done
+        ));
+        assert!(!is_repeat_of(
+            &view(2, "expired"),
+            2,
+            Some(T),
+            AttemptState::Done
+        ));
     }
 }

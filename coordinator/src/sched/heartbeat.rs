@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 /// What to do after one heartbeat.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Reconciled {
+pub(crate) struct Reconciled {
     /// Listed and held: renew their leases.
     pub renew: Vec<i64>,
     /// Listed but not held (ended, someone else's or unknown), in the order listed: the worker
@@ -20,7 +20,7 @@ pub struct Reconciled {
 }
 
 /// Compares the attempts a worker `listed` with the running attempts it `holds`.
-pub fn reconcile(listed: &[i64], holds: &[i64]) -> Reconciled {
+pub(crate) fn reconcile(listed: &[i64], holds: &[i64]) -> Reconciled {
     let held: HashSet<i64> = holds.iter().copied().collect();
     let named: HashSet<i64> = listed.iter().copied().collect();
     let (mut renew, mut stop) = (Vec::new(), Vec::new());

@@ -1,8 +1,8 @@
 //! Scheduling policy as plain functions over plain state (no I/O), in the spirit of
 //! HyperQueue's scheduler: the store and the gRPC service feed it rows and apply its decisions.
 //!
-//! - [`policy`]: lease lifetimes, long-poll waits, the reaper's period;
-//! - [`transitions`]: what happens to a job when one of its attempts ends;
+//! - `policy`: lease lifetimes, long-poll waits, the reaper's period;
+//! - `transitions`: what happens to a job when one of its attempts ends;
 //! - [`fencing`]: whether a worker may still speak for an attempt;
 //! - [`heartbeat`]: which attempts a heartbeat renews, stops or releases;
 //! - [`notices`]: which stop notices a worker has already been given;
@@ -12,12 +12,14 @@ pub mod fencing;
 pub mod heartbeat;
 pub mod notices;
 pub mod order;
-pub mod policy;
-pub mod transitions;
+pub(crate) mod policy;
+pub(crate) mod transitions;
 
-pub use fencing::{AttemptView, Fence};
-pub use heartbeat::{Reconciled, reconcile};
-pub use notices::StopNotices;
-pub use order::{Candidate, JOB_ORDER_SQL, SWEEP_ORDER_SQL};
-pub use policy::{DEFAULT_LEASE_TTL, DEFAULT_MAX_ATTEMPTS, MAX_LONG_POLL, SchedConfig};
-pub use transitions::{AttemptEnd, JobNext, JobView, after_attempt};
+pub(crate) use fencing::{AttemptView, Fence};
+pub(crate) use heartbeat::reconcile;
+pub(crate) use notices::StopNotices;
+pub(crate) use order::{Candidate, JOB_ORDER_SQL, SWEEP_ORDER_SQL};
+pub(crate) use policy::DEFAULT_MAX_ATTEMPTS;
+pub use policy::SchedConfig;
+pub use transitions::AttemptEnd;
+pub(crate) use transitions::{JobNext, JobView, after_attempt};

@@ -12,7 +12,7 @@ const MAX_TRACKED: usize = 4096;
 
 /// Per worker, the attempts its last Lease reply told it to stop.
 #[derive(Debug, Default)]
-pub struct StopNotices {
+pub(crate) struct StopNotices {
     told: HashMap<WorkerId, BTreeSet<AttemptId>>,
 }
 
@@ -27,7 +27,7 @@ impl StopNotices {
     }
 
     /// Remembers what the reply being sent tells `worker` to stop (nothing forgets it).
-    pub fn record(&mut self, worker: WorkerId, stop: &[AttemptId]) {
+    pub(crate) fn record(&mut self, worker: WorkerId, stop: &[AttemptId]) {
         if stop.is_empty() {
             self.told.remove(&worker);
             return;

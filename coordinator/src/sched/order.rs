@@ -1,18 +1,18 @@
 //! Queue order: higher sweep priority first, then sweeps in submission order, then jobs in
-//! expansion order. The store runs the same order in SQL, sweeps first ([`SWEEP_ORDER_SQL`])
-//! then jobs within a sweep ([`JOB_ORDER_SQL`]) so each step walks an index; the store test
+//! expansion order. The store runs the same order in SQL, sweeps first (`SWEEP_ORDER_SQL`)
+//! then jobs within a sweep (`JOB_ORDER_SQL`) so each step walks an index; the store test
 //! `grpc_lease` checks both agree.
 
 use std::cmp::Ordering;
 
 /// `ORDER BY` over `sweeps`: the first two keys of [`queue_cmp`].
-pub const SWEEP_ORDER_SQL: &str = "priority DESC, id ASC";
+pub(crate) const SWEEP_ORDER_SQL: &str = "priority DESC, id ASC";
 /// `ORDER BY` over the `jobs` of one sweep: the last two keys of [`queue_cmp`].
-pub const JOB_ORDER_SQL: &str = "seq ASC, id ASC";
+pub(crate) const JOB_ORDER_SQL: &str = "seq ASC, id ASC";
 
 /// A queued job of an active sweep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Candidate {
+pub(crate) struct Candidate {
     pub sweep_priority: i64,
     pub sweep_id: i64,
     pub job_seq: i64,
@@ -20,7 +20,7 @@ pub struct Candidate {
 }
 
 /// Total order of the queue: `Less` runs first.
-pub fn queue_cmp(a: &Candidate, b: &Candidate) -> Ordering {
+pub(crate) fn queue_cmp(a: &Candidate, b: &Candidate) -> Ordering {
     b.sweep_priority
         .cmp(&a.sweep_priority)
         .then(a.sweep_id.cmp(&b.sweep_id))
@@ -28,16 +28,9 @@ pub fn queue_cmp(a: &Candidate, b: &Candidate) -> Ordering {
         .then(a.job_id.cmp(&b.job_id))
 }
 
-/// The `n` candidates that run next, in order.
-pub fn next_jobs(mut candidates: Vec<Candidate>, n: usize) -> Vec<Candidate> {
-    candidates.sort_by(queue_cmp);
-    candidates.truncate(n);
-    candidates
-}
-
 /// How many of `available` jobs (already in queue order) each caller gets when several ask at
 /// once: first come, first served, so the result equals answering them one after another.
-pub fn share_out(wants: &[usize], available: usize) -> Vec<usize> {
+pub(crate) fn share_out(wants: &[usize], available: usize) -> Vec<usize> {
     let mut left = available;
     wants
         .iter()
@@ -52,6 +45,13 @@ pub fn share_out(wants: &[usize], available: usize) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The `n` candidates that run next, in order.
+    fn next_jobs(mut candidates: Vec<Candidate>, n: usize) -> Vec<Candidate> {
+        candidates.sort_by(queue_cmp);
+        candidates.truncate(n);
+        candidates
+    }
 
     fn c(sweep_priority: i64, sweep_id: i64, job_seq: i64) -> Candidate {
         Candidate {

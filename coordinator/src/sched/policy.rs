@@ -3,12 +3,12 @@
 use std::time::Duration;
 
 /// Lease time-to-live unless configured; every `Lease` call (the heartbeat) renews it.
-pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
 /// Failed or expired attempts a job may use before it fails for good (the `jobs.max_attempts`
 /// column holds the per-job value; this is what retries grant again).
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+pub(crate) const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 /// Upper bound of one long-poll.
-pub const MAX_LONG_POLL: Duration = Duration::from_secs(20);
+pub(crate) const MAX_LONG_POLL: Duration = Duration::from_secs(20);
 
 /// Timing knobs of the scheduler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,13 +41,13 @@ impl SchedConfig {
     }
 
     /// When a lease granted or renewed at `now_ms` runs out.
-    pub fn lease_expiry(&self, now_ms: i64) -> i64 {
+    pub(crate) fn lease_expiry(&self, now_ms: i64) -> i64 {
         now_ms.saturating_add(self.ttl_ms())
     }
 
     /// How long a `Lease` call may block. A third of the TTL at most: the worker's next call,
     /// which renews its other leases, must come well before they run out.
-    pub fn poll_wait(&self, requested_ms: u32) -> Duration {
+    pub(crate) fn poll_wait(&self, requested_ms: u32) -> Duration {
         Duration::from_millis(u64::from(requested_ms))
             .min(self.max_long_poll)
             .min(self.lease_ttl / 3)
@@ -55,7 +55,7 @@ impl SchedConfig {
 
     /// How often the coordinator looks for expired leases: a quarter of the TTL, kept between
     /// 50 ms (cheap query, but no busy loop) and 1 s (a job should not wait long to re-run).
-    pub fn reaper_period(&self) -> Duration {
+    pub(crate) fn reaper_period(&self) -> Duration {
         (self.lease_ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
     }
 

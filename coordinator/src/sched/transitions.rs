@@ -1,6 +1,8 @@
 //! The job state machine as seen from attempts: given how an attempt ended and what the job
 //! looked like, decide the job's next state.
 
+use proto::{AttemptState, JobState};
+
 /// How an attempt ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AttemptEnd {
@@ -21,23 +23,23 @@ pub enum AttemptEnd {
 
 impl AttemptEnd {
     /// Value of `attempts.state` after this end.
-    pub fn attempt_state(&self) -> &'static str {
+    pub(crate) fn attempt_state(&self) -> AttemptState {
         match self {
-            AttemptEnd::Done => "done",
-            AttemptEnd::Failed { .. } => "failed",
-            AttemptEnd::Expired { .. } => "expired",
-            AttemptEnd::Released => "released",
-            AttemptEnd::Cancelled => "cancelled",
+            AttemptEnd::Done => AttemptState::Done,
+            AttemptEnd::Failed { .. } => AttemptState::Failed,
+            AttemptEnd::Expired { .. } => AttemptState::Expired,
+            AttemptEnd::Released => AttemptState::Released,
+            AttemptEnd::Cancelled => AttemptState::Cancelled,
         }
     }
 
     /// Whether this end uses up one of the job's attempts.
-    pub fn counts_as_failure(&self) -> bool {
+    pub(crate) fn counts_as_failure(&self) -> bool {
         matches!(self, AttemptEnd::Failed { .. } | AttemptEnd::Expired { .. })
     }
 
     /// Text stored in `attempts.error` and, for failures, `jobs.last_error`.
-    pub fn error_text(&self) -> Option<String> {
+    pub(crate) fn error_text(&self) -> Option<String> {
         match self {
             AttemptEnd::Failed { error, .. } => Some(error.clone()),
             AttemptEnd::Expired { worker: Some(w) } => {
@@ -51,9 +53,9 @@ impl AttemptEnd {
 
 /// The job as far as the decision needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobView {
+pub(crate) struct JobView {
     /// `jobs.state`.
-    pub state: String,
+    pub state: JobState,
     /// Failed or expired attempts BEFORE the one that is ending.
     pub failures: u32,
     pub max_attempts: u32,
@@ -61,7 +63,7 @@ pub struct JobView {
 
 /// What to do with the job.
 #[derive(Debug, Clone, PartialEq)]
-pub enum JobNext {
+pub(crate) enum JobNext {
     Done,
     /// Back to the queue; `last_error` is kept (or set) when the attempt failed.
     Requeue {
@@ -74,21 +76,9 @@ pub enum JobNext {
     Unchanged,
 }
 
-impl JobNext {
-    /// Value of `jobs.state` afterwards, when it changes.
-    pub fn job_state(&self) -> Option<&'static str> {
-        match self {
-            JobNext::Done => Some("done"),
-            JobNext::Requeue { .. } => Some("queued"),
-            JobNext::Fail { .. } => Some("failed"),
-            JobNext::Unchanged => None,
-        }
-    }
-}
-
 /// Decides the job's next state when one of its attempts ends.
-pub fn after_attempt(job: &JobView, end: &AttemptEnd) -> JobNext {
-    if job.state != "running" {
+pub(crate) fn after_attempt(job: &JobView, end: &AttemptEnd) -> JobNext {
+    if job.state != JobState::Running {
         return JobNext::Unchanged;
     }
     match end {
@@ -125,7 +115,7 @@ mod tests {
 
     fn running(failures: u32, max_attempts: u32) -> JobView {
         JobView {
-            state: "running".into(),
+            state: JobState::Running,
             failures,
             max_attempts,
         }
@@ -168,10 +158,10 @@ mod tests {
             error: "bad params".into(),
             retryable: false,
         };
-        assert_eq!(
-            after_attempt(&running(0, 3), &fatal).job_state(),
-            Some("failed")
-        );
+        assert!(matches!(
+            after_attempt(&running(0, 3), &fatal),
+            JobNext::Fail { .. }
+        ));
     }
 
     #[test]
@@ -186,7 +176,7 @@ mod tests {
     #[test]
     fn ended_jobs_stay_put() {
         let cancelled = JobView {
-            state: "cancelled".into(),
+            state: JobState::Cancelled,
             failures: 0,
             max_attempts: 3,
         };

@@ -10,11 +10,11 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use proto::{AttemptId, JobId, LeaseToken, WorkerId};
+use proto::{AttemptId, AttemptState, JobId, JobState, LeaseToken, WorkerId};
 use serde_json::json;
 use sqlx::{Row, SqliteConnection};
 
-use super::lease::{Ended, LeasedJob, release_orphan, token_from_row};
+use super::attempt::{Ended, LeasedJob, release_orphan, token_from_row};
 use super::{StoreError, now_ms};
 use crate::sched::{self, AttemptEnd, AttemptView, Candidate, Fence, JobNext, JobView};
 
@@ -46,8 +46,8 @@ struct EndRow {
     job: i64,
     worker: Option<i64>,
     token: Option<i64>,
-    state: String,
-    job_state: String,
+    state: AttemptState,
+    job_state: JobState,
     max_attempts: i64,
     /// Failed or expired attempts of the job other than this one.
     failures: i64,
@@ -85,8 +85,8 @@ pub(super) async fn apply_ends(
             job: r.try_get("job_id")?,
             worker: r.try_get("worker_id")?,
             token: r.try_get("token")?,
-            state: r.try_get("state")?,
-            job_state: r.try_get("job_state")?,
+            state: r.try_get::<String, _>("state")?.parse()?,
+            job_state: r.try_get::<String, _>("job_state")?.parse()?,
             max_attempts: r.try_get("max_attempts")?,
             failures: r.try_get("failures")?,
         };
@@ -104,14 +104,14 @@ pub(super) async fn apply_ends(
             job: r.job,
             worker: r.worker,
             token: r.token.map(token_from_row),
-            state: r.state.clone(),
+            state: r.state,
         });
         if let (Some(v), Some(r)) = (&view, seen.get(&id))
             && sched::fencing::is_repeat_of(v, c.worker.0, c.token, c.end.attempt_state())
         {
             out.push(Ended::Repeat {
                 job: JobId(v.job),
-                job_state: r.job_state.clone(),
+                job_state: r.job_state,
             });
             continue;
         }
@@ -125,7 +125,7 @@ pub(super) async fn apply_ends(
             continue;
         };
         let job_view = JobView {
-            state: r.job_state.clone(),
+            state: r.job_state,
             failures: u32::try_from(r.failures).unwrap_or(u32::MAX),
             max_attempts: u32::try_from(r.max_attempts).unwrap_or(0),
         };
@@ -134,22 +134,25 @@ pub(super) async fn apply_ends(
         if let Some(json) = &c.result_json {
             results.insert(job, json!([job, id, json]));
         }
-        attempt_ends.insert(id, json!([id, c.end.attempt_state(), c.end.error_text()]));
-        r.state = c.end.attempt_state().to_owned();
+        attempt_ends.insert(
+            id,
+            json!([id, c.end.attempt_state().as_str(), c.end.error_text()]),
+        );
+        r.state = c.end.attempt_state();
         let job_state = match &next {
-            JobNext::Done => Some(("done", None)),
-            JobNext::Requeue { last_error } => Some(("queued", last_error.clone())),
-            JobNext::Fail { last_error } => Some(("failed", Some(last_error.clone()))),
+            JobNext::Done => Some((JobState::Done, None)),
+            JobNext::Requeue { last_error } => Some((JobState::Queued, last_error.clone())),
+            JobNext::Fail { last_error } => Some((JobState::Failed, Some(last_error.clone()))),
             JobNext::Unchanged => None,
         }
         .map(|(state, last_error)| {
-            job_moves.insert(job, json!([job, state, last_error]));
-            state.to_owned()
+            job_moves.insert(job, json!([job, state.as_str(), last_error]));
+            state
         })
-        .unwrap_or_else(|| r.job_state.clone());
+        .unwrap_or(r.job_state);
         // Other attempts of the same job in this group see the job as it is now.
         for (&other, o) in seen.iter_mut().filter(|(_, o)| o.job == job) {
-            o.job_state.clone_from(&job_state);
+            o.job_state = job_state;
             if other != id && c.end.counts_as_failure() {
                 o.failures += 1;
             }

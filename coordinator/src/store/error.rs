@@ -23,6 +23,13 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// A state column holding a name no state has: the database was written by something else.
+impl From<proto::params::UnknownName> for StoreError {
+    fn from(e: proto::params::UnknownName) -> StoreError {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
 /// SQLite's primary result codes that callers treat apart (`sqlite3.h`).
 const SQLITE_BUSY: &str = "5";
 const SQLITE_LOCKED: &str = "6";
@@ -41,12 +48,12 @@ impl StoreError {
     }
 
     /// The database or its disk is full (`SQLITE_FULL`): nothing was stored; retry later.
-    pub fn is_full(&self) -> bool {
+    pub(crate) fn is_full(&self) -> bool {
         self.sqlite_code().as_deref() == Some(SQLITE_FULL)
     }
 
     /// Another connection held the lock past the busy timeout: transient.
-    pub fn is_busy(&self) -> bool {
+    pub(crate) fn is_busy(&self) -> bool {
         matches!(
             self.sqlite_code().as_deref(),
             Some(SQLITE_BUSY | SQLITE_LOCKED)

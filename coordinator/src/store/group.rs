@@ -11,8 +11,8 @@ use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
+use super::attempt::Ended;
 use super::batch::{self, EndCall, LeaseCall, LeaseOutcome};
-use super::lease::Ended;
 
 /// Most calls in one transaction: bounds the size of its statements and of a rollback.
 const MAX_GROUP: usize = 512;

@@ -44,14 +44,14 @@ pub struct SnapshotData {
 
 impl SnapshotData {
     /// Little-endian f32 (x, y) pairs.
-    pub fn points_blob(&self) -> Vec<u8> {
+    pub(crate) fn points_blob(&self) -> Vec<u8> {
         self.points
             .iter()
             .flat_map(|p| p.iter().flat_map(|v| v.to_le_bytes()))
             .collect()
     }
 
-    /// Decodes the blobs written by [`SnapshotData::points_blob`] and `u32_blob`.
+    /// Decodes the blobs written by `SnapshotData::points_blob` and `u32_blob`.
     pub fn from_blobs(
         epoch: i64,
         projected: bool,
@@ -94,7 +94,7 @@ impl SnapshotData {
 }
 
 /// Little-endian u32s.
-pub fn u32_blob(values: &[u32]) -> Vec<u8> {
+pub(crate) fn u32_blob(values: &[u32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 

@@ -8,9 +8,11 @@ use std::collections::BTreeMap;
 use proto::{AttemptId, JobId, LeaseToken, WorkerId};
 use sqlx::{Row, SqliteConnection};
 
+pub use super::attempt::{ArtifactInfo, Ended, LeasedJob};
+use super::attempt::{end_in, token_from_row};
 use super::batch::{self, EndCall, LeaseCall};
 use super::{Store, StoreError, now_ms};
-use crate::sched::{self, AttemptEnd, AttemptView, Fence, JobNext, JobView};
+use crate::sched::{AttemptEnd, AttemptView, JobNext};
 
 /// A worker announcing itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,54 +24,12 @@ pub struct NewWorker {
     pub version: String,
 }
 
-/// A stored checkpoint, with its id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArtifactInfo {
-    pub id: i64,
-    pub job: JobId,
-    pub attempt: AttemptId,
-    pub epoch: i64,
-    pub path: String,
-    pub size: i64,
-    pub sha256: String,
-}
-
-/// A job handed to a worker as a new attempt.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LeasedJob {
-    pub job: JobId,
-    pub attempt: AttemptId,
-    /// This lease of the attempt; requests about the attempt must carry it.
-    pub token: LeaseToken,
-    pub number: u32,
-    pub params_json: String,
-    pub sweep_name: String,
-    pub expires_at: i64,
-    pub resume: Option<ArtifactInfo>,
-}
-
-/// Result of ending an attempt.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Ended {
-    /// The attempt ended now; the job moved to `job_state`.
-    Applied { job: JobId, job_state: String },
-    /// The same end was applied before (a retried request): nothing changed.
-    Repeat { job: JobId, job_state: String },
-    /// The caller may not end this attempt.
-    Fenced(Fence),
-}
-
 /// An attempt whose lease ran out, and what happened to its job.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Expired {
+pub(crate) struct Expired {
     pub attempt: AttemptId,
     pub job: JobId,
     pub next: JobNext,
-}
-
-/// A stored `attempts.token`: SQLite integers are signed, the token is the same 64 bits unsigned.
-pub(super) fn token_from_row(v: i64) -> LeaseToken {
-    LeaseToken(v as u64)
 }
 
 fn ids_json(ids: &[AttemptId]) -> String {
@@ -125,7 +85,7 @@ impl Store {
     /// (the call was abandoned or the connection dropped). Such orphans are released at once
     /// (not counted as failures) instead of blocking their job for a whole TTL.
     ///
-    /// In the same write transaction, leases up to `free` queued jobs as [`Store::lease_jobs`]
+    /// In the same write transaction, leases up to `free` queued jobs as `Store::lease_jobs`
     /// does: a `Lease` call that finds work at once costs one commit instead of two. That
     /// transaction is shared with the concurrent calls of other workers (group commit); the
     /// reply comes after COMMIT.
@@ -148,7 +108,7 @@ impl Store {
     }
 
     /// Read-only part of [`Store::heartbeat_and_lease`]: which of `running` must stop.
-    pub async fn stopped_attempts(
+    pub(crate) async fn stopped_attempts(
         &self,
         worker: WorkerId,
         running: &[AttemptId],
@@ -161,7 +121,7 @@ impl Store {
     }
 
     /// Whether any attempt is running (at startup: left over from a previous coordinator).
-    pub async fn has_running_attempts(&self) -> Result<bool, StoreError> {
+    pub(crate) async fn has_running_attempts(&self) -> Result<bool, StoreError> {
         let any: Option<i64> =
             sqlx::query_scalar("SELECT 1 FROM attempts WHERE state = 'running' LIMIT 1")
                 .fetch_optional(&self.reader)
@@ -170,7 +130,7 @@ impl Store {
     }
 
     /// Whether any job could be leased now (cheap check for long-polls).
-    pub async fn has_queued(&self) -> Result<bool, StoreError> {
+    pub(crate) async fn has_queued(&self) -> Result<bool, StoreError> {
         let any: Option<i64> = sqlx::query_scalar(
             "SELECT 1 FROM jobs j JOIN sweeps s ON s.id = j.sweep_id
              WHERE j.state = 'queued' AND s.state = 'active' LIMIT 1",
@@ -180,7 +140,7 @@ impl Store {
         Ok(any.is_some())
     }
 
-    /// Leases up to `n` queued jobs to `worker` in queue order (see [`sched::order`]), each as a
+    /// Leases up to `n` queued jobs to `worker` in queue order (see [`crate::sched::order`]), each as a
     /// new attempt whose lease runs until `expires_at`.
     pub async fn lease_jobs(
         &self,
@@ -211,7 +171,7 @@ impl Store {
     }
 
     /// The attempt as fencing sees it.
-    pub async fn attempt_view(
+    pub(crate) async fn attempt_view(
         &self,
         attempt: AttemptId,
     ) -> Result<Option<AttemptView>, StoreError> {
@@ -226,15 +186,15 @@ impl Store {
                 job: r.try_get("job_id")?,
                 worker: r.try_get("worker_id")?,
                 token: r.try_get::<Option<i64>, _>("token")?.map(token_from_row),
-                state: r.try_get("state")?,
+                state: r.try_get::<String, _>("state")?.parse()?,
             })
         })
         .transpose()
     }
 
     /// Ends a running attempt held by `worker` under the lease `token` (see
-    /// [`sched::fencing::check`]) and moves its job on as [`sched::after_attempt`] decides. A
-    /// repeat of an end that already happened reports [`Ended::Repeat`].
+    /// `crate::sched::fencing::check`) and moves its job on as `crate::sched::after_attempt`
+    /// decides. A repeat of an end that already happened reports [`Ended::Repeat`].
     pub async fn end_attempt(
         &self,
         attempt: AttemptId,
@@ -273,7 +233,7 @@ impl Store {
 
     /// Expires every running attempt whose lease ran out before `now`; their jobs go back to the
     /// queue as new attempts later, or fail when out of attempts.
-    pub async fn expire_leases(&self, now: i64) -> Result<Vec<Expired>, StoreError> {
+    pub(crate) async fn expire_leases(&self, now: i64) -> Result<Vec<Expired>, StoreError> {
         // Cheap read first: the reaper runs several times a second and usually finds nothing.
         let due: Option<i64> = sqlx::query_scalar(
             "SELECT id FROM attempts WHERE state = 'running' AND lease_expires_at < ?1 LIMIT 1",
@@ -307,7 +267,10 @@ impl Store {
     }
 
     /// The newest checkpoint of a job, from any attempt.
-    pub async fn latest_checkpoint(&self, job: JobId) -> Result<Option<ArtifactInfo>, StoreError> {
+    pub(crate) async fn latest_checkpoint(
+        &self,
+        job: JobId,
+    ) -> Result<Option<ArtifactInfo>, StoreError> {
         let row = sqlx::query(&format!(
             "SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE job_id = ?1 AND kind = 'checkpoint'
              ORDER BY epoch DESC, id DESC LIMIT 1"
@@ -332,7 +295,7 @@ impl Store {
     /// The artifact an attempt stored for an epoch with this content, if any (uploads are
     /// idempotent: a resent upload finds the first one). Reads through the writer so that an
     /// artifact recorded a moment ago is seen.
-    pub async fn find_artifact(
+    pub(crate) async fn find_artifact(
         &self,
         attempt: AttemptId,
         epoch: i64,
@@ -365,82 +328,4 @@ async fn stopped_in(
     .fetch_all(&mut *conn)
     .await?;
     Ok(ids.into_iter().map(AttemptId).collect())
-}
-
-/// Releases an attempt `worker` holds but no longer listed: its lease reply never arrived.
-pub(super) async fn release_orphan(
-    conn: &mut SqliteConnection,
-    attempt: AttemptId,
-    job: JobId,
-    worker: WorkerId,
-) -> Result<(), StoreError> {
-    tracing::info!(%attempt, %job, %worker, "releasing an attempt whose lease reply was lost");
-    end_in(conn, attempt, job, &AttemptEnd::Released).await?;
-    Ok(())
-}
-
-/// Applies `end` to a running attempt of a job inside the caller's transaction.
-async fn end_in(
-    conn: &mut SqliteConnection,
-    attempt: AttemptId,
-    job: JobId,
-    end: &AttemptEnd,
-) -> Result<(JobNext, String), StoreError> {
-    let row = sqlx::query(
-        "SELECT state, max_attempts,
-                (SELECT COUNT(*) FROM attempts WHERE job_id = ?1 AND id != ?2
-                   AND state IN ('failed', 'expired')) AS failures
-         FROM jobs WHERE id = ?1",
-    )
-    .bind(job.0)
-    .bind(attempt.0)
-    .fetch_one(&mut *conn)
-    .await?;
-    let view = job_view(&row, "state")?;
-    apply_end(conn, attempt, job, view, end).await
-}
-
-/// A job's state and retry budget from a row holding the job state in column `state_col`,
-/// plus `max_attempts` and `failures`.
-fn job_view(row: &sqlx::sqlite::SqliteRow, state_col: &str) -> Result<JobView, sqlx::Error> {
-    Ok(JobView {
-        state: row.try_get(state_col)?,
-        failures: u32::try_from(row.try_get::<i64, _>("failures")?).unwrap_or(u32::MAX),
-        max_attempts: u32::try_from(row.try_get::<i64, _>("max_attempts")?).unwrap_or(0),
-    })
-}
-
-/// Writes the end of an attempt and the job's next state given the job's current `view`.
-async fn apply_end(
-    conn: &mut SqliteConnection,
-    attempt: AttemptId,
-    job: JobId,
-    view: JobView,
-    end: &AttemptEnd,
-) -> Result<(JobNext, String), StoreError> {
-    let now = now_ms();
-    let next = sched::after_attempt(&view, end);
-    sqlx::query("UPDATE attempts SET state = ?2, ended_at = ?3, error = ?4 WHERE id = ?1")
-        .bind(attempt.0)
-        .bind(end.attempt_state())
-        .bind(now)
-        .bind(end.error_text())
-        .execute(&mut *conn)
-        .await?;
-    let (state, last_error) = match &next {
-        JobNext::Done => ("done", None),
-        JobNext::Requeue { last_error } => ("queued", last_error.clone()),
-        JobNext::Fail { last_error } => ("failed", Some(last_error.clone())),
-        JobNext::Unchanged => return Ok((next, view.state)),
-    };
-    sqlx::query(
-        "UPDATE jobs SET state = ?2, last_error = COALESCE(?3, last_error), updated_at = ?4 WHERE id = ?1",
-    )
-    .bind(job.0)
-    .bind(state)
-    .bind(last_error)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    Ok((next, state.to_owned()))
 }

@@ -10,6 +10,7 @@
 //! ([`Store::database_id`]) that every lease and report carries, because row ids restart at 1
 //! in a new database.
 
+mod attempt;
 mod backup;
 mod batch;
 mod error;
@@ -21,6 +22,7 @@ mod ops;
 pub mod retention;
 mod stats;
 mod sweeps;
+mod views;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -35,7 +37,8 @@ use sqlx::sqlite::{
 pub use backup::backup;
 pub use error::StoreError;
 pub use ingest::{ArtifactRow, BatchOutcome, MetricPoint, SnapshotData};
-pub use sweeps::{JobCounts, SubmitOutcome, SweepStatus};
+pub use sweeps::{SubmitOutcome, SweepStatus};
+pub(crate) use views::{JobRow, SweepHead, SweepToken};
 
 /// Migrations of the root `migrations/` folder, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -175,7 +178,7 @@ impl Store {
     /// This database's random id, made by its first migration: the same database keeps it across
     /// restarts; a new database at the same path gets another. Empty for a database whose schema
     /// predates the id, opened read-only. A copy restored from a backup keeps it too, which is
-    /// why each attempt also has a lease token (migration 0004, [`crate::sched::fencing::check`]).
+    /// why each attempt also has a lease token (migration 0004, `crate::sched::fencing::check`).
     pub fn database_id(&self) -> &str {
         &self.database_id
     }

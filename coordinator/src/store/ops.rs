@@ -106,7 +106,7 @@ impl Store {
     }
 
     /// Re-queues failed jobs (of one sweep, or all), granting each
-    /// [`DEFAULT_MAX_ATTEMPTS`] more attempts; their `last_error` stays until they run again.
+    /// `DEFAULT_MAX_ATTEMPTS` more attempts; their `last_error` stays until they run again.
     /// Returns how many.
     pub async fn retry_failed(&self, sweep: Option<SweepId>) -> Result<u64, StoreError> {
         let n = sqlx::query(

@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use proto::SweepId;
 use proto::sweep::Sweep;
+use proto::{JobCounts, JobState, SweepId};
 use serde::Serialize;
 use sqlx::Row;
 
@@ -22,22 +22,6 @@ pub struct SubmitOutcome {
     pub existing: u64,
 }
 
-/// Jobs of a sweep by state.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct JobCounts {
-    pub queued: u64,
-    pub running: u64,
-    pub done: u64,
-    pub failed: u64,
-    pub cancelled: u64,
-}
-
-impl JobCounts {
-    pub fn total(&self) -> u64 {
-        self.queued + self.running + self.done + self.failed + self.cancelled
-    }
-}
-
 /// One sweep's line of `coordinator status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SweepStatus {
@@ -46,6 +30,9 @@ pub struct SweepStatus {
     pub name: String,
     pub state: String,
     pub priority: i64,
+    /// When the sweep was first submitted (ms); the dashboard shows it, `status` does not.
+    #[serde(skip)]
+    pub created_at: i64,
     pub jobs: JobCounts,
 }
 
@@ -111,10 +98,11 @@ impl Store {
         })
     }
 
-    /// Every sweep in scheduling order (priority, then submission), with its jobs by state.
+    /// Every sweep in scheduling order (priority, then submission), with its jobs by state: the
+    /// one query that counts jobs by state (the dashboard's list and the monitor use it too).
     pub async fn status(&self) -> Result<Vec<SweepStatus>, StoreError> {
         let rows = sqlx::query(
-            "SELECT s.id, s.name, s.state, s.priority,
+            "SELECT s.id, s.name, s.state, s.priority, s.created_at,
                     COALESCE(SUM(j.state = 'queued'), 0)    AS queued,
                     COALESCE(SUM(j.state = 'running'), 0)   AS running,
                     COALESCE(SUM(j.state = 'done'), 0)      AS done,
@@ -131,18 +119,17 @@ impl Store {
         };
         rows.iter()
             .map(|row| {
+                let mut jobs = JobCounts::default();
+                for &s in JobState::ALL {
+                    jobs.add(s, count(row, s.as_str())?);
+                }
                 Ok(SweepStatus {
                     id: SweepId(row.try_get("id")?),
                     name: row.try_get("name")?,
                     state: row.try_get("state")?,
                     priority: row.try_get("priority")?,
-                    jobs: JobCounts {
-                        queued: count(row, "queued")?,
-                        running: count(row, "running")?,
-                        done: count(row, "done")?,
-                        failed: count(row, "failed")?,
-                        cancelled: count(row, "cancelled")?,
-                    },
+                    created_at: row.try_get("created_at")?,
+                    jobs,
                 })
             })
             .collect()

@@ -10,18 +10,18 @@ use std::sync::{Arc, Mutex};
 use worker::train::data::{TestImages, load_test_images};
 
 /// Error text for the dashboard (the data error types live in the worker crate).
-pub type ImageError = String;
+pub(crate) type ImageError = String;
 
 /// Data sets kept in memory by default: a split is a few MB decoded, but loading one reads the
 /// whole data set.
-pub const DEFAULT_CAPACITY: usize = 3;
+pub(crate) const DEFAULT_CAPACITY: usize = 3;
 
 /// One data set's slot: its lock is held during the load, so requests for a data set being
 /// loaded wait for it rather than loading it again.
 type Slot = Arc<Mutex<Option<Arc<TestImages>>>>;
 
 /// Caches decoded test splits by data-set name, least recently used evicted first.
-pub struct ImageCache {
+pub(crate) struct ImageCache {
     data_dir: Option<PathBuf>,
     capacity: usize,
     /// Most recently used last.
@@ -44,7 +44,7 @@ impl ImageCache {
     }
 
     /// How many times a split was loaded from disk.
-    pub fn loads(&self) -> u64 {
+    pub(crate) fn loads(&self) -> u64 {
         self.loads.load(Ordering::Relaxed)
     }
 
@@ -93,7 +93,7 @@ impl ImageCache {
 }
 
 /// Encodes an 8-bit grey image as PNG.
-pub fn encode_gray_png(pixels: &[u8], w: usize, h: usize) -> Result<Vec<u8>, ImageError> {
+pub(crate) fn encode_gray_png(pixels: &[u8], w: usize, h: usize) -> Result<Vec<u8>, ImageError> {
     let img = image::GrayImage::from_raw(w as u32, h as u32, pixels.to_vec())
         .ok_or_else(|| format!("image buffer of {} bytes is not {w}x{h}", pixels.len()))?;
     let mut out = Vec::new();

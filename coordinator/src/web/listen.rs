@@ -16,7 +16,7 @@ use crate::tls::ServerTls;
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Serves `app` on every connection `listener` accepts, over TLS with `tls`; runs until dropped.
-pub async fn serve_app(
+pub(crate) async fn serve_app(
     mut listener: GuardedListener,
     app: Router,
     limits: ConnLimits,

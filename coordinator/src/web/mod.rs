@@ -1,12 +1,13 @@
 //! The coordinator's side of the dashboard: [`StoreData`] implements
-//! [`dashboard::DashboardData`] with SQL over [`Store::reader`], and [`router`] / [`serve`]
-//! mount the dashboard over HTTP.
+//! [`dashboard::DashboardData`] over the store's read queries (`store/views.rs`, turned into
+//! the dashboard's types by `convert.rs`), and [`router`] / [`serve`] mount the dashboard over
+//! HTTP.
 
 mod actions;
-pub mod cache;
+mod cache;
+pub mod convert;
 pub mod images;
 mod listen;
-pub mod queries;
 pub mod session;
 
 use std::net::SocketAddr;
@@ -63,29 +64,20 @@ impl StoreData {
 
 impl DashboardData for StoreData {
     fn sweeps(&self) -> DataFuture<'_, Vec<SweepSummary>> {
-        Box::pin(async move { queries::sweeps(self.store.reader()).await.map_err(data_err) })
+        Box::pin(async move { convert::sweeps(&self.store).await.map_err(data_err) })
     }
 
     fn sweep<'a>(&'a self, name: &'a str) -> DataFuture<'a, Option<Arc<SweepDetail>>> {
-        Box::pin(async move {
-            self.sweeps
-                .get(self.store.reader(), name)
-                .await
-                .map_err(data_err)
-        })
+        Box::pin(async move { self.sweeps.get(&self.store, name).await.map_err(data_err) })
     }
 
     fn run(&self, job_id: i64) -> DataFuture<'_, Option<RunDetail>> {
-        Box::pin(async move {
-            queries::run(self.store.reader(), job_id)
-                .await
-                .map_err(data_err)
-        })
+        Box::pin(async move { convert::run(&self.store, job_id).await.map_err(data_err) })
     }
 
     fn metrics(&self, job_id: i64) -> DataFuture<'_, Vec<MetricPoint>> {
         Box::pin(async move {
-            queries::metrics(self.store.reader(), job_id)
+            convert::metrics(&self.store, job_id)
                 .await
                 .map_err(data_err)
         })
@@ -93,18 +85,14 @@ impl DashboardData for StoreData {
 
     fn snapshots<'a>(&'a self, job_ids: &'a [i64]) -> DataFuture<'a, Vec<Snapshot>> {
         Box::pin(async move {
-            queries::snapshots(self.store.reader(), job_ids)
+            convert::snapshots(&self.store, job_ids)
                 .await
                 .map_err(data_err)
         })
     }
 
     fn workers(&self) -> DataFuture<'_, Vec<WorkerInfo>> {
-        Box::pin(async move {
-            queries::workers(self.store.reader())
-                .await
-                .map_err(data_err)
-        })
+        Box::pin(async move { convert::workers(&self.store).await.map_err(data_err) })
     }
 
     fn test_image<'a>(&'a self, dataset: &'a str, index: u32) -> DataFuture<'a, Option<Vec<u8>>> {
@@ -124,11 +112,7 @@ impl DashboardData for StoreData {
 
     fn change_token(&self) -> DataFuture<'_, String> {
         self.change_polls.fetch_add(1, Ordering::Relaxed);
-        Box::pin(async move {
-            queries::change_token(self.store.reader())
-                .await
-                .map_err(data_err)
-        })
+        Box::pin(async move { self.store.change_token().await.map_err(data_err) })
     }
 }
 

@@ -1,7 +1,21 @@
-//! Where the coordinator's tests find their data sets: `../shared/datasets` of this workplace
+//! The one support module of the coordinator's integration tests: `builder` (fixture databases
+//! through the real store API, a small HTTP client), `grpc` (a real coordinator on 127.0.0.1:0,
+//! real clients, database checks), `pki` (certificates made at test time), `proc` (child
+//! `coordinator` / `worker` processes), and here
+//! the data sets and a worker's first report.
+//!
+//! Where the tests find their data sets: `../shared/datasets` of this workplace
 //! when it is there, otherwise the worker's own checksummed download of MNIST into the cache
 //! `worker train` uses. `LATENTSWEEP_SHARED_DATASETS` replaces the `../shared/datasets` path
 //! (a missing directory forces the download); `LATENTSWEEP_MNIST_MIRROR` replaces the mirror.
+
+// Each test binary uses a different part of this module.
+#![allow(dead_code)]
+
+pub mod builder;
+pub mod grpc;
+pub mod pki;
+pub mod proc;
 
 use std::path::{Path, PathBuf};
 

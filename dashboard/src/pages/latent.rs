@@ -7,15 +7,15 @@ use leptos::prelude::*;
 use serde_json::Value;
 
 use super::{Query, StateBadge, run_url, sweep_url};
-use crate::data::{RunRow, Snapshot, SweepDetail};
+use crate::data::{JobState, RunRow, Snapshot, SweepDetail};
 use crate::geometry::{align_sequence, stratified_sample};
 use crate::plot::{Legend, Scatter};
 use crate::table::{self, Axis, value_text};
 
 /// Upper bound on points drawn per plot.
-pub const MAX_POINTS: usize = 1000;
+pub(crate) const MAX_POINTS: usize = 1000;
 /// Upper bound on values per grid axis (8 × 8 plots).
-pub const MAX_CELLS_PER_AXIS: usize = 8;
+pub(crate) const MAX_CELLS_PER_AXIS: usize = 8;
 
 /// Which runs the grid shows.
 #[derive(Debug, Clone)]
@@ -82,7 +82,7 @@ pub fn plan(d: &SweepDetail, q: &Query) -> Plan {
                     let all: Vec<&&RunRow> = m.by_ref().collect();
                     let pick = all
                         .iter()
-                        .find(|r| r.state == "done")
+                        .find(|r| r.state == JobState::Done)
                         .or(all.first())
                         .map(|r| (**r).clone());
                     pick.map(|r| (r, all.len() - 1))
@@ -132,7 +132,7 @@ fn align_run(snaps: &[&Snapshot]) -> Option<Aligned> {
 }
 
 /// Epochs with a snapshot in any shown run, ascending.
-pub fn epochs_of(snaps: &[Snapshot]) -> Vec<i64> {
+pub(crate) fn epochs_of(snaps: &[Snapshot]) -> Vec<i64> {
     let mut e: Vec<i64> = snaps.iter().map(|s| s.epoch).collect();
     e.sort_unstable();
     e.dedup();
@@ -145,7 +145,7 @@ fn chosen_epoch(q: &Query, epochs: &[i64]) -> Option<i64> {
 }
 
 /// HTML of the grid alone (the slider's fragment).
-pub fn grid_html(p: &Plan, snaps: &[Snapshot], q: &Query) -> String {
+pub(crate) fn grid_html(p: &Plan, snaps: &[Snapshot], q: &Query) -> String {
     let (p, snaps, q) = (p.clone(), snaps.to_vec(), q.clone());
     super::render(move || grid(&p, &snaps, &q))
 }
@@ -251,7 +251,7 @@ fn plot_cell(
     };
     view! {
         <td class="plot" data-job=r.job_id>
-            <div class="plot-title"><a href=run_url(r.job_id)>{format!("#{}", r.job_id)}</a>" "<StateBadge state=r.state.clone()/>" "<span class="small">{label}</span>{more}</div>
+            <div class="plot-title"><a href=run_url(r.job_id)>{format!("#{}", r.job_id)}</a>" "<StateBadge state=r.state.to_string()/>" "<span class="small">{label}</span>{more}</div>
             {body}
         </td>
     }

@@ -1,7 +1,7 @@
 //! Page rendering: the shared layout and helpers; one module per page.
 //!
 //! Pages are rendered from plain data in one synchronous pass (`to_html`), so escaping is
-//! Leptos' job everywhere; the only hand-written HTML is the layout shell, escaped with [`esc`].
+//! Leptos' job everywhere; the only hand-written HTML is the layout shell, escaped with `esc`.
 
 pub mod latent;
 pub mod run;
@@ -106,7 +106,7 @@ impl Query {
         )
     }
     /// `?a=b&c=d` (empty string when there are no pairs).
-    pub fn to_qs(&self) -> String {
+    pub(crate) fn to_qs(&self) -> String {
         if self.0.is_empty() {
             return String::new();
         }
@@ -123,7 +123,7 @@ pub fn sweep_url(name: &str) -> String {
     format!("/sweeps/{}", enc(name))
 }
 
-pub fn run_url(job: i64) -> String {
+pub(crate) fn run_url(job: i64) -> String {
     format!("/runs/{job}")
 }
 
@@ -149,12 +149,12 @@ pub fn fmt_duration_ms(ms: f64) -> String {
 }
 
 /// `5 s ago` relative to now.
-pub fn fmt_ago(ms: i64) -> String {
+pub(crate) fn fmt_ago(ms: i64) -> String {
     format!("{} ago", fmt_duration_ms((now_ms() - ms).max(0) as f64))
 }
 
 /// UTC `YYYY-MM-DD HH:MM:SS` without a date library (civil-from-days, Howard Hinnant).
-pub fn fmt_time(ms: i64) -> String {
+pub(crate) fn fmt_time(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
     let z = days + 719_468;
@@ -176,7 +176,7 @@ pub fn fmt_time(ms: i64) -> String {
 
 /// A small coloured state label.
 #[component]
-pub fn StateBadge(state: String) -> impl IntoView {
+pub(crate) fn StateBadge(state: String) -> impl IntoView {
     let class = format!(
         "badge state-{}",
         state
@@ -188,7 +188,7 @@ pub fn StateBadge(state: String) -> impl IntoView {
 }
 
 /// A not-found page body.
-pub fn not_found_main(what: &str) -> String {
+pub(crate) fn not_found_main(what: &str) -> String {
     let what = what.to_owned();
     render(
         move || view! { <h1>"Not found"</h1><p>{what}</p><p><a href="/">"Back to the sweeps"</a></p> },

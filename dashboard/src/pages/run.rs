@@ -30,7 +30,7 @@ const NEIGHBOURS: usize = 6;
 
 /// Per metric name, `(step, epoch, value)` with later attempts replacing earlier ones' points of
 /// the same step (a resumed run re-reports steps after its checkpoint).
-pub fn series_by_name(points: &[MetricPoint]) -> BTreeMap<String, Vec<(i64, i64, f64)>> {
+pub(crate) fn series_by_name(points: &[MetricPoint]) -> BTreeMap<String, Vec<(i64, i64, f64)>> {
     let mut latest: BTreeMap<(&str, i64), (i64, i64, f64)> = BTreeMap::new();
     for p in points {
         let e = latest
@@ -109,7 +109,7 @@ fn run_main(d: RunDetail, metrics: Vec<MetricPoint>, snap: Option<Snapshot>) -> 
     let sweep = d.sweep_name.clone();
     view! {
         <p class="crumbs"><a href="/">"Sweeps"</a>" / "<a href=sweep_url(&sweep)>{sweep.clone()}</a>" /"</p>
-        <h1>{label}" "<StateBadge state=r.state.clone()/></h1>
+        <h1>{label}" "<StateBadge state=r.state.to_string()/></h1>
         <div class="cols">
             <section><h2>"Parameters"</h2><table class="kv">{params}</table></section>
             <section><h2>"Final metrics"</h2>
@@ -262,7 +262,7 @@ fn attempts(d: &RunDetail) -> impl IntoView + use<> {
             view! {
                 <tr>
                     <td class="num">{a.number}</td>
-                    <td><StateBadge state=a.state.clone()/></td>
+                    <td><StateBadge state=a.state.to_string()/></td>
                     <td>{a.worker.clone().unwrap_or_else(|| "–".into())}</td>
                     <td>{fmt_time(a.started_at_ms)}</td>
                     <td>{dur}</td>

@@ -12,7 +12,7 @@ use crate::plot::heat_color;
 use crate::table::{self, Axis, Stats, fmt_metric, value_text};
 
 /// Runs per page of the runs table.
-pub const PAGE_SIZE: usize = 100;
+pub(crate) const PAGE_SIZE: usize = 100;
 
 /// Metrics summarised in the group-by table (the full list would not fit).
 const GROUP_METRICS: &[&str] = &[
@@ -24,7 +24,7 @@ const GROUP_METRICS: &[&str] = &[
 ];
 
 /// Pseudo-axis for `group`: every varying axis except the seed, i.e. mean ± std over seeds.
-pub const GROUP_CONFIG: &str = "config";
+pub(crate) const GROUP_CONFIG: &str = "config";
 
 /// `<main>` of the sweep page.
 pub fn main_html(d: Arc<SweepDetail>, q: Query) -> String {
@@ -195,7 +195,7 @@ fn runs_table(
             view! {
                 <tr>
                     <td><a href=run_url(r.job_id)>{format!("#{}", r.job_id)}</a></td>
-                    <td><StateBadge state=r.state.clone()/></td>
+                    <td><StateBadge state=r.state.to_string()/></td>
                     {params}
                     {ms}
                 </tr>

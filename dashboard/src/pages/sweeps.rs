@@ -3,7 +3,7 @@
 use leptos::prelude::*;
 
 use super::{fmt_duration_ms, fmt_time, sweep_url};
-use crate::data::SweepSummary;
+use crate::data::{JobCounts, JobState, SweepSummary};
 
 /// Estimated time to finish: remaining jobs times the mean job time, divided by the number of
 /// jobs running at once. `None` when nothing runs or no job has finished yet.
@@ -30,17 +30,19 @@ fn eta_text(s: &SweepSummary) -> String {
 
 /// Stacked progress bar of job states.
 #[component]
-pub fn Progress(counts: crate::data::JobCounts) -> impl IntoView {
+pub fn Progress(counts: JobCounts) -> impl IntoView {
     let total = counts.total().max(1) as f64;
-    let parts = [
-        ("done", counts.done),
-        ("failed", counts.failed),
-        ("cancelled", counts.cancelled),
-        ("running", counts.running),
-        ("queued", counts.queued),
+    // Finished states first, so the bar fills from the left.
+    let order = [
+        JobState::Done,
+        JobState::Failed,
+        JobState::Cancelled,
+        JobState::Running,
+        JobState::Queued,
     ];
-    let segs = parts
+    let segs = order
         .into_iter()
+        .map(|s| (s.as_str(), counts.get(s)))
         .filter(|(_, n)| *n > 0)
         .map(|(name, n)| {
             let style = format!("width:{:.2}%", n as f64 / total * 100.0);

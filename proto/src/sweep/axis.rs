@@ -40,7 +40,7 @@ impl Axis {
     ];
 
     /// Axes every sweep must give.
-    pub const REQUIRED: [Axis; 5] = [
+    pub(crate) const REQUIRED: [Axis; 5] = [
         Axis::Network,
         Axis::Loss,
         Axis::Dataset,
@@ -64,7 +64,7 @@ impl Axis {
         }
     }
 
-    pub fn from_name(name: &str) -> Option<Axis> {
+    pub(crate) fn from_name(name: &str) -> Option<Axis> {
         Axis::ALL.into_iter().find(|a| a.name() == name)
     }
 

@@ -36,7 +36,7 @@ pub(crate) struct Lines<'a> {
 }
 
 impl Lines<'_> {
-    pub fn line_of(&self, offset: usize) -> usize {
+    pub(crate) fn line_of(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
         self.text.as_bytes()[..end]
             .iter()

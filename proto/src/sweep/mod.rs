@@ -313,7 +313,7 @@ fn build(assign: &[(Axis, Value)], spec: &SweepFile) -> JobParams {
 }
 
 /// Value of an axis in a resolved cell (`None` when the axis does not apply).
-pub fn cell_value(cell: &JobParams, axis: Axis) -> Option<Value> {
+pub(crate) fn cell_value(cell: &JobParams, axis: Axis) -> Option<Value> {
     Some(match axis {
         Axis::Network => Value::Network(cell.network),
         Axis::Loss => Value::Loss(cell.loss),

@@ -1,212 +1,13 @@
-//! Result tables (long form and pivot) and their four text formats: CSV, Markdown, LaTeX, JSON.
-//!
-//! This is the single implementation behind both `coordinator export` and the dashboard's
-//! export endpoint. Every metric we report is "higher is better", which the bolding relies on.
+//! The four text formats of a [`ResultTable`]: CSV (full precision, for analysis), Markdown,
+//! LaTeX (booktabs) and JSON, each with its own escaping.
 
 use std::fmt::Write as _;
-use std::str::FromStr;
 
 use serde_json::{Map, Value, json};
 
+use super::{Agg, Format, LongTable, PivotTable, ResultTable};
 use crate::data::RunRow;
-use crate::table::{self, Stats, fmt_metric, value_text};
-
-/// Output format of a table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Csv,
-    Markdown,
-    Latex,
-    Json,
-}
-
-impl Format {
-    /// MIME type for HTTP responses.
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Format::Csv => "text/csv; charset=utf-8",
-            Format::Markdown => "text/markdown; charset=utf-8",
-            Format::Latex => "application/x-tex; charset=utf-8",
-            Format::Json => "application/json",
-        }
-    }
-    /// Usual file extension.
-    pub fn extension(self) -> &'static str {
-        match self {
-            Format::Csv => "csv",
-            Format::Markdown => "md",
-            Format::Latex => "tex",
-            Format::Json => "json",
-        }
-    }
-}
-
-impl FromStr for Format {
-    type Err = TableError;
-    fn from_str(s: &str) -> Result<Self, TableError> {
-        match s {
-            "csv" => Ok(Format::Csv),
-            "md" | "markdown" => Ok(Format::Markdown),
-            "latex" | "tex" => Ok(Format::Latex),
-            "json" => Ok(Format::Json),
-            _ => Err(TableError::UnknownFormat(s.to_owned())),
-        }
-    }
-}
-
-/// How a pivot cell aggregates the runs that fall in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Agg {
-    /// The best (highest) value.
-    Best,
-    /// Mean ± sample standard deviation.
-    Mean,
-}
-
-impl FromStr for Agg {
-    type Err = TableError;
-    fn from_str(s: &str) -> Result<Self, TableError> {
-        match s {
-            "best" | "max" => Ok(Agg::Best),
-            "mean" => Ok(Agg::Mean),
-            _ => Err(TableError::UnknownAgg(s.to_owned())),
-        }
-    }
-}
-
-/// What a pivot table shows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PivotSpec {
-    pub rows: String,
-    pub cols: String,
-    pub metric: String,
-    pub agg: Agg,
-}
-
-/// Invalid table request.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TableError {
-    #[error("unknown format `{0}`; expected csv, md, latex or json")]
-    UnknownFormat(String),
-    #[error("unknown aggregation `{0}`; expected best or mean")]
-    UnknownAgg(String),
-    #[error("unknown axis `{0}`; the runs have: {1}")]
-    UnknownAxis(String, String),
-    #[error("unknown metric `{0}`; expected one of: {1}")]
-    UnknownMetric(String, String),
-    #[error("rows and cols must be different axes (both are `{0}`)")]
-    SameAxis(String),
-}
-
-/// One row per run: every parameter and every final metric.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LongTable {
-    pub params: Vec<String>,
-    pub metrics: Vec<String>,
-    pub runs: Vec<RunRow>,
-}
-
-/// Metric aggregated over a grid of two axes.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PivotTable {
-    pub spec: PivotSpec,
-    pub row_values: Vec<Value>,
-    pub col_values: Vec<Value>,
-    /// `cells[row][col]`; `None` where no finished run has the metric.
-    pub cells: Vec<Vec<Option<Stats>>>,
-}
-
-impl PivotTable {
-    /// The number a cell shows: the maximum or the mean.
-    pub fn shown(&self, s: &Stats) -> f64 {
-        match self.spec.agg {
-            Agg::Best => s.max,
-            Agg::Mean => s.mean,
-        }
-    }
-    /// Whether cell (r, c) holds the best value of its column.
-    pub fn is_best(&self, r: usize, c: usize) -> bool {
-        let Some(me) = self.cells[r][c].as_ref().map(|s| self.shown(s)) else {
-            return false;
-        };
-        self.cells
-            .iter()
-            .filter_map(|row| row[c].as_ref())
-            .all(|s| self.shown(s) <= me)
-    }
-}
-
-/// A table ready to be written in any [`Format`].
-#[derive(Debug, Clone, PartialEq)]
-pub enum ResultTable {
-    Long(LongTable),
-    Pivot(PivotTable),
-}
-
-/// Builds the long table of these runs.
-pub fn long_table(runs: &[&RunRow]) -> LongTable {
-    let owned: Vec<RunRow> = runs.iter().map(|r| (*r).clone()).collect();
-    let params = table::axes(&owned).into_iter().map(|a| a.name).collect();
-    let metrics = table::metric_names(&owned);
-    LongTable {
-        params,
-        metrics,
-        runs: owned,
-    }
-}
-
-/// Builds a pivot table; each cell aggregates over the other axes and the seeds.
-pub fn pivot_table(runs: &[&RunRow], spec: &PivotSpec) -> Result<PivotTable, TableError> {
-    let owned: Vec<RunRow> = runs.iter().map(|r| (*r).clone()).collect();
-    let axes = table::axes(&owned);
-    let names = axes
-        .iter()
-        .map(|a| a.name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
-    let find = |n: &str| {
-        axes.iter()
-            .find(|a| a.name == n)
-            .cloned()
-            .ok_or_else(|| TableError::UnknownAxis(n.to_owned(), names.clone()))
-    };
-    if spec.rows == spec.cols {
-        return Err(TableError::SameAxis(spec.rows.clone()));
-    }
-    let (rows, cols) = (find(&spec.rows)?, find(&spec.cols)?);
-    let metrics = table::metric_names(&owned);
-    if !metrics.contains(&spec.metric) {
-        return Err(TableError::UnknownMetric(
-            spec.metric.clone(),
-            metrics.join(", "),
-        ));
-    }
-    let cells = rows
-        .values
-        .iter()
-        .map(|rv| {
-            cols.values
-                .iter()
-                .map(|cv| {
-                    let vals: Vec<f64> = runs
-                        .iter()
-                        .filter(|r| {
-                            r.param(&spec.rows) == Some(rv) && r.param(&spec.cols) == Some(cv)
-                        })
-                        .filter_map(|r| r.metrics.get(&spec.metric).copied())
-                        .collect();
-                    Stats::of(&vals)
-                })
-                .collect()
-        })
-        .collect();
-    Ok(PivotTable {
-        spec: spec.clone(),
-        row_values: rows.values,
-        col_values: cols.values,
-        cells,
-    })
-}
+use crate::table::{Stats, fmt_metric, value_text};
 
 /// Writes a table in a format.
 pub fn render(table: &ResultTable, format: Format) -> String {
@@ -223,7 +24,7 @@ pub fn render(table: &ResultTable, format: Format) -> String {
 }
 
 /// Quotes a CSV field when it holds a comma, quote, line break or edge whitespace (RFC 4180).
-pub fn csv_field(s: &str) -> String {
+pub(crate) fn csv_field(s: &str) -> String {
     let needs = s.contains([',', '"', '\n', '\r']) || s.starts_with(' ') || s.ends_with(' ');
     if needs {
         format!("\"{}\"", s.replace('"', "\"\""))
@@ -234,7 +35,7 @@ pub fn csv_field(s: &str) -> String {
 
 /// Escapes text for a Markdown table cell: pipes, Markdown punctuation, HTML brackets and
 /// line breaks (which would end the row).
-pub fn md_cell(s: &str) -> String {
+pub(crate) fn md_cell(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for ch in s.chars() {
         match ch {
@@ -251,7 +52,7 @@ pub fn md_cell(s: &str) -> String {
 }
 
 /// Escapes text for LaTeX (text mode): `\ { } _ % & # $ ~ ^ < > |`, line breaks become spaces.
-pub fn latex_text(s: &str) -> String {
+pub(crate) fn latex_text(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for ch in s.chars() {
         match ch {
@@ -308,7 +109,7 @@ fn long_header(t: &LongTable) -> Vec<String> {
 fn long_csv(t: &LongTable) -> String {
     let mut out = csv_line(long_header(t));
     for r in &t.runs {
-        let mut f = vec![r.job_id.to_string(), r.state.clone()];
+        let mut f = vec![r.job_id.to_string(), r.state.to_string()];
         f.extend(t.params.iter().map(|p| param_cell(r.param(p))));
         // Full precision: CSV is for further analysis.
         f.extend(
@@ -340,7 +141,7 @@ fn long_markdown(t: &LongTable) -> String {
 
 /// One long-form row as text cells: id, state, parameters (escaped by `esc`), metrics.
 fn long_cells(t: &LongTable, r: &RunRow, esc: impl Fn(&str) -> String) -> Vec<String> {
-    let mut f = vec![r.job_id.to_string(), esc(&r.state)];
+    let mut f = vec![r.job_id.to_string(), esc(r.state.as_str())];
     f.extend(t.params.iter().map(|p| esc(&param_cell(r.param(p)))));
     f.extend(t.metrics.iter().map(|m| {
         r.metrics
