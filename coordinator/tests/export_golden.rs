@@ -8,6 +8,7 @@ mod builder;
 
 use std::path::PathBuf;
 
+use proto::metric;
 use coordinator::export::{ExportRequest, Format, run_export};
 
 fn golden_path(name: &str) -> PathBuf {
@@ -63,7 +64,7 @@ const CASES: &[Case] = &[
         "csv",
         Some("loss"),
         Some("dataset"),
-        Some("map_at_r"),
+        Some(metric::MAP_AT_R),
         Some("mean"),
     ),
     (
@@ -71,7 +72,7 @@ const CASES: &[Case] = &[
         "md",
         Some("loss"),
         Some("dataset"),
-        Some("map_at_r"),
+        Some(metric::MAP_AT_R),
         Some("mean"),
     ),
     (
@@ -79,7 +80,7 @@ const CASES: &[Case] = &[
         "latex",
         Some("loss"),
         Some("dataset"),
-        Some("map_at_r"),
+        Some(metric::MAP_AT_R),
         Some("mean"),
     ),
     (
@@ -87,7 +88,7 @@ const CASES: &[Case] = &[
         "json",
         Some("loss"),
         Some("dataset"),
-        Some("map_at_r"),
+        Some(metric::MAP_AT_R),
         Some("mean"),
     ),
     (
@@ -95,7 +96,7 @@ const CASES: &[Case] = &[
         "md",
         Some("loss"),
         Some("margin"),
-        Some("knn1_acc"),
+        Some(metric::KNN1_ACC),
         Some("best"),
     ),
     (
@@ -103,7 +104,7 @@ const CASES: &[Case] = &[
         "latex",
         Some("loss"),
         Some("margin"),
-        Some("knn1_acc"),
+        Some(metric::KNN1_ACC),
         Some("best"),
     ),
 ];
@@ -139,8 +140,8 @@ async fn csv_reads_back_with_every_value_intact() {
         "dataset",
         "margin",
         "seed",
-        "map_at_r",
-        "one_shot_20way",
+        metric::MAP_AT_R,
+        metric::ONE_SHOT_20WAY,
     ] {
         assert!(
             header.contains(&col.to_owned()),
@@ -155,10 +156,10 @@ async fn csv_reads_back_with_every_value_intact() {
         // The hostile folder path (commas, quotes, newline) survives the round trip.
         assert_eq!(&rec[col("dataset")], params.dataset.to_string());
         if rec[col("state")] == *"done" {
-            let want = builder::fixture_metrics(params)["map_at_r"];
-            assert_eq!(rec[col("map_at_r")].parse::<f64>().unwrap(), want);
+            let want = builder::fixture_metrics(params)[metric::MAP_AT_R];
+            assert_eq!(rec[col(metric::MAP_AT_R)].parse::<f64>().unwrap(), want);
         } else {
-            assert_eq!(&rec[col("map_at_r")], "");
+            assert_eq!(&rec[col(metric::MAP_AT_R)], "");
         }
     }
     // The pivot's CSV has a value and a std column per data set.
@@ -186,7 +187,7 @@ async fn pivot_marks_the_best_cell_of_each_column() {
         "md",
         Some("loss"),
         Some("dataset"),
-        Some("map_at_r"),
+        Some(metric::MAP_AT_R),
         Some("mean"),
     )
     .unwrap();
@@ -208,7 +209,7 @@ async fn pivot_marks_the_best_cell_of_each_column() {
             "latex",
             Some("loss"),
             Some("dataset"),
-            Some("map_at_r"),
+            Some(metric::MAP_AT_R),
             Some("best"),
         )
         .unwrap(),

@@ -9,6 +9,7 @@ mod grpc_common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use proto::metric;
 use coordinator::grpc::CallStats;
 use coordinator::sched::SchedConfig;
 use grpc_common::*;
@@ -271,7 +272,7 @@ impl Trainer for Chatty {
             });
         }
         Ok(Outcome::Finished {
-            metrics: [("knn1_acc".to_owned(), 0.5)].into(),
+            metrics: [(metric::KNN1_ACC.to_owned(), 0.5)].into(),
         })
     }
 }

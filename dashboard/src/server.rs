@@ -4,6 +4,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use proto::metric;
 use axum::Router;
 use axum::extract::{FromRef, Path, Query as AxQuery, State};
 use axum::http::{StatusCode, header};
@@ -260,7 +261,7 @@ pub fn table_for_query(
             let spec = PivotSpec {
                 rows: rows.to_owned(),
                 cols: cols.to_owned(),
-                metric: q.get("metric").unwrap_or("map_at_r").to_owned(),
+                metric: q.get("metric").unwrap_or(metric::MAP_AT_R).to_owned(),
                 agg: q.get("agg").unwrap_or("mean").parse::<Agg>()?,
             };
             Ok(ResultTable::Pivot(export::pivot_table(&shown, &spec)?))

@@ -1,6 +1,7 @@
 //! Shared contract of latentsweep: sweep files, job parameters, ids and the gRPC protocol.
 
 pub mod ids;
+pub mod metric;
 pub mod params;
 pub mod rpc;
 pub mod sweep;

@@ -10,6 +10,8 @@
 
 pub use dashboard::export::{Agg, Format, PivotSpec, ResultTable, TableError};
 
+use proto::metric;
+
 use crate::store::{Store, StoreError};
 use crate::web::queries;
 
@@ -39,7 +41,7 @@ impl ExportRequest {
             (Some(r), Some(c)) => Some(PivotSpec {
                 rows: r.to_owned(),
                 cols: c.to_owned(),
-                metric: metric.unwrap_or("map_at_r").to_owned(),
+                metric: metric.unwrap_or(metric::MAP_AT_R).to_owned(),
                 agg: agg.unwrap_or("mean").parse()?,
             }),
             (None, None) => None,

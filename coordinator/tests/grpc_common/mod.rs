@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use proto::metric;
 use coordinator::grpc::{self, GrpcConfig};
 use coordinator::sched::SchedConfig;
 use coordinator::store::Store;
@@ -156,7 +157,7 @@ pub fn points(seq: i64, n: usize) -> rpc::MetricBatch {
             .map(|i| rpc::MetricPoint {
                 step: seq * 1000 + i as i64,
                 epoch: 1,
-                name: "loss".into(),
+                name: metric::LOSS.into(),
                 value: i as f64,
                 time_ms: 0,
             })

@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use proto::metric;
 use proto::rpc::{self, PROTOCOL_VERSION, report_request::Body};
 
 use crate::train::TrainEvent;
@@ -99,8 +100,8 @@ impl Outbox {
                 loss,
                 lr,
             } => {
-                self.point(epoch, step, "loss", loss, t);
-                self.point(epoch, step, "lr", lr, t);
+                self.point(epoch, step, metric::LOSS, loss, t);
+                self.point(epoch, step, metric::LR, lr, t);
                 if self.pending.len() >= BATCH_POINTS {
                     self.flush();
                 }
@@ -115,9 +116,9 @@ impl Outbox {
                 epoch_secs,
                 health,
             } => {
-                self.point(epoch, step, "epoch_loss", loss, t);
-                self.point(epoch, step, "samples_per_sec", samples_per_sec, t);
-                self.point(epoch, step, "epoch_secs", epoch_secs, t);
+                self.point(epoch, step, metric::EPOCH_LOSS, loss, t);
+                self.point(epoch, step, metric::SAMPLES_PER_SEC, samples_per_sec, t);
+                self.point(epoch, step, metric::EPOCH_SECS, epoch_secs, t);
                 for (k, v) in health {
                     self.point(epoch, step, &k, v, t);
                 }
@@ -244,7 +245,7 @@ mod tests {
         o.event(TrainEvent::Eval {
             epoch: 1,
             step: 1000,
-            metrics: BTreeMap::from([("knn1_acc".into(), 0.8)]),
+            metrics: BTreeMap::from([(metric::KNN1_ACC.into(), 0.8)]),
         });
         assert_eq!(o.len(), 3);
         let seqs: Vec<i64> = o

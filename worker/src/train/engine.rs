@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use proto::metric;
 use burn::module::Module;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig};
@@ -297,8 +298,8 @@ where
     } else {
         0.0
     };
-    metrics.insert("samples_per_sec".into(), rate);
-    metrics.insert("epochs".into(), f64::from(p.epochs));
+    metrics.insert(metric::SAMPLES_PER_SEC.into(), rate);
+    metrics.insert(metric::EPOCHS.into(), f64::from(p.epochs));
     Ok(Outcome::Finished { metrics })
 }
 
@@ -341,7 +342,7 @@ fn evaluate<B: TrainBackend>(
     tracing::debug!(
         epoch,
         secs = t.elapsed().as_secs_f64(),
-        map_at_r = out.0.get("map_at_r"),
+        map_at_r = out.0.get(metric::MAP_AT_R),
         "evaluated"
     );
     Some(out)
@@ -379,8 +380,8 @@ impl EpochStats {
     fn health(&self) -> BTreeMap<String, f64> {
         let n = self.batches.max(1) as f64;
         BTreeMap::from([
-            ("mean_embedding_norm".to_owned(), self.norm_sum / n),
-            ("active_fraction".to_owned(), self.active_sum / n),
+            (metric::MEAN_EMBEDDING_NORM.to_owned(), self.norm_sum / n),
+            (metric::ACTIVE_FRACTION.to_owned(), self.active_sum / n),
         ])
     }
 

@@ -55,6 +55,7 @@ mod tests_brute;
 
 use std::collections::BTreeMap;
 
+use proto::metric;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -70,21 +71,6 @@ pub use verification::{VerificationPairs, roc_auc, verification_auc, verificatio
 pub const VERIFICATION_PAIRS: usize = 5_000;
 /// Trials per N-way one-shot metric.
 pub const ONE_SHOT_TRIALS: usize = 1_000;
-/// The N of the one-shot metrics, in key order.
-pub const ONE_SHOT_WAYS: [usize; 3] = [5, 10, 20];
-
-/// Metric keys produced by [`evaluate`].
-pub const METRIC_KEYS: [&str; 9] = [
-    "knn1_acc",
-    "knn5_acc",
-    "precision_at_1",
-    "r_precision",
-    "map_at_r",
-    "roc_auc",
-    "one_shot_5way",
-    "one_shot_10way",
-    "one_shot_20way",
-];
 
 /// Labelled embeddings: `data` is `[N * dim]` row-major, one label per row.
 #[derive(Debug, Clone, Copy)]
@@ -121,7 +107,7 @@ pub fn metric_rng(seed: u64, stream: u64) -> ChaCha8Rng {
     rng
 }
 
-/// All final metrics ([`METRIC_KEYS`]) of `test` embeddings, with `train` as the k-NN reference.
+/// All evaluation metrics ([`metric::EVAL`]) of `test` embeddings, with `train` as the k-NN reference.
 /// Deterministic under `seed`. Panics if the two sets' dims differ or a set is malformed.
 pub fn evaluate(
     train: &EmbeddingSet<'_>,
@@ -131,7 +117,7 @@ pub fn evaluate(
     train.check("evaluate(train)");
     test.check("evaluate(test)");
     assert_eq!(train.dim, test.dim, "evaluate: train and test dims differ");
-    let mut out: BTreeMap<String, f64> = METRIC_KEYS
+    let mut out: BTreeMap<String, f64> = metric::EVAL
         .iter()
         .map(|k| (k.to_string(), f64::NAN))
         .collect();
@@ -144,8 +130,8 @@ pub fn evaluate(
     };
 
     let nn = knn_search(test.data, train.data, test.dim, 5, false);
-    put("knn1_acc", knn_accuracy(&nn, train.labels, test.labels, 1));
-    put("knn5_acc", knn_accuracy(&nn, train.labels, test.labels, 5));
+    put(metric::KNN1_ACC, knn_accuracy(&nn, train.labels, test.labels, 1));
+    put(metric::KNN5_ACC, knn_accuracy(&nn, train.labels, test.labels, 5));
 
     let self_nn = knn_search(
         test.data,
@@ -155,20 +141,20 @@ pub fn evaluate(
         true,
     );
     let r = retrieval_metrics(&self_nn, test.labels);
-    put("precision_at_1", r.precision_at_1);
-    put("r_precision", r.r_precision);
-    put("map_at_r", r.map_at_r);
+    put(metric::PRECISION_AT_1, r.precision_at_1);
+    put(metric::R_PRECISION, r.r_precision);
+    put(metric::MAP_AT_R, r.map_at_r);
 
     let mut rng = metric_rng(seed, 1);
     put(
-        "roc_auc",
+        metric::ROC_AUC,
         verification_auc(test, VERIFICATION_PAIRS, VERIFICATION_PAIRS, &mut rng),
     );
 
-    for n_way in ONE_SHOT_WAYS {
+    for (n_way, key) in metric::ONE_SHOT {
         let mut rng = metric_rng(seed, 100 + n_way as u64);
         put(
-            &format!("one_shot_{n_way}way"),
+            key,
             one_shot_accuracy(test, n_way, ONE_SHOT_TRIALS, &mut rng),
         );
     }
