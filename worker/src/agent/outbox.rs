@@ -5,7 +5,6 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use proto::metric;
 use proto::rpc::{self, PROTOCOL_VERSION, report_request::Body};
 
 use crate::train::TrainEvent;
@@ -87,58 +86,12 @@ impl Outbox {
         s
     }
 
-    /// Adds a training event. Checkpoints are not report items (their file is uploaded first):
-    /// they are returned for the caller to upload, then announced with [`Outbox::checkpoint`].
-    /// Metric names follow the dashboard: `loss` per step, `epoch_loss`, `lr`, `samples_per_sec`,
-    /// `epoch_secs`, the health keys per epoch, the evaluation keys per evaluation.
+    /// Adds a training event. Its metric points are [`TrainEvent::metrics`]'s: a step's wait in
+    /// the pending batch, an epoch's close it, an evaluation is an item of its own. Checkpoints are
+    /// not report items (their file is uploaded first): they are returned for the caller to
+    /// upload, then announced with [`Outbox::checkpoint`].
     pub fn event(&mut self, ev: TrainEvent) -> Option<(u32, std::path::PathBuf)> {
-        let t = now_ms();
         match ev {
-            TrainEvent::Step {
-                epoch,
-                step,
-                loss,
-                lr,
-            } => {
-                self.point(epoch, step, metric::LOSS, loss, t);
-                self.point(epoch, step, metric::LR, lr, t);
-                if self.pending.len() >= BATCH_POINTS {
-                    self.flush();
-                }
-            }
-            TrainEvent::Epoch {
-                epoch,
-                step,
-                loss,
-                // The epoch's last Step event already recorded `lr` at this step.
-                lr: _,
-                samples_per_sec,
-                epoch_secs,
-                health,
-            } => {
-                self.point(epoch, step, metric::EPOCH_LOSS, loss, t);
-                self.point(epoch, step, metric::SAMPLES_PER_SEC, samples_per_sec, t);
-                self.point(epoch, step, metric::EPOCH_SECS, epoch_secs, t);
-                for (k, v) in health {
-                    self.point(epoch, step, &k, v, t);
-                }
-                self.flush();
-            }
-            TrainEvent::Eval {
-                epoch,
-                step,
-                metrics,
-            } => {
-                self.flush();
-                let seq = self.take_seq();
-                self.push(Body::Eval(rpc::EvalResult {
-                    seq,
-                    epoch,
-                    step: step as i64,
-                    metrics,
-                    time_ms: t,
-                }));
-            }
             TrainEvent::Snapshot(s) => {
                 self.flush();
                 self.push(Body::Snapshot(rpc::EpochSnapshot {
@@ -154,8 +107,35 @@ impl Outbox {
                 self.flush();
                 return Some((epoch, path));
             }
+            ref metrics => self.metrics(metrics),
         }
         None
+    }
+
+    fn metrics(&mut self, ev: &TrainEvent) {
+        let Some(m) = ev.metrics() else {
+            return;
+        };
+        let t = now_ms();
+        if m.evaluation {
+            self.flush();
+            let seq = self.take_seq();
+            self.push(Body::Eval(rpc::EvalResult {
+                seq,
+                epoch: m.epoch,
+                step: m.step as i64,
+                metrics: m.points.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+                time_ms: t,
+            }));
+            return;
+        }
+        for (name, value) in m.points {
+            self.point(m.epoch, m.step, name, value, t);
+        }
+        // An epoch's points end its batch, so its curves show as soon as the epoch ends.
+        if matches!(ev, TrainEvent::Epoch { .. }) || self.pending.len() >= BATCH_POINTS {
+            self.flush();
+        }
     }
 
     /// Announces an uploaded checkpoint.
@@ -223,6 +203,7 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proto::metric;
     use std::collections::BTreeMap;
 
     fn step(step: u64) -> TrainEvent {

@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod data;
 mod engine;
+mod event_metrics;
 pub mod eval;
 pub mod loss;
 pub mod model;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use data::DataError;
 pub use engine::{STEP_EVENT_EVERY, run};
+pub use event_metrics::EventMetrics;
 
 /// The CPU backend used by `worker train` and the tests.
 pub type CpuBackend = burn::backend::Autodiff<burn::backend::Flex>;
