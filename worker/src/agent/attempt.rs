@@ -11,10 +11,10 @@ use proto::rpc::{self, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
 use tonic::Code;
 
-use super::client::{self, Backoff, Client};
+use super::client::{self, Backoff};
+use super::ctx::Ctx;
 use super::outbox::Outbox;
 use super::reporter::{self, Reported};
-use super::{AgentConfig, Trainer};
 use crate::train::{CancelToken, Outcome, RunSpec, TrainError, TrainEvent};
 
 /// Events buffered between the training thread and the network side.
@@ -63,16 +63,6 @@ impl Running {
 fn stop_with(cancel: &CancelToken, stop: &AtomicU8, why: u8) {
     let _ = stop.compare_exchange(STOP_NONE, why, Ordering::SeqCst, Ordering::SeqCst);
     cancel.cancel();
-}
-
-/// Everything an attempt task needs.
-pub struct Ctx {
-    pub cfg: Arc<AgentConfig>,
-    pub client: Client,
-    pub worker_id: i64,
-    /// The database `worker_id` and every attempt leased through this `Ctx` belong to.
-    pub database_id: String,
-    pub trainer: Arc<dyn Trainer>,
 }
 
 /// How the attempt ended, for logs and tests.

@@ -7,6 +7,7 @@
 mod attempt;
 pub mod cli;
 pub mod client;
+mod ctx;
 pub mod fault;
 pub mod outbox;
 mod reporter;
@@ -24,8 +25,9 @@ use tonic::Code;
 
 use crate::train::{self, CancelToken, Outcome, RunSpec, TrainBackend, TrainError, TrainEvent};
 pub use attempt::AttemptResult;
-use attempt::{Ctx, Running, STOP_SHUTDOWN};
+use attempt::{Running, STOP_SHUTDOWN};
 use client::{Backoff, Client};
+use ctx::Ctx;
 
 /// Shortest time between two Lease calls when a reply brings nothing new (the coordinator
 /// normally holds a call for a third of the lease TTL; this only guards against a reply that

@@ -14,8 +14,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tonic::{Code, Status, Streaming};
 
-use super::attempt::Ctx;
 use super::client::{self, Backoff};
+use super::ctx::Ctx;
 use super::outbox::Outbox;
 use crate::train::TrainEvent;
 
