@@ -7,7 +7,9 @@ use std::sync::Mutex;
 
 use proto::metric;
 use proto::{Dataset, JobParams, Loss, Mining, Network, Optimizer};
-use worker::train::{self, CancelToken, CpuBackend, Outcome, RunSpec, TrainError, TrainEvent};
+use worker::train::{
+    self, CancelToken, CpuBackend, Outcome, RunSpec, SavedCheckpoint, TrainError, TrainEvent,
+};
 
 mod support;
 
@@ -231,8 +233,9 @@ fn cancellation_returns_the_last_checkpoint() {
     let (out, events) = run(&p, work.path(), None, true);
     match out.unwrap() {
         Outcome::Cancelled {
-            checkpoint: Some(path),
+            checkpoint: Some(SavedCheckpoint { epoch, path }),
         } => {
+            assert_eq!(epoch, 1);
             assert!(path.is_file());
             assert!(path.to_string_lossy().contains("epoch-0001"));
         }
@@ -266,7 +269,7 @@ fn cancel_during_evaluation_then_resume_reports_each_epoch_once() {
     });
     let ckpt = match out.unwrap() {
         Outcome::Cancelled {
-            checkpoint: Some(path),
+            checkpoint: Some(SavedCheckpoint { epoch: 1, path }),
         } => path,
         other => panic!("expected a cancel inside the evaluation, got {other:?}"),
     };

@@ -15,7 +15,7 @@ use super::client::{self, Backoff};
 use super::ctx::Ctx;
 use super::outbox::Outbox;
 use super::reporter::{self, Reported};
-use crate::train::{CancelToken, Outcome, RunSpec, TrainError, TrainEvent};
+use crate::train::{CancelToken, Outcome, RunSpec, SavedCheckpoint, TrainError, TrainEvent};
 
 /// Events buffered between the training thread and the network side.
 const EVENT_BUFFER: usize = 256;
@@ -224,9 +224,9 @@ async fn release_checkpoint(
     ctx: &Ctx,
     (attempt, lease_token): (i64, u64),
     uploaded: Option<(PathBuf, i64)>,
-    cancelled_at: Option<PathBuf>,
+    cancelled_at: Option<SavedCheckpoint>,
 ) -> i64 {
-    let Some(path) = cancelled_at else {
+    let Some(SavedCheckpoint { epoch, path }) = cancelled_at else {
         return uploaded.map(|u| u.1).unwrap_or(0);
     };
     if let Some((p, id)) = &uploaded
@@ -234,19 +234,9 @@ async fn release_checkpoint(
     {
         return *id;
     }
-    let epoch = epoch_of(&path).unwrap_or(0);
     reporter::upload_with_retry(ctx, attempt, lease_token, epoch, &path)
         .await
         .unwrap_or(0)
-}
-
-/// Epoch of a checkpoint named `epoch-NNNN.ckpt` (the training engine's naming).
-fn epoch_of(path: &std::path::Path) -> Option<u32> {
-    path.file_stem()?
-        .to_str()?
-        .strip_prefix("epoch-")?
-        .parse()
-        .ok()
 }
 
 enum End {

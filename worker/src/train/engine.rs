@@ -21,7 +21,8 @@ use super::loss::{LossOutput, ce, mean_norm};
 use super::model::{MetricNet, ModelShape};
 use super::sampler::{Batch, Sampler, SamplerKind, pk_shape};
 use super::{
-    CancelToken, Outcome, RunSpec, Snapshot, TrainBackend, TrainError, TrainEvent, checkpoint, eval,
+    CancelToken, Outcome, RunSpec, SavedCheckpoint, Snapshot, TrainBackend, TrainError, TrainEvent,
+    checkpoint, eval,
 };
 
 /// A Step event is emitted every this many optimizer steps.
@@ -99,7 +100,7 @@ struct Ctx<'a, B: TrainBackend> {
     snapshot_indices: Vec<u32>,
     start_epoch: u32,
     step: u64,
-    last_checkpoint: Option<PathBuf>,
+    last_checkpoint: Option<SavedCheckpoint>,
     _b: std::marker::PhantomData<B>,
 }
 
@@ -219,7 +220,10 @@ where
         optim = optim.load_record(Rec::default().load(ck.optim, ctx.device).map_err(bad)?);
         ctx.start_epoch = ck.header.epoch + 1;
         ctx.step = ck.header.step;
-        ctx.last_checkpoint = Some(path.clone());
+        ctx.last_checkpoint = Some(SavedCheckpoint {
+            epoch: ck.header.epoch,
+            path: path.clone(),
+        });
         tracing::info!(path = %path.display(), epoch = ck.header.epoch, "resumed from checkpoint");
     }
 
@@ -274,7 +278,10 @@ where
         if let Some(old) = own_checkpoint.replace(path.clone()) {
             let _ = std::fs::remove_file(old);
         }
-        ctx.last_checkpoint = Some(path.clone());
+        ctx.last_checkpoint = Some(SavedCheckpoint {
+            epoch,
+            path: path.clone(),
+        });
 
         (ctx.on_event)(epoch_event);
         if let Some(e) = evaluated {

@@ -122,8 +122,17 @@ impl CancelToken {
 pub enum Outcome {
     /// Final metrics: the evaluation keys plus `samples_per_sec` and `epochs`.
     Finished { metrics: BTreeMap<String, f64> },
-    /// Stopped by the [`CancelToken`]; `checkpoint` is the last finished epoch's, if any.
-    Cancelled { checkpoint: Option<PathBuf> },
+    /// Stopped by the [`CancelToken`]; `checkpoint` is the last finished epoch's (or the one the
+    /// run resumed from), if any.
+    Cancelled { checkpoint: Option<SavedCheckpoint> },
+}
+
+/// A checkpoint file training wrote (or resumed from): self-contained, see [`checkpoint`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedCheckpoint {
+    /// The last epoch it has trained; a resume starts at the next one.
+    pub epoch: u32,
+    pub path: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -320,8 +320,13 @@ fn train_on<B: train::TrainBackend>(device: &B::Device, args: &TrainArgs) -> any
             );
             Ok(())
         }
-        Outcome::Cancelled { checkpoint } => {
-            bail!("cancelled (last checkpoint: {checkpoint:?})")
-        }
+        Outcome::Cancelled {
+            checkpoint: Some(c),
+        } => bail!(
+            "cancelled (last checkpoint: epoch {}, {})",
+            c.epoch,
+            c.path.display()
+        ),
+        Outcome::Cancelled { checkpoint: None } => bail!("cancelled (no checkpoint yet)"),
     }
 }
