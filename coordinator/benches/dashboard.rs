@@ -9,8 +9,8 @@ mod builder;
 
 use std::time::Instant;
 
-use proto::metric;
 use coordinator::store::{MetricPoint, Store};
+use proto::metric;
 use proto::{AttemptId, JobId};
 
 const RUNS: usize = 10_000;
@@ -100,7 +100,12 @@ async fn build(store: &Store) -> (String, i64, i64) {
 
 /// `n` points: per-epoch metrics (and evaluations) and a loss curve filling the rest.
 fn curve(n: usize, epochs: i64) -> Vec<MetricPoint> {
-    let per_epoch = [metric::EPOCH_LOSS, metric::SAMPLES_PER_SEC, metric::KNN1_ACC, metric::MAP_AT_R];
+    let per_epoch = [
+        metric::EPOCH_LOSS,
+        metric::SAMPLES_PER_SEC,
+        metric::KNN1_ACC,
+        metric::MAP_AT_R,
+    ];
     let mut v = Vec::with_capacity(n);
     for e in 1..=epochs {
         for name in per_epoch {

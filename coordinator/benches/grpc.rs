@@ -7,10 +7,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use proto::metric;
 use coordinator::grpc::{self, GrpcConfig};
 use coordinator::sched::SchedConfig;
 use coordinator::store::Store;
+use proto::metric;
 use proto::rpc::{self, PROTOCOL_VERSION};
 use tokio::sync::Mutex;
 use worker::agent::client::{self, Client};

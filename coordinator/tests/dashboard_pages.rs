@@ -8,9 +8,9 @@ mod support;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use proto::metric;
 use coordinator::store::lease::NewWorker;
 use coordinator::store::now_ms;
+use proto::metric;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn datasets() -> PathBuf {

@@ -8,8 +8,8 @@ mod builder;
 
 use std::path::PathBuf;
 
-use proto::metric;
 use coordinator::export::{ExportRequest, Format, run_export};
+use proto::metric;
 
 fn golden_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

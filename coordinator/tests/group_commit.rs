@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use proto::metric;
 use coordinator::sched::AttemptEnd;
 use coordinator::store::lease::{Ended, NewWorker};
 use coordinator::store::{Store, now_ms};
 use futures::future::join_all;
 use proto::WorkerId;
+use proto::metric;
 use proto::sweep::parse_sweep;
 
 /// A sweep of 4 learning rates × `seeds` jobs.

@@ -7,8 +7,8 @@ mod grpc_common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use proto::metric;
 use grpc_common::*;
+use proto::metric;
 use proto::rpc::{self, PROTOCOL_VERSION};
 use tonic::Code;
 

@@ -6,8 +6,8 @@ mod grpc_common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use proto::metric;
 use grpc_common::*;
+use proto::metric;
 use proto::rpc::{self, PROTOCOL_VERSION, report_request::Body};
 use proto::{AttemptId, JobId};
 use sqlx::Row;
@@ -143,7 +143,10 @@ async fn lease_report_complete_round_trip() {
         .unwrap();
     assert_eq!(row.get::<String, _>("state"), "done");
     assert_eq!(row.get::<String, _>("astate"), "done");
-    assert!(row.get::<String, _>("metrics_json").contains(metric::KNN1_ACC));
+    assert!(
+        row.get::<String, _>("metrics_json")
+            .contains(metric::KNN1_ACC)
+    );
     let snaps: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM snapshots WHERE attempt_id = ?1")
         .bind(a)
         .fetch_one(db)

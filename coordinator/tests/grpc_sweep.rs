@@ -7,9 +7,9 @@ mod grpc_common;
 
 use std::time::Duration;
 
-use proto::metric;
 use coordinator::local::{LocalWorkers, spawn_local_workers};
 use grpc_common::*;
+use proto::metric;
 use sqlx::Row;
 
 const FOUR_LOSSES: &str = r#"

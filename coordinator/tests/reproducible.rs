@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use proto::metric;
 use grpc_common::{fashion_mnist_or_panic, free_port, worker_exe};
+use proto::metric;
 
 /// The cell under test and a neighbour that trains beside it in the shared-process runs.
 const SWEEP: &str = r#"

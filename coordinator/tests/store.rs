@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use proto::metric;
 use coordinator::store::{BatchOutcome, MetricPoint, SnapshotData, Store};
+use proto::metric;
 use proto::sweep::{DEFAULT_MAX_CELLS, parse_sweep};
 use proto::{AttemptId, JobId};
 

@@ -9,11 +9,11 @@ mod grpc_common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use proto::metric;
 use coordinator::grpc::CallStats;
 use coordinator::sched::SchedConfig;
 use grpc_common::*;
 use proto::JobId;
+use proto::metric;
 use worker::agent::{self, AgentConfig, Trainer};
 use worker::train::{CancelToken, Outcome, RunSpec, TrainError, TrainEvent};
 

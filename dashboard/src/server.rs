@@ -4,7 +4,6 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use proto::metric;
 use axum::Router;
 use axum::extract::{FromRef, Path, Query as AxQuery, State};
 use axum::http::{StatusCode, header};
@@ -12,6 +11,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use futures::Stream;
+use proto::metric;
 
 use crate::data::{DashboardData, DataError};
 use crate::export::{self, Agg, Format, PivotSpec, ResultTable, TableError};

@@ -43,7 +43,11 @@ pub const ONE_SHOT_10WAY: &str = "one_shot_10way";
 /// Evaluation: 20-way one-shot classification accuracy.
 pub const ONE_SHOT_20WAY: &str = "one_shot_20way";
 /// The one-shot metrics with their N, in key order.
-pub const ONE_SHOT: [(usize, &str); 3] = [(5, ONE_SHOT_5WAY), (10, ONE_SHOT_10WAY), (20, ONE_SHOT_20WAY)];
+pub const ONE_SHOT: [(usize, &str); 3] = [
+    (5, ONE_SHOT_5WAY),
+    (10, ONE_SHOT_10WAY),
+    (20, ONE_SHOT_20WAY),
+];
 
 /// Every evaluation metric, in the order tables show them. Each evaluation reports all of them.
 pub const EVAL: [&str; 9] = [

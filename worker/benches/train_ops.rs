@@ -350,44 +350,33 @@ fn conv_gemm_parts() {
         part(
             c,
             "im2col 2-pass fwd+bwd",
-            median_ms(11, || worker::train::model::ops::im2col_cnhw(
-                xa.clone().require_grad(),
-                5,
-                5
-            )
-            .sum()
-            .backward())
+            median_ms(11, || {
+                worker::train::model::ops::im2col_cnhw(xa.clone().require_grad(), 5, 5)
+                    .sum()
+                    .backward()
+            }),
         );
-        part(
-            c,
-            "cat+into_data",
-            median_ms(11, || cat().into_data())
-        );
+        part(c, "cat+into_data", median_ms(11, || cat().into_data()));
         part(
             c,
             "matmul",
-            median_ms(11, || w.clone().matmul(cols.clone()))
+            median_ms(11, || w.clone().matmul(cols.clone())),
         );
         part(
             c,
             "matmul+into_data",
-            median_ms(11, || w.clone().matmul(cols.clone()).into_data())
+            median_ms(11, || w.clone().matmul(cols.clone()).into_data()),
         );
         let y = w.clone().matmul(cols.clone());
         let b = Tensor::<Flex, 2>::random([o, 1], Distribution::Default, &d);
-        part(
-            c,
-            "bias",
-            median_ms(11, || y.clone() + b.clone())
-        );
+        part(c, "bias", median_ms(11, || y.clone() + b.clone()));
         let yt = y.clone().transpose();
         part(
             c,
             "transposed matmul",
-            median_ms(11, || cols
-                .clone()
-                .transpose()
-                .matmul(w.clone().transpose()))
+            median_ms(11, || {
+                cols.clone().transpose().matmul(w.clone().transpose())
+            }),
         );
         let _ = yt;
     }

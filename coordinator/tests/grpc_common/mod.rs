@@ -6,11 +6,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use proto::metric;
 use coordinator::grpc::{self, GrpcConfig};
 use coordinator::sched::SchedConfig;
 use coordinator::store::Store;
 use proto::SweepId;
+use proto::metric;
 use proto::rpc::{self, PROTOCOL_VERSION};
 use sqlx::Row;
 use tokio::sync::oneshot;

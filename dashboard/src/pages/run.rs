@@ -3,8 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use proto::metric;
 use leptos::prelude::*;
+use proto::metric;
 
 use super::{StateBadge, fmt_time, sweep_url};
 use crate::data::{MetricPoint, RunDetail, Snapshot};

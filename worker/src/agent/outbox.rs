@@ -124,7 +124,11 @@ impl Outbox {
                 seq,
                 epoch: m.epoch,
                 step: m.step as i64,
-                metrics: m.points.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+                metrics: m
+                    .points
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), *v))
+                    .collect(),
                 time_ms: t,
             }));
             return;

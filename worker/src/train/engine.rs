@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use proto::metric;
 use burn::module::Module;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::{Int, Tensor, TensorData};
+use proto::metric;
 use proto::{JobParams, Loss, Mining, Optimizer as OptimizerKind};
 
 use super::data::{self, Normalizer, Prepared};

@@ -31,7 +31,12 @@ impl TrainEvent {
                 step,
                 loss,
                 lr,
-            } => (*epoch, *step, vec![(metric::LOSS, *loss), (metric::LR, *lr)], false),
+            } => (
+                *epoch,
+                *step,
+                vec![(metric::LOSS, *loss), (metric::LR, *lr)],
+                false,
+            ),
             TrainEvent::Epoch {
                 epoch,
                 step,
@@ -122,7 +127,10 @@ mod tests {
         assert_eq!((m.epoch, m.step), (2, 40));
         assert_eq!(m.points.len(), 2);
         assert_eq!(m.points[0], (metric::KNN1_ACC, 0.8));
-        assert!(m.points[1].1.is_nan(), "the receiver drops non-finite values");
+        assert!(
+            m.points[1].1.is_nan(),
+            "the receiver drops non-finite values"
+        );
         let ck = TrainEvent::Checkpoint {
             epoch: 2,
             path: "/tmp/x".into(),

@@ -5,8 +5,8 @@
 pub mod checkpoint;
 pub mod data;
 mod engine;
-mod event_metrics;
 pub mod eval;
+mod event_metrics;
 pub mod loss;
 pub mod model;
 pub mod sampler;

@@ -5,10 +5,10 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use proto::metric;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use proto::metric;
 use proto::{Dataset, JobParams, Loss, Mining, Network, Optimizer};
 use worker::train::{self, CancelToken, Outcome, RunSpec, TrainEvent};
 
@@ -222,7 +222,10 @@ impl Reporter {
                 let first = self.epoch_first_step;
                 let bar = self.bar_for(*epoch).clone();
                 bar.set_position(step - first);
-                let active = health.get(metric::ACTIVE_FRACTION).copied().unwrap_or(f64::NAN);
+                let active = health
+                    .get(metric::ACTIVE_FRACTION)
+                    .copied()
+                    .unwrap_or(f64::NAN);
                 bar.finish_with_message(format!(
                     "loss {loss:.4}  active {active:.2}  {samples_per_sec:.0} samples/s"
                 ));

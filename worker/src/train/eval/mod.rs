@@ -130,8 +130,14 @@ pub fn evaluate(
     };
 
     let nn = knn_search(test.data, train.data, test.dim, 5, false);
-    put(metric::KNN1_ACC, knn_accuracy(&nn, train.labels, test.labels, 1));
-    put(metric::KNN5_ACC, knn_accuracy(&nn, train.labels, test.labels, 5));
+    put(
+        metric::KNN1_ACC,
+        knn_accuracy(&nn, train.labels, test.labels, 1),
+    );
+    put(
+        metric::KNN5_ACC,
+        knn_accuracy(&nn, train.labels, test.labels, 5),
+    );
 
     let self_nn = knn_search(
         test.data,
