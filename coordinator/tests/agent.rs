@@ -233,7 +233,7 @@ async fn attempts(srv: &Server, job: i64) -> Vec<(String, Vec<i64>)> {
     let mut out = Vec::new();
     for (id, state) in rows {
         let epochs: Vec<i64> =
-            sqlx::query_scalar("SELECT epoch FROM artifacts WHERE attempt_id = ?1 ORDER BY id")
+            sqlx::query_scalar("SELECT epoch FROM artifacts WHERE attempt_id = ?1 ORDER BY epoch")
                 .bind(id)
                 .fetch_all(srv.store.reader())
                 .await
@@ -272,7 +272,14 @@ async fn jobs_are_leased_trained_reported_and_completed() {
 
     let states = wait_all_final(&srv.store, sweep, Duration::from_secs(30)).await;
     assert!(states.iter().all(|s| s.1 == "done"), "{states:?}");
-    assert_eq!(fake.resumed_from(), vec![None; 3]);
+    // Each job trained from scratch. Under load a fourth run can happen: an attempt the
+    // coordinator took back (released) after the agent had started it; its reports are refused,
+    // which the exactly-once checks below would catch if they were not.
+    let runs = fake.resumed_from();
+    assert!(
+        runs.len() >= 3 && runs.iter().all(Option::is_none),
+        "{runs:?}"
+    );
     for (seed, job) in job_ids(&srv, sweep).await.into_iter().enumerate() {
         let text: String = sqlx::query_scalar("SELECT metrics_json FROM results WHERE job_id = ?1")
             .bind(job)
@@ -296,10 +303,18 @@ async fn jobs_are_leased_trained_reported_and_completed() {
         {
             assert_eq!(metric_epochs(&srv, job, name).await, vec![1, 2], "{name}");
         }
+        // A lease whose reply the agent abandoned (a slot freed up during the long-poll) is
+        // released by the coordinator before anything ran: only the last attempt trained.
+        let mut tries = attempts(&srv, job).await;
+        let last = tries.pop().unwrap();
         assert_eq!(
-            attempts(&srv, job).await,
-            vec![("done".to_owned(), vec![1, 2])],
-            "one attempt, a checkpoint uploaded per epoch"
+            last,
+            ("done".to_owned(), vec![1, 2]),
+            "a checkpoint per epoch"
+        );
+        assert!(
+            tries.iter().all(|t| t.0 == "released" && t.1.is_empty()),
+            "{tries:?}"
         );
     }
     assert_eq!(assert_metrics_exactly_once(&srv.store).await, 3);
@@ -338,6 +353,10 @@ async fn a_job_cancelled_at_the_coordinator_stops_training_and_frees_the_slot() 
     })
     .await;
     let job = job_ids(&srv, first).await[0];
+    wait_until("epoch 1 is reported", async || {
+        metric_epochs(&srv, job, metric::EPOCH_LOSS).await == [1]
+    })
+    .await;
     assert!(srv.store.cancel_job(JobId(job)).await.unwrap());
     wait_until("training stops", async || {
         !fake.holding.load(Ordering::SeqCst)
