@@ -11,28 +11,28 @@ use super::{AgentConfig, AgentError, DeviceInfo, hostname};
 pub struct AgentArgs {
     /// Coordinator URL, e.g. http://127.0.0.1:50051
     #[arg(long, value_name = "URL")]
-    pub coordinator: String,
+    pub(crate) coordinator: String,
     /// Train on the CPU (the default unless --devices is given)
     #[arg(long, conflicts_with = "devices")]
-    pub cpu: bool,
+    pub(crate) cpu: bool,
     /// GPU indices, one job slot each (needs a `cuda` build)
     #[arg(long, value_delimiter = ',', value_name = "0,1")]
-    pub devices: Vec<u32>,
+    pub(crate) devices: Vec<u32>,
     /// Concurrent CPU jobs
     #[arg(long, default_value_t = 1, value_name = "N")]
-    pub slots: usize,
+    pub(crate) slots: usize,
     /// Shared secret of the coordinator
     #[arg(long, env = "LATENTSWEEP_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
     /// Where data sets are looked up and downloaded to
     #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
     /// Where attempts keep their checkpoints [default: TMPDIR/latentsweep-worker-PID]
     #[arg(long, value_name = "DIR")]
-    pub work_dir: Option<PathBuf>,
+    pub(crate) work_dir: Option<PathBuf>,
     /// Name shown by the coordinator [default: HOST-PID]
     #[arg(long)]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Shut down when stdin reaches end of file: a coordinator's `--local-workers` children
     /// hold a pipe from it, so they stop even when the coordinator is killed with SIGKILL.
     #[arg(long, hide = true)]

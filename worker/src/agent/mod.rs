@@ -8,8 +8,8 @@ mod attempt;
 pub mod cli;
 pub mod client;
 mod ctx;
-pub mod fault;
-pub mod outbox;
+pub(crate) mod fault;
+mod outbox;
 mod reporter;
 
 use std::future::Future;
@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tonic::Code;
 
 use crate::train::{self, CancelToken, Outcome, RunSpec, TrainBackend, TrainError, TrainEvent};
-pub use attempt::AttemptResult;
+use attempt::AttemptResult;
 use attempt::{Running, STOP_SHUTDOWN};
 use client::{Backoff, Client};
 use ctx::Ctx;
@@ -86,7 +86,7 @@ impl AgentConfig {
 }
 
 /// This machine's name, for registration.
-pub fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|s| s.trim().to_owned())
@@ -117,8 +117,8 @@ pub trait Trainer: Send + Sync + 'static {
 }
 
 /// [`train::run`] on one Burn device per slot.
-pub struct BurnTrainer<B: TrainBackend> {
-    pub devices: Vec<B::Device>,
+pub(crate) struct BurnTrainer<B: TrainBackend> {
+    pub(crate) devices: Vec<B::Device>,
 }
 
 impl<B: TrainBackend> Trainer for BurnTrainer<B> {

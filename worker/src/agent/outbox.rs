@@ -10,13 +10,13 @@ use proto::rpc::{self, PROTOCOL_VERSION, report_request::Body};
 use crate::train::TrainEvent;
 
 /// A metric batch is sent once it holds this many points...
-pub const BATCH_POINTS: usize = 512;
+pub(crate) const BATCH_POINTS: usize = 512;
 /// ...or its oldest point is this old.
-pub const BATCH_AGE: Duration = Duration::from_millis(500);
+pub(crate) const BATCH_AGE: Duration = Duration::from_millis(500);
 
 /// Unacknowledged report items of one attempt.
 #[derive(Debug)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     worker_id: i64,
     attempt_id: i64,
     database_id: String,
@@ -40,7 +40,12 @@ fn now_ms() -> i64 {
 impl Outbox {
     /// `database_id` is the coordinator database the attempt was leased from, `lease_token` the
     /// lease's token.
-    pub fn new(worker_id: i64, attempt_id: i64, database_id: String, lease_token: u64) -> Self {
+    pub(crate) fn new(
+        worker_id: i64,
+        attempt_id: i64,
+        database_id: String,
+        lease_token: u64,
+    ) -> Self {
         Outbox {
             worker_id,
             attempt_id,
@@ -90,7 +95,7 @@ impl Outbox {
     /// the pending batch, an epoch's close it, an evaluation is an item of its own. Checkpoints are
     /// not report items (their file is uploaded first): they are returned for the caller to
     /// upload, then announced with [`Outbox::checkpoint`].
-    pub fn event(&mut self, ev: TrainEvent) -> Option<(u32, std::path::PathBuf)> {
+    pub(crate) fn event(&mut self, ev: TrainEvent) -> Option<(u32, std::path::PathBuf)> {
         match ev {
             TrainEvent::Snapshot(s) => {
                 self.flush();
@@ -143,7 +148,7 @@ impl Outbox {
     }
 
     /// Announces an uploaded checkpoint.
-    pub fn checkpoint(&mut self, epoch: u32, artifact_id: i64) {
+    pub(crate) fn checkpoint(&mut self, epoch: u32, artifact_id: i64) {
         self.push(Body::Checkpoint(rpc::CheckpointNotice {
             epoch,
             artifact_id,
@@ -151,7 +156,7 @@ impl Outbox {
     }
 
     /// Turns pending points into a numbered batch.
-    pub fn flush(&mut self) {
+    pub(crate) fn flush(&mut self) {
         if self.pending.is_empty() {
             return;
         }
@@ -162,44 +167,44 @@ impl Outbox {
     }
 
     /// Flushes pending points older than [`BATCH_AGE`].
-    pub fn flush_if_old(&mut self) {
+    pub(crate) fn flush_if_old(&mut self) {
         if self.pending_since.is_some_and(|t| t.elapsed() >= BATCH_AGE) {
             self.flush();
         }
     }
 
     /// Drops every item up to and including `item`.
-    pub fn ack(&mut self, item: u64) {
+    pub(crate) fn ack(&mut self, item: u64) {
         while self.items.front().is_some_and(|i| i.item <= item) {
             self.items.pop_front();
         }
         self.acked = self.acked.max(item);
     }
 
-    pub fn attempt_id(&self) -> i64 {
+    pub(crate) fn attempt_id(&self) -> i64 {
         self.attempt_id
     }
 
-    pub fn lease_token(&self) -> u64 {
+    pub(crate) fn lease_token(&self) -> u64 {
         self.lease_token
     }
 
     /// Highest acknowledged item.
-    pub fn acked(&self) -> u64 {
+    pub(crate) fn acked(&self) -> u64 {
         self.acked
     }
 
     /// The first unacknowledged item after `after`, to send next.
-    pub fn next_after(&self, after: u64) -> Option<&rpc::ReportRequest> {
+    pub(crate) fn next_after(&self, after: u64) -> Option<&rpc::ReportRequest> {
         self.items.iter().find(|i| i.item > after)
     }
 
     /// Nothing left to deliver (pending points included).
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.items.is_empty() && self.pending.is_empty()
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.items.len()
     }
 }

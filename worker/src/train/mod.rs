@@ -2,14 +2,14 @@
 //! loop, generic over any Burn autodiff backend. It knows nothing of gRPC: callers get
 //! [`TrainEvent`]s through a callback and stop a run with a [`CancelToken`].
 
-pub mod checkpoint;
+pub(crate) mod checkpoint;
 pub mod data;
 mod engine;
-pub mod eval;
+pub(crate) mod eval;
 mod event_metrics;
-pub mod loss;
+pub(crate) mod loss;
 pub mod model;
-pub mod sampler;
+pub(crate) mod sampler;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

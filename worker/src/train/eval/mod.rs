@@ -59,37 +59,28 @@ use proto::metric;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-pub use knn::{Neighbours, knn_search, sq_dist};
-pub use metrics::{RetrievalMetrics, class_counts, knn_accuracy, retrieval_k, retrieval_metrics};
+pub(crate) use knn::knn_search;
+pub(crate) use metrics::{knn_accuracy, retrieval_k, retrieval_metrics};
 pub(crate) use model::{EvalPlan, evaluate_model};
-pub use oneshot::one_shot_accuracy;
-pub use project::{Pca, pca_2d, project_2d};
-pub use subset::snapshot_subset;
-pub use verification::{VerificationPairs, roc_auc, verification_auc, verification_pairs};
+pub(crate) use oneshot::one_shot_accuracy;
+pub(crate) use project::project_2d;
+pub(crate) use subset::snapshot_subset;
+pub(crate) use verification::verification_auc;
 
 /// Same-class pairs (and, separately, different-class pairs) drawn for `roc_auc`.
-pub const VERIFICATION_PAIRS: usize = 5_000;
+pub(crate) const VERIFICATION_PAIRS: usize = 5_000;
 /// Trials per N-way one-shot metric.
-pub const ONE_SHOT_TRIALS: usize = 1_000;
+pub(crate) const ONE_SHOT_TRIALS: usize = 1_000;
 
 /// Labelled embeddings: `data` is `[N * dim]` row-major, one label per row.
 #[derive(Debug, Clone, Copy)]
-pub struct EmbeddingSet<'a> {
-    pub data: &'a [f32],
-    pub dim: usize,
-    pub labels: &'a [u32],
+pub(crate) struct EmbeddingSet<'a> {
+    pub(crate) data: &'a [f32],
+    pub(crate) dim: usize,
+    pub(crate) labels: &'a [u32],
 }
 
 impl EmbeddingSet<'_> {
-    /// Number of points.
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-
     fn check(&self, what: &str) {
         assert!(self.dim > 0, "{what}: embedding dim must be positive");
         assert_eq!(
@@ -101,7 +92,7 @@ impl EmbeddingSet<'_> {
 }
 
 /// Independent random stream `stream` of `seed`, so adding a metric never shifts another's draws.
-pub fn metric_rng(seed: u64, stream: u64) -> ChaCha8Rng {
+pub(crate) fn metric_rng(seed: u64, stream: u64) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(stream);
     rng
@@ -109,7 +100,7 @@ pub fn metric_rng(seed: u64, stream: u64) -> ChaCha8Rng {
 
 /// All evaluation metrics ([`metric::EVAL`]) of `test` embeddings, with `train` as the k-NN reference.
 /// Deterministic under `seed`. Panics if the two sets' dims differ or a set is malformed.
-pub fn evaluate(
+pub(crate) fn evaluate(
     train: &EmbeddingSet<'_>,
     test: &EmbeddingSet<'_>,
     seed: u64,

@@ -7,7 +7,9 @@ use proto::metric;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::project::pca_2d;
 use super::tests_brute::random_set;
+use super::verification::{roc_auc, verification_pairs};
 use super::*;
 
 #[test]
@@ -289,7 +291,8 @@ fn degenerate_sets_give_nan_not_panics() {
         let m = evaluate(train, test, 0);
         assert_eq!(m.len(), metric::EVAL.len());
         for key in metric::EVAL {
-            let defined = key.starts_with("knn") && !train.is_empty() && !test.is_empty();
+            let defined =
+                key.starts_with("knn") && !train.labels.is_empty() && !test.labels.is_empty();
             assert_eq!(m[key].is_nan(), !defined, "{key}");
         }
     }
