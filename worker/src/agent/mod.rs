@@ -104,7 +104,7 @@ pub enum AgentError {
     Refused(String),
 }
 
-/// Runs one training job; implemented for Burn backends by [`BurnTrainer`]. `slot` indexes
+/// Runs one training job; implemented for Burn backends by `BurnTrainer`. `slot` indexes
 /// [`AgentConfig::devices`].
 pub trait Trainer: Send + Sync + 'static {
     fn train(

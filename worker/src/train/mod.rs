@@ -71,10 +71,10 @@ pub enum TrainEvent {
         lr: f64,
         samples_per_sec: f64,
         epoch_secs: f64,
-        /// `mean_embedding_norm`, `active_fraction` (see [`loss`] for "active").
+        /// `mean_embedding_norm`, `active_fraction` (see `train::loss` for "active").
         health: BTreeMap<String, f64>,
     },
-    /// Metrics of [`eval::evaluate`] on the test split.
+    /// Metrics of `eval::evaluate` on the test split.
     Eval {
         epoch: u32,
         step: u64,
@@ -127,7 +127,7 @@ pub enum Outcome {
     Cancelled { checkpoint: Option<SavedCheckpoint> },
 }
 
-/// A checkpoint file training wrote (or resumed from): self-contained, see [`checkpoint`].
+/// A checkpoint file training wrote (or resumed from): self-contained (see `train::checkpoint`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SavedCheckpoint {
     /// The last epoch it has trained; a resume starts at the next one.
