@@ -10,6 +10,7 @@ mod builder;
 use std::time::Instant;
 
 use coordinator::store::{MetricPoint, Store};
+use proto::metric;
 use proto::{AttemptId, JobId};
 
 const RUNS: usize = 10_000;
@@ -99,7 +100,12 @@ async fn build(store: &Store) -> (String, i64, i64) {
 
 /// `n` points: per-epoch metrics (and evaluations) and a loss curve filling the rest.
 fn curve(n: usize, epochs: i64) -> Vec<MetricPoint> {
-    let per_epoch = ["epoch_loss", "samples_per_sec", "knn1_acc", "map_at_r"];
+    let per_epoch = [
+        metric::EPOCH_LOSS,
+        metric::SAMPLES_PER_SEC,
+        metric::KNN1_ACC,
+        metric::MAP_AT_R,
+    ];
     let mut v = Vec::with_capacity(n);
     for e in 1..=epochs {
         for name in per_epoch {
@@ -118,7 +124,7 @@ fn curve(n: usize, epochs: i64) -> Vec<MetricPoint> {
         v.push(MetricPoint {
             step: s as i64,
             epoch,
-            name: "loss".into(),
+            name: metric::LOSS.into(),
             value: 2.0 / (1.0 + s as f64 * 0.01),
             time_ms: 0,
         });

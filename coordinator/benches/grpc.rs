@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use coordinator::grpc::{self, GrpcConfig};
 use coordinator::sched::SchedConfig;
 use coordinator::store::Store;
+use proto::metric;
 use proto::rpc::{self, PROTOCOL_VERSION};
 use tokio::sync::Mutex;
 use worker::agent::client::{self, Client};
@@ -179,7 +180,7 @@ async fn ingestion() {
                         .map(|i| rpc::MetricPoint {
                             step: seq * POINTS_PER_BATCH as i64 + i as i64,
                             epoch: 1,
-                            name: ["loss", "lr", "samples_per_sec"][i % 3].into(),
+                            name: [metric::LOSS, metric::LR, metric::SAMPLES_PER_SEC][i % 3].into(),
                             value: i as f64 * 0.5,
                             time_ms: 0,
                         })

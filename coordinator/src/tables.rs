@@ -1,5 +1,7 @@
 //! Plain-text tables for the terminal: `coordinator status` and the summary of a finished sweep.
 
+use proto::metric;
+
 use crate::store::SweepStatus;
 
 /// `coordinator status` as an aligned table.
@@ -28,7 +30,8 @@ pub fn status_table(sweeps: &[SweepStatus]) -> String {
 }
 
 /// Columns of the end-of-sweep summary besides the parameters: (metric key, heading).
-const SUMMARY_METRICS: [(&str, &str); 2] = [("knn5_acc", "kNN@5"), ("map_at_r", "MAP@R")];
+const SUMMARY_METRICS: [(&str, &str); 2] =
+    [(metric::KNN5_ACC, "kNN@5"), (metric::MAP_AT_R, "MAP@R")];
 
 /// The summary printed when a sweep finishes: one row per run with the parameters that vary
 /// across the sweep (loss and dataset when none do), its state, kNN@5 and MAP@R; then the
@@ -159,7 +162,12 @@ mod tests {
             },
             spec_text: String::new(),
             runs: vec![
-                run(7, "ce", "done", &[("knn5_acc", 0.81234), ("map_at_r", 0.5)]),
+                run(
+                    7,
+                    "ce",
+                    "done",
+                    &[(metric::KNN5_ACC, 0.81234), (metric::MAP_AT_R, 0.5)],
+                ),
                 run(12, "triplet", "failed", &[]),
             ],
         };

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use coordinator::store::lease::NewWorker;
 use coordinator::store::now_ms;
+use proto::metric;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn datasets() -> PathBuf {
@@ -98,8 +99,8 @@ async fn pages_render_filter_sort_and_group() {
         .filter(|(j, _)| done.contains(&j.0))
         .max_by(|a, b| {
             let (x, y) = (
-                builder::fixture_metrics(&a.1)["map_at_r"],
-                builder::fixture_metrics(&b.1)["map_at_r"],
+                builder::fixture_metrics(&a.1)[metric::MAP_AT_R],
+                builder::fixture_metrics(&b.1)[metric::MAP_AT_R],
             );
             x.total_cmp(&y).then(b.0.0.cmp(&a.0.0))
         })

@@ -10,6 +10,7 @@ use support::builder;
 use std::path::PathBuf;
 
 use coordinator::export::{ExportRequest, Format, run_export};
+use proto::metric;
 
 fn golden_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -64,7 +65,7 @@ const CASES: &[Case] = &[
         "csv",
         Some("loss"),
         Some("dataset"),
-        Some("map_at_r"),
+        Some(metric::MAP_AT_R),
         Some("mean"),
     ),
     (
@@ -72,7 +73,7 @@ const CASES: &[Case] = &[
         "md",
         Some("loss"),
         Some("dataset"),
-        Some("map_at_r"),
+        Some(metric::MAP_AT_R),
         Some("mean"),
     ),
     (
@@ -80,7 +81,7 @@ const CASES: &[Case] = &[
         "latex",
         Some("loss"),
         Some("dataset"),
-        Some("map_at_r"),
+        Some(metric::MAP_AT_R),
         Some("mean"),
     ),
     (
@@ -88,7 +89,7 @@ const CASES: &[Case] = &[
         "json",
         Some("loss"),
         Some("dataset"),
-        Some("map_at_r"),
+        Some(metric::MAP_AT_R),
         Some("mean"),
     ),
     (
@@ -96,7 +97,7 @@ const CASES: &[Case] = &[
         "md",
         Some("loss"),
         Some("margin"),
-        Some("knn1_acc"),
+        Some(metric::KNN1_ACC),
         Some("best"),
     ),
     (
@@ -104,7 +105,7 @@ const CASES: &[Case] = &[
         "latex",
         Some("loss"),
         Some("margin"),
-        Some("knn1_acc"),
+        Some(metric::KNN1_ACC),
         Some("best"),
     ),
 ];
@@ -140,8 +141,8 @@ async fn csv_reads_back_with_every_value_intact() {
         "dataset",
         "margin",
         "seed",
-        "map_at_r",
-        "one_shot_20way",
+        metric::MAP_AT_R,
+        metric::ONE_SHOT_20WAY,
     ] {
         assert!(
             header.contains(&col.to_owned()),
@@ -156,10 +157,10 @@ async fn csv_reads_back_with_every_value_intact() {
         // The hostile folder path (commas, quotes, newline) survives the round trip.
         assert_eq!(&rec[col("dataset")], params.dataset.to_string());
         if rec[col("state")] == *"done" {
-            let want = builder::fixture_metrics(params)["map_at_r"];
-            assert_eq!(rec[col("map_at_r")].parse::<f64>().unwrap(), want);
+            let want = builder::fixture_metrics(params)[metric::MAP_AT_R];
+            assert_eq!(rec[col(metric::MAP_AT_R)].parse::<f64>().unwrap(), want);
         } else {
-            assert_eq!(&rec[col("map_at_r")], "");
+            assert_eq!(&rec[col(metric::MAP_AT_R)], "");
         }
     }
     // The pivot's CSV has a value and a std column per data set.
@@ -187,7 +188,7 @@ async fn pivot_marks_the_best_cell_of_each_column() {
         "md",
         Some("loss"),
         Some("dataset"),
-        Some("map_at_r"),
+        Some(metric::MAP_AT_R),
         Some("mean"),
     )
     .unwrap();
@@ -209,7 +210,7 @@ async fn pivot_marks_the_best_cell_of_each_column() {
             "latex",
             Some("loss"),
             Some("dataset"),
-            Some("map_at_r"),
+            Some(metric::MAP_AT_R),
             Some("best"),
         )
         .unwrap(),

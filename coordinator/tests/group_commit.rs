@@ -10,6 +10,7 @@ use coordinator::store::lease::{Ended, NewWorker};
 use coordinator::store::{Store, now_ms};
 use futures::future::join_all;
 use proto::WorkerId;
+use proto::metric;
 use proto::sweep::parse_sweep;
 
 /// A sweep of 4 learning rates × `seeds` jobs.
@@ -90,7 +91,7 @@ async fn concurrent_leases_and_ends_behave_as_one_at_a_time() {
     );
 
     // All complete at once, one of them twice (a retried request), and a stranger tries too.
-    let metrics: BTreeMap<String, f64> = [("map_at_r".to_owned(), 0.5)].into_iter().collect();
+    let metrics: BTreeMap<String, f64> = [(metric::MAP_AT_R.to_owned(), 0.5)].into_iter().collect();
     let (w0, j0) = got[0].clone();
     let mut calls = Vec::new();
     for (w, j) in &got {

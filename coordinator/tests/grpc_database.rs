@@ -7,6 +7,7 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
+use proto::metric;
 use proto::rpc::{self, PROTOCOL_VERSION};
 use support::grpc::*;
 use tonic::Code;
@@ -87,7 +88,7 @@ async fn an_attempt_of_a_replaced_database_is_refused() {
             worker_id: reply.worker_id,
             attempt_id: old.attempt_id,
             lease_token: old.lease_token,
-            metrics: [("map_at_r".to_owned(), 0.9)].into_iter().collect(),
+            metrics: [(metric::MAP_AT_R.to_owned(), 0.9)].into_iter().collect(),
             database_id: db1.clone(),
         })
         .await
@@ -235,7 +236,7 @@ async fn an_attempt_of_a_restored_backup_is_refused() {
         worker_id: w,
         attempt_id: old.attempt_id,
         lease_token: token,
-        metrics: [("map_at_r".to_owned(), 0.9)].into_iter().collect(),
+        metrics: [(metric::MAP_AT_R.to_owned(), 0.9)].into_iter().collect(),
         database_id: old.database_id.clone(),
     };
     refused(

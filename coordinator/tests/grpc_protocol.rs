@@ -6,6 +6,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use proto::metric;
 use proto::rpc::{self, PROTOCOL_VERSION, report_request::Body};
 use proto::{AttemptId, JobId};
 use sqlx::Row;
@@ -46,7 +47,7 @@ async fn lease_report_complete_round_trip() {
             seq: 2,
             epoch: 1,
             step: 5,
-            metrics: BTreeMap::from([("knn1_acc".to_owned(), 0.5)]),
+            metrics: BTreeMap::from([(metric::KNN1_ACC.to_owned(), 0.5)]),
             time_ms: 0,
         })),
     };
@@ -98,7 +99,7 @@ async fn lease_report_complete_round_trip() {
             worker_id: w,
             attempt_id: a,
             lease_token: job.lease_token,
-            metrics: BTreeMap::from([("knn1_acc".to_owned(), 0.5)]),
+            metrics: BTreeMap::from([(metric::KNN1_ACC.to_owned(), 0.5)]),
         })
         .await
         .unwrap();
@@ -142,7 +143,10 @@ async fn lease_report_complete_round_trip() {
         .unwrap();
     assert_eq!(row.get::<String, _>("state"), "done");
     assert_eq!(row.get::<String, _>("astate"), "done");
-    assert!(row.get::<String, _>("metrics_json").contains("knn1_acc"));
+    assert!(
+        row.get::<String, _>("metrics_json")
+            .contains(metric::KNN1_ACC)
+    );
     let snaps: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM snapshots WHERE attempt_id = ?1")
         .bind(a)
         .fetch_one(db)

@@ -8,6 +8,7 @@ mod support;
 use std::time::Duration;
 
 use coordinator::local::{LocalWorkers, spawn_local_workers};
+use proto::metric;
 use sqlx::Row;
 use support::grpc::*;
 
@@ -81,7 +82,7 @@ async fn two_local_workers_run_the_four_losses_to_completion() {
         let loss: String = r.get("loss");
         let metrics: serde_json::Value =
             serde_json::from_str(&r.get::<String, _>("metrics_json")).unwrap();
-        let knn = metrics["knn1_acc"].as_f64().unwrap_or(-1.0);
+        let knn = metrics[metric::KNN1_ACC].as_f64().unwrap_or(-1.0);
         assert!((0.0..=1.0).contains(&knn), "{loss}: knn1_acc {knn}");
         assert!(r.get::<i64, _>("loss_points") >= 1, "{loss}: step losses");
         assert_eq!(r.get::<i64, _>("epoch_points"), 1, "{loss}: one epoch");

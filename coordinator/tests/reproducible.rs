@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use proto::metric;
 use support::grpc::{fashion_mnist_or_panic, free_port, worker_exe};
 
 /// The cell under test and a neighbour that trains beside it in the shared-process runs.
@@ -31,7 +32,7 @@ train_limit = 1000
 fn bits(metrics: BTreeMap<String, f64>) -> BTreeMap<String, u64> {
     metrics
         .into_iter()
-        .filter(|(k, _)| k != "samples_per_sec")
+        .filter(|(k, _)| k != metric::SAMPLES_PER_SEC)
         .map(|(k, v)| (k, v.to_bits()))
         .collect()
 }
@@ -166,7 +167,7 @@ fn one_cell_three_ways_bit_identical() {
     let local = result_of(&db);
 
     let alone = bits(alone);
-    assert!(alone.contains_key("map_at_r"), "{alone:?}");
+    assert!(alone.contains_key(metric::MAP_AT_R), "{alone:?}");
     assert_eq!(bits(slots), alone, "worker --slots 2 vs worker train");
     assert_eq!(
         bits(local),

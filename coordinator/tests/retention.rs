@@ -67,7 +67,7 @@ async fn run_one_job(srv: &Server, dir: &Path) -> i64 {
             worker_id: w,
             attempt_id: job.attempt_id,
             lease_token: job.lease_token,
-            metrics: [("map_at_r".to_owned(), 0.5)].into(),
+            metrics: [(proto::metric::MAP_AT_R.to_owned(), 0.5)].into(),
             database_id: String::new(),
         })
         .await

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use coordinator::store::{BatchOutcome, MetricPoint, SnapshotData, Store};
+use proto::metric;
 use proto::sweep::{DEFAULT_MAX_CELLS, parse_sweep};
 use proto::{AttemptId, JobId};
 
@@ -52,7 +53,7 @@ async fn submission_is_idempotent_and_additive() {
 
     // Finish a job, then extend the sweep: only the new cells appear, the result survives.
     let (job, attempt) = first_attempt(&store).await;
-    let metrics = [("map_at_r".to_owned(), 0.5)].into_iter().collect();
+    let metrics = [(metric::MAP_AT_R.to_owned(), 0.5)].into_iter().collect();
     store.record_result(job, attempt, &metrics).await.unwrap();
     sqlx::query("UPDATE jobs SET state = 'done' WHERE id = ?1")
         .bind(job.0)
@@ -85,7 +86,7 @@ async fn metric_batches_are_stored_exactly_once() {
             .map(|i| MetricPoint {
                 step: seq * 10 + i,
                 epoch: 0,
-                name: "loss".into(),
+                name: metric::LOSS.into(),
                 value: i as f64,
                 time_ms: 0,
             })

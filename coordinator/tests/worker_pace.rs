@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use coordinator::grpc::CallStats;
 use coordinator::sched::SchedConfig;
 use proto::JobId;
+use proto::metric;
 use support::grpc::*;
 use worker::agent::{self, AgentConfig, Trainer};
 use worker::train::{CancelToken, Outcome, RunSpec, TrainError, TrainEvent};
@@ -271,7 +272,7 @@ impl Trainer for Chatty {
             });
         }
         Ok(Outcome::Finished {
-            metrics: [("knn1_acc".to_owned(), 0.5)].into(),
+            metrics: [(metric::KNN1_ACC.to_owned(), 0.5)].into(),
         })
     }
 }

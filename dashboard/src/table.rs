@@ -3,24 +3,13 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 
+use proto::metric;
 use serde_json::Value;
 
 use crate::data::RunRow;
 
 /// Final metric keys in display order; other keys found in results follow alphabetically.
-pub const METRICS: &[&str] = &[
-    "knn1_acc",
-    "knn5_acc",
-    "precision_at_1",
-    "r_precision",
-    "map_at_r",
-    "roc_auc",
-    "one_shot_5way",
-    "one_shot_10way",
-    "one_shot_20way",
-    "samples_per_sec",
-    "epochs",
-];
+pub const METRICS: &[&str] = &metric::FINAL;
 
 /// Text of a parameter value as used in tables, filters and URLs (`none` for null).
 pub fn value_text(v: &Value) -> String {
@@ -54,8 +43,8 @@ pub fn fmt_metric(name: &str, v: f64) -> String {
         return v.to_string();
     }
     match name {
-        "samples_per_sec" => format!("{v:.1}"),
-        "epochs" => format!("{v:.0}"),
+        metric::SAMPLES_PER_SEC => format!("{v:.1}"),
+        metric::EPOCHS => format!("{v:.0}"),
         _ => format!("{v:.4}"),
     }
 }

@@ -5,6 +5,7 @@
 mod named;
 
 pub mod ids;
+pub mod metric;
 pub mod params;
 pub mod rpc;
 pub mod secret;

@@ -2,6 +2,8 @@
 
 use std::process::Command;
 
+use proto::metric;
+
 mod support;
 
 fn faces() -> String {
@@ -66,16 +68,16 @@ fn train_writes_metrics_snapshots_and_result() {
     let result: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("result.json")).unwrap()).unwrap();
     for key in [
-        "map_at_r",
-        "knn1_acc",
-        "roc_auc",
-        "one_shot_20way",
-        "samples_per_sec",
-        "epochs",
+        metric::MAP_AT_R,
+        metric::KNN1_ACC,
+        metric::ROC_AUC,
+        metric::ONE_SHOT_20WAY,
+        metric::SAMPLES_PER_SEC,
+        metric::EPOCHS,
     ] {
         assert!(result[key].is_number(), "{key} missing in {result}");
     }
-    assert_eq!(result["epochs"], 2.0);
+    assert_eq!(result[metric::EPOCHS], 2.0);
     assert!(out.path().join("checkpoints/epoch-0002.ckpt").is_file());
 }
 

@@ -5,8 +5,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use proto::metric;
 use proto::{Dataset, JobParams, Loss, Mining, Network, Optimizer};
-use worker::train::{self, CancelToken, CpuBackend, Outcome, RunSpec, TrainError, TrainEvent};
+use worker::train::{
+    self, CancelToken, CpuBackend, Outcome, RunSpec, SavedCheckpoint, TrainError, TrainEvent,
+};
 
 mod support;
 
@@ -101,22 +104,22 @@ fn faces_end_to_end_event_stream() {
     let (out, events) = run(&faces_params(), work.path(), None, false);
     let metrics = final_metrics(out);
     for key in [
-        "knn1_acc",
-        "knn5_acc",
-        "precision_at_1",
-        "r_precision",
-        "map_at_r",
-        "roc_auc",
-        "one_shot_5way",
-        "one_shot_10way",
-        "one_shot_20way",
-        "samples_per_sec",
-        "epochs",
+        metric::KNN1_ACC,
+        metric::KNN5_ACC,
+        metric::PRECISION_AT_1,
+        metric::R_PRECISION,
+        metric::MAP_AT_R,
+        metric::ROC_AUC,
+        metric::ONE_SHOT_5WAY,
+        metric::ONE_SHOT_10WAY,
+        metric::ONE_SHOT_20WAY,
+        metric::SAMPLES_PER_SEC,
+        metric::EPOCHS,
     ] {
         assert!(metrics.contains_key(key), "missing {key}: {metrics:?}");
     }
-    assert_eq!(metrics["epochs"], 2.0);
-    assert!(metrics["samples_per_sec"] > 0.0);
+    assert_eq!(metrics[metric::EPOCHS], 2.0);
+    assert!(metrics[metric::SAMPLES_PER_SEC] > 0.0);
     assert_eq!(epochs_of(&events), vec![1, 2]);
     let kinds: Vec<&str> = events
         .iter()
@@ -156,8 +159,8 @@ fn faces_end_to_end_event_stream() {
     for e in &events {
         if let TrainEvent::Epoch { health, loss, .. } = e {
             assert!(loss.is_finite());
-            assert!(health["mean_embedding_norm"] > 0.0);
-            assert!((0.0..=1.0).contains(&health["active_fraction"]));
+            assert!(health[metric::MEAN_EMBEDDING_NORM] > 0.0);
+            assert!((0.0..=1.0).contains(&health[metric::ACTIVE_FRACTION]));
         }
     }
     // 280 training pairs / 32 per batch = 9 steps per epoch.
@@ -218,7 +221,7 @@ fn resume_runs_only_the_remaining_epoch_and_matches_an_uninterrupted_run() {
         (a.0 - b.0).abs() <= 1e-3 * b.0.abs().max(1.0),
         "epoch-2 loss {a:?} vs {b:?}"
     );
-    assert!((resumed["map_at_r"] - fresh["map_at_r"]).abs() < 1e-3);
+    assert!((resumed[metric::MAP_AT_R] - fresh[metric::MAP_AT_R]).abs() < 1e-3);
 }
 
 #[test]
@@ -230,8 +233,9 @@ fn cancellation_returns_the_last_checkpoint() {
     let (out, events) = run(&p, work.path(), None, true);
     match out.unwrap() {
         Outcome::Cancelled {
-            checkpoint: Some(path),
+            checkpoint: Some(SavedCheckpoint { epoch, path }),
         } => {
+            assert_eq!(epoch, 1);
             assert!(path.is_file());
             assert!(path.to_string_lossy().contains("epoch-0001"));
         }
@@ -265,7 +269,7 @@ fn cancel_during_evaluation_then_resume_reports_each_epoch_once() {
     });
     let ckpt = match out.unwrap() {
         Outcome::Cancelled {
-            checkpoint: Some(path),
+            checkpoint: Some(SavedCheckpoint { epoch: 1, path }),
         } => path,
         other => panic!("expected a cancel inside the evaluation, got {other:?}"),
     };
@@ -293,7 +297,7 @@ fn same_seed_same_bits_beside_another_run() {
     let bits = |out: Result<Outcome, TrainError>| -> Vec<(String, u64)> {
         final_metrics(out)
             .into_iter()
-            .filter(|(k, _)| k != "samples_per_sec")
+            .filter(|(k, _)| k != metric::SAMPLES_PER_SEC)
             .map(|(k, v)| (k, v.to_bits()))
             .collect()
     };
@@ -349,7 +353,7 @@ fn every_loss_learns_on_fashion_mnist() {
     let work = tempfile::tempdir().unwrap();
     let mut untrained = base.clone();
     untrained.epochs = 0;
-    let before = final_metrics(run(&untrained, work.path(), None, false).0)["map_at_r"];
+    let before = final_metrics(run(&untrained, work.path(), None, false).0)[metric::MAP_AT_R];
     let cases = [
         (Loss::Ce, None, None),
         (Loss::Bce, None, None),
@@ -363,7 +367,7 @@ fn every_loss_learns_on_fashion_mnist() {
         p.margin = margin;
         p.mining = mining;
         // The untrained backbone is the same for every loss (model::init keys weights by path).
-        let after = final_metrics(run(&p, work.path(), None, false).0)["map_at_r"];
+        let after = final_metrics(run(&p, work.path(), None, false).0)[metric::MAP_AT_R];
         report.push((loss, after));
     }
     eprintln!("untrained map@r {before:.4}; trained: {report:?}");

@@ -11,6 +11,7 @@
 
 pub use dashboard::export::{Agg, Format, PivotSpec, ResultTable, TableError, TableRequest};
 
+
 use crate::store::{Store, StoreError};
 use crate::web::convert;
 

@@ -276,7 +276,10 @@ mod tests {
         };
         let b = rpc::MetricBatch {
             seq: 0,
-            points: vec![p("loss", 1.0), p("loss", f64::NAN)],
+            points: vec![
+                p(proto::metric::LOSS, 1.0),
+                p(proto::metric::LOSS, f64::NAN),
+            ],
         };
         assert_eq!(metric_points(&b).unwrap().len(), 1);
         let b = rpc::MetricBatch {

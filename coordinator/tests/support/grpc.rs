@@ -10,6 +10,7 @@ use coordinator::grpc::{self, GrpcConfig};
 use coordinator::sched::SchedConfig;
 use coordinator::store::Store;
 use proto::SweepId;
+use proto::metric;
 use proto::rpc::{self, PROTOCOL_VERSION};
 use sqlx::Row;
 use tokio::sync::oneshot;
@@ -156,7 +157,7 @@ pub fn points(seq: i64, n: usize) -> rpc::MetricBatch {
             .map(|i| rpc::MetricPoint {
                 step: seq * 1000 + i as i64,
                 epoch: 1,
-                name: "loss".into(),
+                name: metric::LOSS.into(),
                 value: i as f64,
                 time_ms: 0,
             })

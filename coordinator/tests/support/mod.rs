@@ -19,6 +19,7 @@ pub mod proc;
 
 use std::path::{Path, PathBuf};
 
+use proto::metric;
 use worker::train::data::builtin::{self, Builtin};
 
 /// A directory holding `mnist/` with the four MNIST files: usable as the dashboard's data dir.
@@ -60,7 +61,7 @@ pub async fn report_a_loss_point(store: &coordinator::store::Store) -> i64 {
             &[MetricPoint {
                 step: 1,
                 epoch: 1,
-                name: "loss".into(),
+                name: metric::LOSS.into(),
                 value: 0.5,
                 time_ms: now_ms(),
             }],

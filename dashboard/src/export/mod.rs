@@ -91,7 +91,7 @@ pub struct PivotSpec {
 
 impl PivotSpec {
     /// The metric shown when a request names none.
-    pub const DEFAULT_METRIC: &str = "map_at_r";
+    pub const DEFAULT_METRIC: &str = proto::metric::MAP_AT_R;
     /// The aggregation used when a request names none.
     pub const DEFAULT_AGG: Agg = Agg::Mean;
 

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use leptos::prelude::*;
+use proto::metric;
 
 use super::{StateBadge, fmt_time, sweep_url};
 use crate::data::{MetricPoint, RunDetail, Snapshot};
@@ -12,17 +13,7 @@ use crate::plot::{Legend, LineChart, Scatter, Series};
 use crate::table::{METRICS, fmt_metric, value_text};
 
 /// Evaluation metrics drawn on the 0..1 chart.
-const SCORE_METRICS: &[&str] = &[
-    "knn1_acc",
-    "knn5_acc",
-    "precision_at_1",
-    "r_precision",
-    "map_at_r",
-    "roc_auc",
-    "one_shot_5way",
-    "one_shot_10way",
-    "one_shot_20way",
-];
+const SCORE_METRICS: &[&str] = &metric::EVAL;
 /// Query images shown in the retrieval view.
 const QUERIES: usize = 5;
 /// Neighbours per query.
@@ -77,16 +68,16 @@ fn run_main(d: RunDetail, metrics: Vec<MetricPoint>, snap: Option<Snapshot>) -> 
         .filter_map(|m| r.metrics.get(*m).map(|v| (*m, *v)))
         .map(|(m, v)| view! { <tr><th>{m}</th><td class="num">{fmt_metric(m, v)}</td></tr> })
         .collect_view();
-    let loss: Vec<(f64, f64)> = get("loss")
+    let loss: Vec<(f64, f64)> = get(metric::LOSS)
         .iter()
         .map(|(s, _, v)| (*s as f64, *v))
         .collect();
     // Epoch means by step too: short runs log fewer steps than one step-event interval.
-    let epoch_loss_by_step: Vec<(f64, f64)> = get("epoch_loss")
+    let epoch_loss_by_step: Vec<(f64, f64)> = get(metric::EPOCH_LOSS)
         .iter()
         .map(|(s, _, v)| (*s as f64, *v))
         .collect();
-    let epoch_loss = by_epoch(&get("epoch_loss"));
+    let epoch_loss = by_epoch(&get(metric::EPOCH_LOSS));
     let scores: Vec<Series> = SCORE_METRICS
         .iter()
         .filter(|m| series.contains_key(**m))
@@ -95,7 +86,7 @@ fn run_main(d: RunDetail, metrics: Vec<MetricPoint>, snap: Option<Snapshot>) -> 
             points: by_epoch(&get(m)),
         })
         .collect();
-    let health: Vec<Series> = ["mean_embedding_norm", "active_fraction"]
+    let health: Vec<Series> = [metric::MEAN_EMBEDDING_NORM, metric::ACTIVE_FRACTION]
         .iter()
         .filter(|m| series.contains_key(**m))
         .map(|m| Series {
@@ -103,7 +94,7 @@ fn run_main(d: RunDetail, metrics: Vec<MetricPoint>, snap: Option<Snapshot>) -> 
             points: by_epoch(&get(m)),
         })
         .collect();
-    let speed = by_epoch(&get("samples_per_sec"));
+    let speed = by_epoch(&get(metric::SAMPLES_PER_SEC));
     let eval_table = eval_table(&series);
     let label = format!("Run #{}", r.job_id);
     let sweep = d.sweep_name.clone();
@@ -118,11 +109,11 @@ fn run_main(d: RunDetail, metrics: Vec<MetricPoint>, snap: Option<Snapshot>) -> 
         </div>
         <h2>"Curves"</h2>
         <div class="charts">
-            <LineChart title="training loss".to_owned() x_label="step".to_owned() series=vec![Series { name: "loss".into(), points: loss }, Series { name: "epoch mean".into(), points: epoch_loss_by_step }]/>
-            <LineChart title="epoch loss".to_owned() x_label="epoch".to_owned() series=vec![Series { name: "epoch_loss".into(), points: epoch_loss }]/>
+            <LineChart title="training loss".to_owned() x_label="step".to_owned() series=vec![Series { name: metric::LOSS.into(), points: loss }, Series { name: "epoch mean".into(), points: epoch_loss_by_step }]/>
+            <LineChart title="epoch loss".to_owned() x_label="epoch".to_owned() series=vec![Series { name: metric::EPOCH_LOSS.into(), points: epoch_loss }]/>
             <LineChart title="evaluation".to_owned() x_label="epoch".to_owned() series=scores y_range=(0.0, 1.0)/>
             <LineChart title="embedding health".to_owned() x_label="epoch".to_owned() series=health/>
-            <LineChart title="throughput (samples/s)".to_owned() x_label="epoch".to_owned() series=vec![Series { name: "samples_per_sec".into(), points: speed }]/>
+            <LineChart title="throughput (samples/s)".to_owned() x_label="epoch".to_owned() series=vec![Series { name: metric::SAMPLES_PER_SEC.into(), points: speed }]/>
         </div>
         {eval_table}
         {latent_and_retrieval(r.job_id, snap)}
@@ -134,7 +125,7 @@ fn eval_table(series: &BTreeMap<String, Vec<(i64, i64, f64)>>) -> impl IntoView 
     let present: Vec<&str> = METRICS
         .iter()
         .copied()
-        .filter(|m| series.contains_key(*m) && *m != "epochs")
+        .filter(|m| series.contains_key(*m) && *m != metric::EPOCHS)
         .collect();
     let per: BTreeMap<&str, BTreeMap<i64, f64>> = present
         .iter()

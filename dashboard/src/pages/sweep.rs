@@ -1,6 +1,7 @@
 //! The sweep page: runs table (sort, filter, paginate), group-by statistics and a heatmap.
 
 use leptos::prelude::*;
+use proto::metric;
 use serde_json::Value;
 
 use super::{Query, StateBadge, run_url, sweep_url};
@@ -16,11 +17,11 @@ pub(crate) const PAGE_SIZE: usize = 100;
 
 /// Metrics summarised in the group-by table (the full list would not fit).
 const GROUP_METRICS: &[&str] = &[
-    "knn1_acc",
-    "precision_at_1",
-    "map_at_r",
-    "roc_auc",
-    "one_shot_5way",
+    metric::KNN1_ACC,
+    metric::PRECISION_AT_1,
+    metric::MAP_AT_R,
+    metric::ROC_AUC,
+    metric::ONE_SHOT_5WAY,
 ];
 
 /// Pseudo-axis for `group`: every varying axis except the seed, i.e. mean ± std over seeds.
@@ -311,7 +312,7 @@ fn heatmap_section(
     let metric = q
         .get("hm_metric")
         .filter(|m| metrics.iter().any(|x| x == m))
-        .unwrap_or("map_at_r")
+        .unwrap_or(metric::MAP_AT_R)
         .to_owned();
     let axis_opts = |cur: Option<&String>, none: bool| {
         let mut o: Vec<(String, String, bool)> = varying
@@ -494,7 +495,7 @@ fn export_section(
     };
     let metric_opts = metrics
         .iter()
-        .map(|m| view! { <option value=m.clone() selected=m == "map_at_r">{m.clone()}</option> })
+        .map(|m| view! { <option value=m.clone() selected=m == metric::MAP_AT_R>{m.clone()}</option> })
         .collect_view();
     let hidden = filters
         .iter()

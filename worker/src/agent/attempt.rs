@@ -11,11 +11,11 @@ use proto::rpc::{self, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
 use tonic::Code;
 
-use super::client::{self, Backoff, Client};
+use super::client::{self, Backoff};
+use super::ctx::Ctx;
 use super::outbox::Outbox;
 use super::reporter::{self, Reported};
-use super::{AgentConfig, Trainer};
-use crate::train::{CancelToken, Outcome, RunSpec, TrainError, TrainEvent};
+use crate::train::{CancelToken, Outcome, RunSpec, SavedCheckpoint, TrainError, TrainEvent};
 
 /// Events buffered between the training thread and the network side.
 const EVENT_BUFFER: usize = 256;
@@ -24,37 +24,37 @@ const EVENT_BUFFER: usize = 256;
 const END_RETRY_FOR: Duration = Duration::from_secs(120);
 
 /// Why a running attempt is being stopped.
-pub const STOP_NONE: u8 = 0;
+pub(crate) const STOP_NONE: u8 = 0;
 /// The coordinator cancelled it (or gave it away): just stop.
-pub const STOP_COORDINATOR: u8 = 1;
+pub(crate) const STOP_COORDINATOR: u8 = 1;
 /// This worker is shutting down: stop at a safe point and hand the job back.
-pub const STOP_SHUTDOWN: u8 = 2;
+pub(crate) const STOP_SHUTDOWN: u8 = 2;
 /// The coordinator refused this attempt's reports: stop, then fail the attempt.
-pub const STOP_REFUSED: u8 = 3;
+pub(crate) const STOP_REFUSED: u8 = 3;
 
 /// Handle of a running attempt, kept by the agent's main loop.
-pub struct Running {
-    pub attempt_id: i64,
-    pub cancel: CancelToken,
-    pub stop: Arc<AtomicU8>,
+pub(crate) struct Running {
+    pub(crate) attempt_id: i64,
+    pub(crate) cancel: CancelToken,
+    pub(crate) stop: Arc<AtomicU8>,
     /// The coordinator said this attempt is no longer ours (whatever stopped it first).
-    pub void: AtomicBool,
+    pub(crate) void: AtomicBool,
 }
 
 impl Running {
-    pub fn stop(&self, why: u8) {
+    pub(crate) fn stop(&self, why: u8) {
         stop_with(&self.cancel, &self.stop, why);
     }
 
     /// The coordinator cancelled the attempt or gave it away.
-    pub fn void(&self) {
+    pub(crate) fn void(&self) {
         self.void.store(true, Ordering::SeqCst);
         self.stop(STOP_COORDINATOR);
     }
 
     /// The coordinator cancelled or took away this attempt (told so by a Lease reply or by its
     /// report stream): it is winding down and no longer held by this worker.
-    pub fn stopped_by_coordinator(&self) -> bool {
+    pub(crate) fn stopped_by_coordinator(&self) -> bool {
         self.void.load(Ordering::SeqCst) || self.stop.load(Ordering::SeqCst) == STOP_COORDINATOR
     }
 }
@@ -65,19 +65,9 @@ fn stop_with(cancel: &CancelToken, stop: &AtomicU8, why: u8) {
     cancel.cancel();
 }
 
-/// Everything an attempt task needs.
-pub struct Ctx {
-    pub cfg: Arc<AgentConfig>,
-    pub client: Client,
-    pub worker_id: i64,
-    /// The database `worker_id` and every attempt leased through this `Ctx` belong to.
-    pub database_id: String,
-    pub trainer: Arc<dyn Trainer>,
-}
-
 /// How the attempt ended, for logs and tests.
 #[derive(Debug, Clone, PartialEq)]
-pub enum AttemptResult {
+pub(crate) enum AttemptResult {
     Completed,
     Failed(String),
     Released,
@@ -85,7 +75,7 @@ pub enum AttemptResult {
 }
 
 /// Runs one attempt to its end.
-pub async fn run(
+pub(crate) async fn run(
     ctx: Arc<Ctx>,
     slot: usize,
     job: rpc::JobLease,
@@ -234,9 +224,9 @@ async fn release_checkpoint(
     ctx: &Ctx,
     (attempt, lease_token): (i64, u64),
     uploaded: Option<(PathBuf, i64)>,
-    cancelled_at: Option<PathBuf>,
+    cancelled_at: Option<SavedCheckpoint>,
 ) -> i64 {
-    let Some(path) = cancelled_at else {
+    let Some(SavedCheckpoint { epoch, path }) = cancelled_at else {
         return uploaded.map(|u| u.1).unwrap_or(0);
     };
     if let Some((p, id)) = &uploaded
@@ -244,19 +234,9 @@ async fn release_checkpoint(
     {
         return *id;
     }
-    let epoch = epoch_of(&path).unwrap_or(0);
     reporter::upload_with_retry(ctx, attempt, lease_token, epoch, &path)
         .await
         .unwrap_or(0)
-}
-
-/// Epoch of a checkpoint named `epoch-NNNN.ckpt` (the training engine's naming).
-fn epoch_of(path: &std::path::Path) -> Option<u32> {
-    path.file_stem()?
-        .to_str()?
-        .strip_prefix("epoch-")?
-        .parse()
-        .ok()
 }
 
 enum End {

@@ -11,47 +11,47 @@ use super::{AgentConfig, AgentError, DeviceInfo, hostname};
 pub struct AgentArgs {
     /// Coordinator URL, e.g. http://127.0.0.1:50051
     #[arg(long, value_name = "URL")]
-    pub coordinator: String,
+    pub(crate) coordinator: String,
     /// Train on the CPU (the default unless --devices is given)
     #[arg(long, conflicts_with = "devices")]
-    pub cpu: bool,
+    pub(crate) cpu: bool,
     /// GPU indices, one job slot each (needs a `cuda` build)
     #[arg(long, value_delimiter = ',', value_name = "0,1")]
-    pub devices: Vec<u32>,
+    pub(crate) devices: Vec<u32>,
     /// Concurrent CPU jobs
     #[arg(long, default_value_t = 1, value_name = "N")]
-    pub slots: usize,
+    pub(crate) slots: usize,
     /// File holding the coordinator's shared secret (or $LATENTSWEEP_TOKEN_FILE). Without any
     /// token option: $LATENTSWEEP_TOKEN, then, for a coordinator on this machine, the token it
     /// generated in its data directory
     #[arg(long, value_name = "FILE")]
-    pub token_file: Option<PathBuf>,
+    pub(crate) token_file: Option<PathBuf>,
     /// Shared secret on the command line: every local user sees it in `ps`; prefer --token-file
     #[arg(long, value_name = "TOKEN", conflicts_with = "token_file")]
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
     /// PEM file of the CA that signed the coordinator's certificate (an https:// URL trusts the
     /// system's roots without it)
     #[arg(long, value_name = "FILE")]
-    pub ca_cert: Option<PathBuf>,
+    pub(crate) ca_cert: Option<PathBuf>,
     /// This worker's certificate (PEM), for a coordinator started with --client-ca
     #[arg(long, value_name = "FILE", requires = "client_key")]
-    pub client_cert: Option<PathBuf>,
+    pub(crate) client_cert: Option<PathBuf>,
     /// The key of --client-cert (PEM)
     #[arg(long, value_name = "FILE", requires = "client_cert")]
-    pub client_key: Option<PathBuf>,
+    pub(crate) client_key: Option<PathBuf>,
     /// Trust exactly this certificate, whatever its names (how local workers trust their
     /// coordinator)
     #[arg(long, value_name = "FILE", hide = true, conflicts_with = "ca_cert")]
-    pub pin_cert: Option<PathBuf>,
+    pub(crate) pin_cert: Option<PathBuf>,
     /// Where data sets are looked up and downloaded to
     #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
     /// Where attempts keep their checkpoints [default: TMPDIR/latentsweep-worker-PID]
     #[arg(long, value_name = "DIR")]
-    pub work_dir: Option<PathBuf>,
+    pub(crate) work_dir: Option<PathBuf>,
     /// Name shown by the coordinator [default: HOST-PID]
     #[arg(long)]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Shut down when stdin reaches end of file: a coordinator's `--local-workers` children
     /// hold a pipe from it, so they stop even when the coordinator is killed with SIGKILL.
     #[arg(long, hide = true)]

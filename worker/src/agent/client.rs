@@ -95,7 +95,7 @@ pub fn connect_auth(url: &str, auth: Auth, tls: &ClientTls) -> Result<Client, Ag
 
 /// Exponential backoff with jitter, for reconnects and retried calls.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     next: Duration,
     min: Duration,
     max: Duration,
@@ -103,7 +103,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    pub fn new(min: Duration, max: Duration) -> Self {
+    pub(crate) fn new(min: Duration, max: Duration) -> Self {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos() as u64)
@@ -118,7 +118,7 @@ impl Backoff {
 
     /// The wait before the next try: doubles up to `max`, then +-20 % jitter so that workers
     /// cut off together do not reconnect in lockstep.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let base = self.next;
         self.next = (self.next * 2).min(self.max);
         // xorshift: cheap, good enough for jitter.
@@ -129,13 +129,13 @@ impl Backoff {
         base.mul_f64(frac).min(self.max)
     }
 
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.next = self.min;
     }
 }
 
 /// Errors worth retrying: the coordinator is away, busy or restarting.
-pub fn is_transient(s: &Status) -> bool {
+pub(crate) fn is_transient(s: &Status) -> bool {
     matches!(
         s.code(),
         Code::Unavailable

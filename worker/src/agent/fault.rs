@@ -12,7 +12,7 @@ use super::Trainer;
 use crate::train::{CancelToken, Outcome, RunSpec, TrainError, TrainEvent};
 
 /// The environment variable read by `wrap` (the Burn trainer wrapper).
-pub const TEST_PANIC_ENV: &str = "LATENTSWEEP_TEST_PANIC_AT_STEP";
+pub(crate) const TEST_PANIC_ENV: &str = "LATENTSWEEP_TEST_PANIC_AT_STEP";
 
 /// `trainer` itself, or `trainer` that panics once at the step [`TEST_PANIC_ENV`] names.
 pub(crate) fn wrap(trainer: Arc<dyn Trainer>) -> Arc<dyn Trainer> {

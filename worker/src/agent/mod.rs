@@ -7,8 +7,9 @@
 mod attempt;
 pub mod cli;
 pub mod client;
-pub mod fault;
-pub mod outbox;
+mod ctx;
+pub(crate) mod fault;
+mod outbox;
 mod reporter;
 pub mod tls;
 mod token;
@@ -25,9 +26,10 @@ use tokio::time::Instant;
 use tonic::Code;
 
 use crate::train::{self, CancelToken, Outcome, RunSpec, TrainBackend, TrainError, TrainEvent};
-pub use attempt::AttemptResult;
-use attempt::{Ctx, Running, STOP_SHUTDOWN};
+use attempt::AttemptResult;
+use attempt::{Running, STOP_SHUTDOWN};
 use client::{Backoff, Client};
+use ctx::Ctx;
 
 /// Shortest time between two Lease calls when a reply brings nothing new (the coordinator
 /// normally holds a call for a third of the lease TTL; this only guards against a reply that
@@ -93,7 +95,7 @@ impl AgentConfig {
 }
 
 /// This machine's name, for registration.
-pub fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|s| s.trim().to_owned())
@@ -113,7 +115,7 @@ pub enum AgentError {
     Tls(#[from] tls::TlsFailure),
 }
 
-/// Runs one training job; implemented for Burn backends by [`BurnTrainer`]. `slot` indexes
+/// Runs one training job; implemented for Burn backends by `BurnTrainer`. `slot` indexes
 /// [`AgentConfig::devices`].
 pub trait Trainer: Send + Sync + 'static {
     fn train(
@@ -126,8 +128,8 @@ pub trait Trainer: Send + Sync + 'static {
 }
 
 /// [`train::run`] on one Burn device per slot.
-pub struct BurnTrainer<B: TrainBackend> {
-    pub devices: Vec<B::Device>,
+pub(crate) struct BurnTrainer<B: TrainBackend> {
+    pub(crate) devices: Vec<B::Device>,
 }
 
 impl<B: TrainBackend> Trainer for BurnTrainer<B> {

@@ -10,13 +10,13 @@ use proto::rpc::{self, PROTOCOL_VERSION, report_request::Body};
 use crate::train::TrainEvent;
 
 /// A metric batch is sent once it holds this many points...
-pub const BATCH_POINTS: usize = 512;
+pub(crate) const BATCH_POINTS: usize = 512;
 /// ...or its oldest point is this old.
-pub const BATCH_AGE: Duration = Duration::from_millis(500);
+pub(crate) const BATCH_AGE: Duration = Duration::from_millis(500);
 
 /// Unacknowledged report items of one attempt.
 #[derive(Debug)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     worker_id: i64,
     attempt_id: i64,
     database_id: String,
@@ -40,7 +40,12 @@ fn now_ms() -> i64 {
 impl Outbox {
     /// `database_id` is the coordinator database the attempt was leased from, `lease_token` the
     /// lease's token.
-    pub fn new(worker_id: i64, attempt_id: i64, database_id: String, lease_token: u64) -> Self {
+    pub(crate) fn new(
+        worker_id: i64,
+        attempt_id: i64,
+        database_id: String,
+        lease_token: u64,
+    ) -> Self {
         Outbox {
             worker_id,
             attempt_id,
@@ -86,58 +91,12 @@ impl Outbox {
         s
     }
 
-    /// Adds a training event. Checkpoints are not report items (their file is uploaded first):
-    /// they are returned for the caller to upload, then announced with [`Outbox::checkpoint`].
-    /// Metric names follow the dashboard: `loss` per step, `epoch_loss`, `lr`, `samples_per_sec`,
-    /// `epoch_secs`, the health keys per epoch, the evaluation keys per evaluation.
-    pub fn event(&mut self, ev: TrainEvent) -> Option<(u32, std::path::PathBuf)> {
-        let t = now_ms();
+    /// Adds a training event. Its metric points are [`TrainEvent::metrics`]'s: a step's wait in
+    /// the pending batch, an epoch's close it, an evaluation is an item of its own. Checkpoints are
+    /// not report items (their file is uploaded first): they are returned for the caller to
+    /// upload, then announced with [`Outbox::checkpoint`].
+    pub(crate) fn event(&mut self, ev: TrainEvent) -> Option<(u32, std::path::PathBuf)> {
         match ev {
-            TrainEvent::Step {
-                epoch,
-                step,
-                loss,
-                lr,
-            } => {
-                self.point(epoch, step, "loss", loss, t);
-                self.point(epoch, step, "lr", lr, t);
-                if self.pending.len() >= BATCH_POINTS {
-                    self.flush();
-                }
-            }
-            TrainEvent::Epoch {
-                epoch,
-                step,
-                loss,
-                // The epoch's last Step event already recorded `lr` at this step.
-                lr: _,
-                samples_per_sec,
-                epoch_secs,
-                health,
-            } => {
-                self.point(epoch, step, "epoch_loss", loss, t);
-                self.point(epoch, step, "samples_per_sec", samples_per_sec, t);
-                self.point(epoch, step, "epoch_secs", epoch_secs, t);
-                for (k, v) in health {
-                    self.point(epoch, step, &k, v, t);
-                }
-                self.flush();
-            }
-            TrainEvent::Eval {
-                epoch,
-                step,
-                metrics,
-            } => {
-                self.flush();
-                let seq = self.take_seq();
-                self.push(Body::Eval(rpc::EvalResult {
-                    seq,
-                    epoch,
-                    step: step as i64,
-                    metrics,
-                    time_ms: t,
-                }));
-            }
             TrainEvent::Snapshot(s) => {
                 self.flush();
                 self.push(Body::Snapshot(rpc::EpochSnapshot {
@@ -153,12 +112,43 @@ impl Outbox {
                 self.flush();
                 return Some((epoch, path));
             }
+            ref metrics => self.metrics(metrics),
         }
         None
     }
 
+    fn metrics(&mut self, ev: &TrainEvent) {
+        let Some(m) = ev.metrics() else {
+            return;
+        };
+        let t = now_ms();
+        if m.evaluation {
+            self.flush();
+            let seq = self.take_seq();
+            self.push(Body::Eval(rpc::EvalResult {
+                seq,
+                epoch: m.epoch,
+                step: m.step as i64,
+                metrics: m
+                    .points
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), *v))
+                    .collect(),
+                time_ms: t,
+            }));
+            return;
+        }
+        for (name, value) in m.points {
+            self.point(m.epoch, m.step, name, value, t);
+        }
+        // An epoch's points end its batch, so its curves show as soon as the epoch ends.
+        if matches!(ev, TrainEvent::Epoch { .. }) || self.pending.len() >= BATCH_POINTS {
+            self.flush();
+        }
+    }
+
     /// Announces an uploaded checkpoint.
-    pub fn checkpoint(&mut self, epoch: u32, artifact_id: i64) {
+    pub(crate) fn checkpoint(&mut self, epoch: u32, artifact_id: i64) {
         self.push(Body::Checkpoint(rpc::CheckpointNotice {
             epoch,
             artifact_id,
@@ -166,7 +156,7 @@ impl Outbox {
     }
 
     /// Turns pending points into a numbered batch.
-    pub fn flush(&mut self) {
+    pub(crate) fn flush(&mut self) {
         if self.pending.is_empty() {
             return;
         }
@@ -177,44 +167,44 @@ impl Outbox {
     }
 
     /// Flushes pending points older than [`BATCH_AGE`].
-    pub fn flush_if_old(&mut self) {
+    pub(crate) fn flush_if_old(&mut self) {
         if self.pending_since.is_some_and(|t| t.elapsed() >= BATCH_AGE) {
             self.flush();
         }
     }
 
     /// Drops every item up to and including `item`.
-    pub fn ack(&mut self, item: u64) {
+    pub(crate) fn ack(&mut self, item: u64) {
         while self.items.front().is_some_and(|i| i.item <= item) {
             self.items.pop_front();
         }
         self.acked = self.acked.max(item);
     }
 
-    pub fn attempt_id(&self) -> i64 {
+    pub(crate) fn attempt_id(&self) -> i64 {
         self.attempt_id
     }
 
-    pub fn lease_token(&self) -> u64 {
+    pub(crate) fn lease_token(&self) -> u64 {
         self.lease_token
     }
 
     /// Highest acknowledged item.
-    pub fn acked(&self) -> u64 {
+    pub(crate) fn acked(&self) -> u64 {
         self.acked
     }
 
     /// The first unacknowledged item after `after`, to send next.
-    pub fn next_after(&self, after: u64) -> Option<&rpc::ReportRequest> {
+    pub(crate) fn next_after(&self, after: u64) -> Option<&rpc::ReportRequest> {
         self.items.iter().find(|i| i.item > after)
     }
 
     /// Nothing left to deliver (pending points included).
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.items.is_empty() && self.pending.is_empty()
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.items.len()
     }
 }
@@ -222,6 +212,7 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proto::metric;
     use std::collections::BTreeMap;
 
     fn step(step: u64) -> TrainEvent {
@@ -244,7 +235,7 @@ mod tests {
         o.event(TrainEvent::Eval {
             epoch: 1,
             step: 1000,
-            metrics: BTreeMap::from([("knn1_acc".into(), 0.8)]),
+            metrics: BTreeMap::from([(metric::KNN1_ACC.into(), 0.8)]),
         });
         assert_eq!(o.len(), 3);
         let seqs: Vec<i64> = o

@@ -14,8 +14,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tonic::{Code, Status, Streaming};
 
-use super::attempt::Ctx;
 use super::client::{self, Backoff};
+use super::ctx::Ctx;
 use super::outbox::Outbox;
 use crate::train::TrainEvent;
 
@@ -26,7 +26,7 @@ const UPLOAD_TRIES: u32 = 8;
 
 /// How reporting ended.
 #[derive(Debug)]
-pub enum Reported {
+pub(crate) enum Reported {
     /// Training finished and every item was acknowledged. `last_checkpoint` is the newest
     /// uploaded checkpoint: its path as training named it, and its artifact id.
     Drained {
@@ -54,7 +54,7 @@ fn refused(s: &Status) -> Option<Reported> {
 }
 
 /// Reports until training ends (the event channel closes) and the outbox is empty.
-pub async fn run(
+pub(crate) async fn run(
     ctx: &Arc<Ctx>,
     mut outbox: Outbox,
     mut events: mpsc::Receiver<TrainEvent>,
@@ -213,7 +213,7 @@ fn spawn_upload(
 }
 
 /// Uploads a checkpoint, retrying transient failures; `None` if it could not be stored.
-pub async fn upload_with_retry(
+pub(crate) async fn upload_with_retry(
     ctx: &Ctx,
     attempt: i64,
     lease_token: u64,

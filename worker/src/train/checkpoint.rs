@@ -16,22 +16,22 @@ const MAGIC: &[u8; 8] = b"LSWCKPT1";
 
 /// Everything in a checkpoint besides the two records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CheckpointHeader {
+pub(crate) struct CheckpointHeader {
     /// Last finished epoch (1-based); training resumes at `epoch + 1`.
-    pub epoch: u32,
+    pub(crate) epoch: u32,
     /// Optimizer steps taken so far.
-    pub step: u64,
-    pub params: proto::JobParams,
-    pub model_len: u64,
-    pub optim_len: u64,
+    pub(crate) step: u64,
+    pub(crate) params: proto::JobParams,
+    pub(crate) model_len: u64,
+    pub(crate) optim_len: u64,
 }
 
 /// A checkpoint read back from disk.
 #[derive(Debug, Clone)]
-pub struct Checkpoint {
-    pub header: CheckpointHeader,
-    pub model: Vec<u8>,
-    pub optim: Vec<u8>,
+pub(crate) struct Checkpoint {
+    pub(crate) header: CheckpointHeader,
+    pub(crate) model: Vec<u8>,
+    pub(crate) optim: Vec<u8>,
 }
 
 fn err(path: &Path, reason: impl Into<String>) -> TrainError {
@@ -42,7 +42,7 @@ fn err(path: &Path, reason: impl Into<String>) -> TrainError {
 }
 
 /// Writes a checkpoint to `path` via a temporary file and a rename.
-pub fn write(
+pub(crate) fn write(
     path: &Path,
     epoch: u32,
     step: u64,
@@ -83,7 +83,7 @@ pub fn write(
 }
 
 /// Reads and validates a checkpoint.
-pub fn read(path: &Path) -> Result<Checkpoint, TrainError> {
+pub(crate) fn read(path: &Path) -> Result<Checkpoint, TrainError> {
     let bytes = std::fs::read(path).map_err(|e| TrainError::Io {
         path: path.to_path_buf(),
         source: e,
@@ -119,7 +119,10 @@ pub fn read(path: &Path) -> Result<Checkpoint, TrainError> {
 
 /// Whether a checkpoint made for `saved` can continue as `wanted` (only `epochs` and
 /// `eval_every` may differ). Returns the first differing field otherwise.
-pub fn compatible(saved: &proto::JobParams, wanted: &proto::JobParams) -> Result<(), String> {
+pub(crate) fn compatible(
+    saved: &proto::JobParams,
+    wanted: &proto::JobParams,
+) -> Result<(), String> {
     let mut a = saved.clone();
     a.epochs = wanted.epochs;
     a.eval_every = wanted.eval_every;

@@ -11,6 +11,7 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::{Int, Tensor, TensorData};
+use proto::metric;
 use proto::{JobParams, Loss, Mining, Optimizer as OptimizerKind};
 
 use super::data::{self, Normalizer, Prepared};
@@ -20,7 +21,8 @@ use super::loss::{LossOutput, ce, mean_norm};
 use super::model::{MetricNet, ModelShape};
 use super::sampler::{Batch, Sampler, SamplerKind, pk_shape};
 use super::{
-    CancelToken, Outcome, RunSpec, Snapshot, TrainBackend, TrainError, TrainEvent, checkpoint, eval,
+    CancelToken, Outcome, RunSpec, SavedCheckpoint, Snapshot, TrainBackend, TrainError, TrainEvent,
+    checkpoint, eval,
 };
 
 /// A Step event is emitted every this many optimizer steps.
@@ -98,7 +100,7 @@ struct Ctx<'a, B: TrainBackend> {
     snapshot_indices: Vec<u32>,
     start_epoch: u32,
     step: u64,
-    last_checkpoint: Option<PathBuf>,
+    last_checkpoint: Option<SavedCheckpoint>,
     _b: std::marker::PhantomData<B>,
 }
 
@@ -218,7 +220,10 @@ where
         optim = optim.load_record(Rec::default().load(ck.optim, ctx.device).map_err(bad)?);
         ctx.start_epoch = ck.header.epoch + 1;
         ctx.step = ck.header.step;
-        ctx.last_checkpoint = Some(path.clone());
+        ctx.last_checkpoint = Some(SavedCheckpoint {
+            epoch: ck.header.epoch,
+            path: path.clone(),
+        });
         tracing::info!(path = %path.display(), epoch = ck.header.epoch, "resumed from checkpoint");
     }
 
@@ -273,7 +278,10 @@ where
         if let Some(old) = own_checkpoint.replace(path.clone()) {
             let _ = std::fs::remove_file(old);
         }
-        ctx.last_checkpoint = Some(path.clone());
+        ctx.last_checkpoint = Some(SavedCheckpoint {
+            epoch,
+            path: path.clone(),
+        });
 
         (ctx.on_event)(epoch_event);
         if let Some(e) = evaluated {
@@ -297,8 +305,8 @@ where
     } else {
         0.0
     };
-    metrics.insert("samples_per_sec".into(), rate);
-    metrics.insert("epochs".into(), f64::from(p.epochs));
+    metrics.insert(metric::SAMPLES_PER_SEC.into(), rate);
+    metrics.insert(metric::EPOCHS.into(), f64::from(p.epochs));
     Ok(Outcome::Finished { metrics })
 }
 
@@ -341,7 +349,7 @@ fn evaluate<B: TrainBackend>(
     tracing::debug!(
         epoch,
         secs = t.elapsed().as_secs_f64(),
-        map_at_r = out.0.get("map_at_r"),
+        map_at_r = out.0.get(metric::MAP_AT_R),
         "evaluated"
     );
     Some(out)
@@ -379,8 +387,8 @@ impl EpochStats {
     fn health(&self) -> BTreeMap<String, f64> {
         let n = self.batches.max(1) as f64;
         BTreeMap::from([
-            ("mean_embedding_norm".to_owned(), self.norm_sum / n),
-            ("active_fraction".to_owned(), self.active_sum / n),
+            (metric::MEAN_EMBEDDING_NORM.to_owned(), self.norm_sum / n),
+            (metric::ACTIVE_FRACTION.to_owned(), self.active_sum / n),
         ])
     }
 

@@ -2,13 +2,14 @@
 //! loop, generic over any Burn autodiff backend. It knows nothing of gRPC: callers get
 //! [`TrainEvent`]s through a callback and stop a run with a [`CancelToken`].
 
-pub mod checkpoint;
+pub(crate) mod checkpoint;
 pub mod data;
 mod engine;
-pub mod eval;
-pub mod loss;
+pub(crate) mod eval;
+mod event_metrics;
+pub(crate) mod loss;
 pub mod model;
-pub mod sampler;
+pub(crate) mod sampler;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use data::DataError;
 pub use engine::{STEP_EVENT_EVERY, run};
+pub use event_metrics::EventMetrics;
 
 /// The CPU backend used by `worker train` and the tests.
 pub type CpuBackend = burn::backend::Autodiff<burn::backend::Flex>;
@@ -69,10 +71,10 @@ pub enum TrainEvent {
         lr: f64,
         samples_per_sec: f64,
         epoch_secs: f64,
-        /// `mean_embedding_norm`, `active_fraction` (see [`loss`] for "active").
+        /// `mean_embedding_norm`, `active_fraction` (see `train::loss` for "active").
         health: BTreeMap<String, f64>,
     },
-    /// Metrics of [`eval::evaluate`] on the test split.
+    /// Metrics of `eval::evaluate` on the test split.
     Eval {
         epoch: u32,
         step: u64,
@@ -120,8 +122,17 @@ impl CancelToken {
 pub enum Outcome {
     /// Final metrics: the evaluation keys plus `samples_per_sec` and `epochs`.
     Finished { metrics: BTreeMap<String, f64> },
-    /// Stopped by the [`CancelToken`]; `checkpoint` is the last finished epoch's, if any.
-    Cancelled { checkpoint: Option<PathBuf> },
+    /// Stopped by the [`CancelToken`]; `checkpoint` is the last finished epoch's (or the one the
+    /// run resumed from), if any.
+    Cancelled { checkpoint: Option<SavedCheckpoint> },
+}
+
+/// A checkpoint file training wrote (or resumed from): self-contained (see `train::checkpoint`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedCheckpoint {
+    /// The last epoch it has trained; a resume starts at the next one.
+    pub epoch: u32,
+    pub path: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 
 /// How training examples are grouped into batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SamplerKind {
+pub(crate) enum SamplerKind {
     /// Every training image once per epoch, shuffled; `batch_size` images per batch.
     Shuffle,
     /// One pair per training image (the anchor); pairs alternate same / different class.
@@ -23,21 +23,21 @@ pub enum SamplerKind {
 
 /// One batch: the images to embed, in order, and how they are grouped.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Batch {
+pub(crate) struct Batch {
     /// Training-set positions of all images to embed: `[a.., b..]` for pairs,
     /// `[a.., p.., n..]` for triplets.
-    pub indices: Vec<usize>,
+    pub(crate) indices: Vec<usize>,
     /// Labels of `indices`.
-    pub labels: Vec<u32>,
+    pub(crate) labels: Vec<u32>,
     /// Number of anchors (pairs, triplets or single images) in the batch.
-    pub anchors: usize,
+    pub(crate) anchors: usize,
     /// Pairs only: 1.0 if the pair's two images share their class, else 0.0.
-    pub same: Vec<f32>,
+    pub(crate) same: Vec<f32>,
 }
 
 /// Produces an epoch's batches.
 #[derive(Debug, Clone)]
-pub struct Sampler {
+pub(crate) struct Sampler {
     labels: Vec<u32>,
     by_class: Vec<Vec<usize>>,
     kind: SamplerKind,
@@ -45,7 +45,7 @@ pub struct Sampler {
 }
 
 /// Classes per batch and images per class for a P×K batch of about `batch_size` images.
-pub fn pk_shape(batch_size: usize, n_classes: usize) -> (usize, usize) {
+pub(crate) fn pk_shape(batch_size: usize, n_classes: usize) -> (usize, usize) {
     let p = n_classes.min((batch_size / 4).max(2)).max(1);
     let k = (batch_size / p).max(2);
     (p, k)
@@ -55,7 +55,11 @@ impl Sampler {
     /// A sampler over `labels`, or why it cannot draw its batches from them: pairs and triplets
     /// need a positive for every anchor (at least 2 images in every class) and a negative (at
     /// least 2 classes). Checked here, before training starts, rather than failing mid-epoch.
-    pub fn new(labels: &[u32], kind: SamplerKind, batch_size: usize) -> Result<Self, String> {
+    pub(crate) fn new(
+        labels: &[u32],
+        kind: SamplerKind,
+        batch_size: usize,
+    ) -> Result<Self, String> {
         let n_classes = labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0);
         let mut by_class = vec![Vec::new(); n_classes];
         for (i, &l) in labels.iter().enumerate() {
@@ -95,10 +99,6 @@ impl Sampler {
         })
     }
 
-    pub fn kind(&self) -> SamplerKind {
-        self.kind
-    }
-
     /// Class index (into `by_class`) of each label value.
     fn class_slot(&self, label: u32) -> usize {
         self.by_class
@@ -135,7 +135,7 @@ impl Sampler {
     }
 
     /// All batches of `epoch` (1-based) under `seed`.
-    pub fn epoch(&self, seed: u64, epoch: u32) -> Vec<Batch> {
+    pub(crate) fn epoch(&self, seed: u64, epoch: u32) -> Vec<Batch> {
         let mut rng = Self::rng(seed, epoch);
         let n = self.labels.len();
         let label = |i: usize| self.labels[i];

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use proto::metric;
 use proto::{Dataset, JobParams, Loss, Mining, Network, Optimizer};
 use worker::train::{self, CancelToken, Outcome, RunSpec, TrainEvent};
 
@@ -235,7 +236,10 @@ impl Reporter {
                 let first = self.epoch_first_step;
                 let bar = self.bar_for(*epoch).clone();
                 bar.set_position(step - first);
-                let active = health.get("active_fraction").copied().unwrap_or(f64::NAN);
+                let active = health
+                    .get(metric::ACTIVE_FRACTION)
+                    .copied()
+                    .unwrap_or(f64::NAN);
                 bar.finish_with_message(format!(
                     "loss {loss:.4}  active {active:.2}  {samples_per_sec:.0} samples/s"
                 ));
@@ -248,10 +252,10 @@ impl Reporter {
                 let pick = |k: &str| metrics.get(k).copied().unwrap_or(f64::NAN);
                 eprintln!(
                     "epoch {epoch:>3} eval: map@r {:.4}  knn1 {:.4}  p@1 {:.4}  auc {:.4}",
-                    pick("map_at_r"),
-                    pick("knn1_acc"),
-                    pick("precision_at_1"),
-                    pick("roc_auc")
+                    pick(metric::MAP_AT_R),
+                    pick(metric::KNN1_ACC),
+                    pick(metric::PRECISION_AT_1),
+                    pick(metric::ROC_AUC)
                 );
             }
             TrainEvent::Snapshot(s) => {
@@ -326,15 +330,20 @@ fn train_on<B: train::TrainBackend>(device: &B::Device, args: &TrainArgs) -> any
             let pick = |k: &str| metrics.get(k).copied().unwrap_or(f64::NAN);
             eprintln!(
                 "done: map@r {:.4}, knn1 {:.4}, {:.0} samples/s; results in {}",
-                pick("map_at_r"),
-                pick("knn1_acc"),
-                pick("samples_per_sec"),
+                pick(metric::MAP_AT_R),
+                pick(metric::KNN1_ACC),
+                pick(metric::SAMPLES_PER_SEC),
                 args.out.display()
             );
             Ok(())
         }
-        Outcome::Cancelled { checkpoint } => {
-            bail!("cancelled (last checkpoint: {checkpoint:?})")
-        }
+        Outcome::Cancelled {
+            checkpoint: Some(c),
+        } => bail!(
+            "cancelled (last checkpoint: epoch {}, {})",
+            c.epoch,
+            c.path.display()
+        ),
+        Outcome::Cancelled { checkpoint: None } => bail!("cancelled (no checkpoint yet)"),
     }
 }

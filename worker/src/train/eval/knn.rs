@@ -31,7 +31,7 @@ const BLOCK_BYTES: usize = 64 * 1024;
 
 /// The `k` nearest reference points of every query, nearest first.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Neighbours {
+pub(crate) struct Neighbours {
     queries: usize,
     k: usize,
     indices: Vec<u32>,  // [Nq * k]
@@ -40,33 +40,30 @@ pub struct Neighbours {
 
 impl Neighbours {
     /// Neighbours stored per query (the requested `k`, capped at the number of eligible references).
-    pub fn k(&self) -> usize {
+    pub(crate) fn k(&self) -> usize {
         self.k
     }
 
     /// Number of queries.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.queries
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.queries == 0
-    }
-
     /// Reference indices of query `q`'s neighbours, nearest first.
-    pub fn indices(&self, q: usize) -> &[u32] {
+    pub(crate) fn indices(&self, q: usize) -> &[u32] {
         &self.indices[q * self.k..(q + 1) * self.k]
     }
 
     /// Squared distances matching [`Neighbours::indices`].
-    pub fn sq_dists(&self, q: usize) -> &[f32] {
+    #[cfg(test)]
+    pub(crate) fn sq_dists(&self, q: usize) -> &[f32] {
         &self.sq_dists[q * self.k..(q + 1) * self.k]
     }
 }
 
 /// Squared Euclidean distance, summed sequentially; the search kernel reproduces it bit for bit.
 #[inline]
-pub fn sq_dist(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn sq_dist(a: &[f32], b: &[f32]) -> f32 {
     let mut s = 0.0f32;
     for (x, y) in a.iter().zip(b) {
         let t = x - y;
@@ -94,7 +91,7 @@ fn unkey(key: u64) -> (f32, u32) {
 /// reference `i` (other exact duplicates of it are still returned, as in pytorch-metric-learning,
 /// which removes the query's own index). `k` is capped at the number of eligible references.
 /// Inputs are expected to be finite; otherwise the order is still deterministic but unspecified.
-pub fn knn_search(
+pub(crate) fn knn_search(
     queries: &[f32],
     refs: &[f32],
     dim: usize,

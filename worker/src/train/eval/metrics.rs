@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use super::knn::Neighbours;
 
 /// Number of points per class label.
-pub fn class_counts(labels: &[u32]) -> HashMap<u32, usize> {
+pub(crate) fn class_counts(labels: &[u32]) -> HashMap<u32, usize> {
     let mut counts = HashMap::new();
     for &l in labels {
         *counts.entry(l).or_insert(0) += 1;
@@ -16,14 +16,14 @@ pub fn class_counts(labels: &[u32]) -> HashMap<u32, usize> {
 
 /// The neighbour count [`retrieval_metrics`] needs on a test-vs-test search that excludes self:
 /// the largest class size minus one (the largest R).
-pub fn retrieval_k(labels: &[u32]) -> usize {
+pub(crate) fn retrieval_k(labels: &[u32]) -> usize {
     class_counts(labels).values().max().map_or(0, |&m| m - 1)
 }
 
 /// k-NN classification accuracy: each query is assigned the majority label of its first `k`
 /// neighbours; a tied vote goes to the tied class whose nearest member ranks first. `k` is capped
 /// at [`Neighbours::k`]. NaN when there are no queries or no neighbours.
-pub fn knn_accuracy(
+pub(crate) fn knn_accuracy(
     neighbours: &Neighbours,
     ref_labels: &[u32],
     query_labels: &[u32],
@@ -64,15 +64,15 @@ pub fn knn_accuracy(
 
 /// Retrieval metrics of a set searched against itself, averaged over queries with R ≥ 1.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RetrievalMetrics {
+pub(crate) struct RetrievalMetrics {
     /// Fraction of queries whose nearest other point shares their class.
-    pub precision_at_1: f64,
+    pub(crate) precision_at_1: f64,
     /// Mean over queries of (same-class points among the R nearest) / R.
-    pub r_precision: f64,
+    pub(crate) r_precision: f64,
     /// Mean over queries of (1/R) Σ_{i≤R} P(i)·rel(i).
-    pub map_at_r: f64,
+    pub(crate) map_at_r: f64,
     /// Queries averaged over (those whose class has at least one other member).
-    pub queries: usize,
+    pub(crate) queries: usize,
 }
 
 /// precision@1, R-precision and MAP@R for `labels` given its self-excluding self-search.
@@ -81,7 +81,7 @@ pub struct RetrievalMetrics {
 /// (pytorch-metric-learning's "lone" queries), for all three metrics. Panics if `neighbours`
 /// holds fewer than R neighbours for some query (search with `k = retrieval_k(labels)`).
 /// All fields are NaN when no query has R ≥ 1.
-pub fn retrieval_metrics(neighbours: &Neighbours, labels: &[u32]) -> RetrievalMetrics {
+pub(crate) fn retrieval_metrics(neighbours: &Neighbours, labels: &[u32]) -> RetrievalMetrics {
     assert_eq!(
         neighbours.len(),
         labels.len(),

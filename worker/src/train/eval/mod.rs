@@ -55,55 +55,32 @@ mod tests_brute;
 
 use std::collections::BTreeMap;
 
+use proto::metric;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-pub use knn::{Neighbours, knn_search, sq_dist};
-pub use metrics::{RetrievalMetrics, class_counts, knn_accuracy, retrieval_k, retrieval_metrics};
+pub(crate) use knn::knn_search;
+pub(crate) use metrics::{knn_accuracy, retrieval_k, retrieval_metrics};
 pub(crate) use model::{EvalPlan, evaluate_model};
-pub use oneshot::one_shot_accuracy;
-pub use project::{Pca, pca_2d, project_2d};
-pub use subset::snapshot_subset;
-pub use verification::{VerificationPairs, roc_auc, verification_auc, verification_pairs};
+pub(crate) use oneshot::one_shot_accuracy;
+pub(crate) use project::project_2d;
+pub(crate) use subset::snapshot_subset;
+pub(crate) use verification::verification_auc;
 
 /// Same-class pairs (and, separately, different-class pairs) drawn for `roc_auc`.
-pub const VERIFICATION_PAIRS: usize = 5_000;
+pub(crate) const VERIFICATION_PAIRS: usize = 5_000;
 /// Trials per N-way one-shot metric.
-pub const ONE_SHOT_TRIALS: usize = 1_000;
-/// The N of the one-shot metrics, in key order.
-pub const ONE_SHOT_WAYS: [usize; 3] = [5, 10, 20];
-
-/// Metric keys produced by [`evaluate`].
-pub const METRIC_KEYS: [&str; 9] = [
-    "knn1_acc",
-    "knn5_acc",
-    "precision_at_1",
-    "r_precision",
-    "map_at_r",
-    "roc_auc",
-    "one_shot_5way",
-    "one_shot_10way",
-    "one_shot_20way",
-];
+pub(crate) const ONE_SHOT_TRIALS: usize = 1_000;
 
 /// Labelled embeddings: `data` is `[N * dim]` row-major, one label per row.
 #[derive(Debug, Clone, Copy)]
-pub struct EmbeddingSet<'a> {
-    pub data: &'a [f32],
-    pub dim: usize,
-    pub labels: &'a [u32],
+pub(crate) struct EmbeddingSet<'a> {
+    pub(crate) data: &'a [f32],
+    pub(crate) dim: usize,
+    pub(crate) labels: &'a [u32],
 }
 
 impl EmbeddingSet<'_> {
-    /// Number of points.
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-
     fn check(&self, what: &str) {
         assert!(self.dim > 0, "{what}: embedding dim must be positive");
         assert_eq!(
@@ -115,15 +92,15 @@ impl EmbeddingSet<'_> {
 }
 
 /// Independent random stream `stream` of `seed`, so adding a metric never shifts another's draws.
-pub fn metric_rng(seed: u64, stream: u64) -> ChaCha8Rng {
+pub(crate) fn metric_rng(seed: u64, stream: u64) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(stream);
     rng
 }
 
-/// All final metrics ([`METRIC_KEYS`]) of `test` embeddings, with `train` as the k-NN reference.
+/// All evaluation metrics ([`metric::EVAL`]) of `test` embeddings, with `train` as the k-NN reference.
 /// Deterministic under `seed`. Panics if the two sets' dims differ or a set is malformed.
-pub fn evaluate(
+pub(crate) fn evaluate(
     train: &EmbeddingSet<'_>,
     test: &EmbeddingSet<'_>,
     seed: u64,
@@ -131,7 +108,7 @@ pub fn evaluate(
     train.check("evaluate(train)");
     test.check("evaluate(test)");
     assert_eq!(train.dim, test.dim, "evaluate: train and test dims differ");
-    let mut out: BTreeMap<String, f64> = METRIC_KEYS
+    let mut out: BTreeMap<String, f64> = metric::EVAL
         .iter()
         .map(|k| (k.to_string(), f64::NAN))
         .collect();
@@ -144,8 +121,14 @@ pub fn evaluate(
     };
 
     let nn = knn_search(test.data, train.data, test.dim, 5, false);
-    put("knn1_acc", knn_accuracy(&nn, train.labels, test.labels, 1));
-    put("knn5_acc", knn_accuracy(&nn, train.labels, test.labels, 5));
+    put(
+        metric::KNN1_ACC,
+        knn_accuracy(&nn, train.labels, test.labels, 1),
+    );
+    put(
+        metric::KNN5_ACC,
+        knn_accuracy(&nn, train.labels, test.labels, 5),
+    );
 
     let self_nn = knn_search(
         test.data,
@@ -155,20 +138,20 @@ pub fn evaluate(
         true,
     );
     let r = retrieval_metrics(&self_nn, test.labels);
-    put("precision_at_1", r.precision_at_1);
-    put("r_precision", r.r_precision);
-    put("map_at_r", r.map_at_r);
+    put(metric::PRECISION_AT_1, r.precision_at_1);
+    put(metric::R_PRECISION, r.r_precision);
+    put(metric::MAP_AT_R, r.map_at_r);
 
     let mut rng = metric_rng(seed, 1);
     put(
-        "roc_auc",
+        metric::ROC_AUC,
         verification_auc(test, VERIFICATION_PAIRS, VERIFICATION_PAIRS, &mut rng),
     );
 
-    for n_way in ONE_SHOT_WAYS {
+    for (n_way, key) in metric::ONE_SHOT {
         let mut rng = metric_rng(seed, 100 + n_way as u64);
         put(
-            &format!("one_shot_{n_way}way"),
+            key,
             one_shot_accuracy(test, n_way, ONE_SHOT_TRIALS, &mut rng),
         );
     }

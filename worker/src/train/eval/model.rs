@@ -39,17 +39,17 @@ fn embed_all<B: FusedBlock>(
 }
 
 /// The fixed inputs of every evaluation of a run.
-pub struct EvalPlan<'a> {
-    pub train: &'a Prepared,
-    pub test: &'a Prepared,
-    pub snapshot_indices: &'a [u32],
-    pub class_names: &'a [String],
-    pub dim: usize,
-    pub seed: u64,
+pub(crate) struct EvalPlan<'a> {
+    pub(crate) train: &'a Prepared,
+    pub(crate) test: &'a Prepared,
+    pub(crate) snapshot_indices: &'a [u32],
+    pub(crate) class_names: &'a [String],
+    pub(crate) dim: usize,
+    pub(crate) seed: u64,
 }
 
 /// Evaluates `model` and builds the snapshot of `epoch`; None if `cancel` was set meanwhile.
-pub fn evaluate_model<B: TrainBackend>(
+pub(crate) fn evaluate_model<B: TrainBackend>(
     model: &MetricNet<B>,
     plan: &EvalPlan<'_>,
     epoch: u32,

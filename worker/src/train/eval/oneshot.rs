@@ -19,7 +19,7 @@ use super::knn::sq_dist;
 /// so a collapsed embedding scores exactly chance (1/N) instead of an index artefact.
 ///
 /// NaN when fewer than two classes exist, no class has two points, or `trials` is 0.
-pub fn one_shot_accuracy(
+pub(crate) fn one_shot_accuracy(
     set: &EmbeddingSet<'_>,
     n_way: usize,
     trials: usize,

@@ -10,21 +10,21 @@ pub(crate) const JACOBI_MAX_DIM: usize = 64;
 
 /// Principal axes of a point cloud.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Pca {
+pub(crate) struct Pca {
     /// Per-dimension mean that was subtracted.
-    pub mean: Vec<f64>,
+    pub(crate) mean: Vec<f64>,
     /// The two unit axes, largest variance first; each axis' largest-|·| component (first on ties)
     /// is positive.
-    pub axes: [Vec<f64>; 2],
+    pub(crate) axes: [Vec<f64>; 2],
     /// Variance (population, /N) along each axis.
-    pub variances: [f64; 2],
+    pub(crate) variances: [f64; 2],
 }
 
 /// 2-D coordinates of the `[N * dim]` row-major `data` and whether they are a projection.
 ///
 /// `dim == 2`: the data itself (`false`). `dim == 1`: `(x, 0)` (`false`). `dim > 2`: coordinates
 /// along [`pca_2d`]'s axes after centring (`true`). `dim == 0`: no points.
-pub fn project_2d(data: &[f32], dim: usize) -> (Vec<[f32; 2]>, bool) {
+pub(crate) fn project_2d(data: &[f32], dim: usize) -> (Vec<[f32; 2]>, bool) {
     match dim {
         0 => (Vec::new(), false),
         1 => (data.iter().map(|&x| [x, 0.0]).collect(), false),
@@ -49,7 +49,7 @@ pub fn project_2d(data: &[f32], dim: usize) -> (Vec<[f32; 2]>, bool) {
 }
 
 /// The top-2 principal axes of `data` (`dim >= 2`), from its covariance in `f64`.
-pub fn pca_2d(data: &[f32], dim: usize) -> Pca {
+pub(crate) fn pca_2d(data: &[f32], dim: usize) -> Pca {
     assert!(dim >= 2, "pca_2d: need at least 2 dimensions");
     let n = data.len() / dim;
     let mut mean = vec![0f64; dim];

@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 /// integer arithmetic; equal remainders favour the smaller label), so the subset's class mix
 /// matches the full set's to within one point per class. Within a class the points are a uniform
 /// sample without replacement.
-pub fn snapshot_subset(labels: &[u32], n: usize, seed: u64) -> Vec<u32> {
+pub(crate) fn snapshot_subset(labels: &[u32], n: usize, seed: u64) -> Vec<u32> {
     let total = labels.len();
     if n >= total {
         return (0..total as u32).collect();

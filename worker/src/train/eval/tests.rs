@@ -3,10 +3,13 @@
 
 use std::collections::HashMap;
 
+use proto::metric;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::project::pca_2d;
 use super::tests_brute::random_set;
+use super::verification::{roc_auc, verification_pairs};
 use super::*;
 
 #[test]
@@ -120,9 +123,9 @@ fn separated_clusters_score_perfectly() {
         );
         assert_eq!(
             m.keys().map(String::as_str).collect::<Vec<_>>().len(),
-            METRIC_KEYS.len()
+            metric::EVAL.len()
         );
-        for key in METRIC_KEYS {
+        for key in metric::EVAL {
             assert_eq!(m[key], 1.0, "dim {dim} {key}");
         }
     }
@@ -149,28 +152,28 @@ fn random_labels_score_near_chance() {
         4,
     );
     for key in [
-        "knn1_acc",
-        "knn5_acc",
-        "precision_at_1",
-        "r_precision",
-        "one_shot_5way",
+        metric::KNN1_ACC,
+        metric::KNN5_ACC,
+        metric::PRECISION_AT_1,
+        metric::R_PRECISION,
+        metric::ONE_SHOT_5WAY,
     ] {
         assert!((m[key] - 0.2).abs() < 0.05, "{key} = {}", m[key]);
     }
     // AP@R divides by R, not by the hits: with hit rate p and R ≈ 200 its chance level is
     // (1/R) Σ_i p·(1 + (i − 1)p)/i = p² + p(1 − p)·H_R/R ≈ 0.04 + 0.16·5.9/200 ≈ 0.045.
     assert!(
-        (m["map_at_r"] - 0.045).abs() < 0.01,
+        (m[metric::MAP_AT_R] - 0.045).abs() < 0.01,
         "map_at_r = {}",
-        m["map_at_r"]
+        m[metric::MAP_AT_R]
     );
     assert!(
-        (m["roc_auc"] - 0.5).abs() < 0.03,
+        (m[metric::ROC_AUC] - 0.5).abs() < 0.03,
         "roc_auc = {}",
-        m["roc_auc"]
+        m[metric::ROC_AUC]
     );
     // Only 5 classes: the 10- and 20-way keys report the 5-way protocol.
-    for key in ["one_shot_10way", "one_shot_20way"] {
+    for key in [metric::ONE_SHOT_10WAY, metric::ONE_SHOT_20WAY] {
         assert!((m[key] - 0.2).abs() < 0.05, "{key} = {}", m[key]);
     }
 }
@@ -241,7 +244,7 @@ fn evaluate_is_deterministic_and_guards_non_finite() {
         )
     );
     assert_ne!(
-        a["roc_auc"],
+        a[metric::ROC_AUC],
         evaluate(
             &train,
             &EmbeddingSet {
@@ -250,7 +253,7 @@ fn evaluate_is_deterministic_and_guards_non_finite() {
                 labels: &tel
             },
             2
-        )["roc_auc"]
+        )[metric::ROC_AUC]
     );
     te[5] = f32::NAN;
     let bad = evaluate(
@@ -262,7 +265,7 @@ fn evaluate_is_deterministic_and_guards_non_finite() {
         },
         1,
     );
-    assert_eq!(bad.len(), METRIC_KEYS.len());
+    assert_eq!(bad.len(), metric::EVAL.len());
     assert!(bad.values().all(|v| v.is_nan()));
 }
 
@@ -286,9 +289,10 @@ fn degenerate_sets_give_nan_not_panics() {
         (&empty, &empty),
     ] {
         let m = evaluate(train, test, 0);
-        assert_eq!(m.len(), METRIC_KEYS.len());
-        for key in METRIC_KEYS {
-            let defined = key.starts_with("knn") && !train.is_empty() && !test.is_empty();
+        assert_eq!(m.len(), metric::EVAL.len());
+        for key in metric::EVAL {
+            let defined =
+                key.starts_with("knn") && !train.labels.is_empty() && !test.labels.is_empty();
             assert_eq!(m[key].is_nan(), !defined, "{key}");
         }
     }
@@ -301,19 +305,19 @@ fn degenerate_sets_give_nan_not_panics() {
     };
     let m = evaluate(&set, &set, 0);
     for key in [
-        "knn1_acc",
-        "knn5_acc",
-        "precision_at_1",
-        "r_precision",
-        "map_at_r",
+        metric::KNN1_ACC,
+        metric::KNN5_ACC,
+        metric::PRECISION_AT_1,
+        metric::R_PRECISION,
+        metric::MAP_AT_R,
     ] {
         assert_eq!(m[key], 1.0, "{key}");
     }
     for key in [
-        "roc_auc",
-        "one_shot_5way",
-        "one_shot_10way",
-        "one_shot_20way",
+        metric::ROC_AUC,
+        metric::ONE_SHOT_5WAY,
+        metric::ONE_SHOT_10WAY,
+        metric::ONE_SHOT_20WAY,
     ] {
         assert!(m[key].is_nan(), "{key}");
     }

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::knn::{Neighbours, sq_dist};
+use super::verification::roc_auc;
 use super::*;
 
 /// `n` points of width `dim` with `classes` labels. Coordinates come from a 3-value grid when

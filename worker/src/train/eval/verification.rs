@@ -11,9 +11,9 @@ use super::knn::sq_dist;
 
 /// Same-class and different-class index pairs (`a < b` within a pair).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct VerificationPairs {
-    pub same: Vec<(u32, u32)>,
-    pub different: Vec<(u32, u32)>,
+pub(crate) struct VerificationPairs {
+    pub(crate) same: Vec<(u32, u32)>,
+    pub(crate) different: Vec<(u32, u32)>,
 }
 
 /// Draws up to `n_same` same-class and `n_diff` different-class pairs from `labels`.
@@ -23,7 +23,7 @@ pub struct VerificationPairs {
 /// replacement: same pairs pick a first point uniformly among points with a classmate, then a
 /// classmate uniformly; different pairs pick a first point uniformly, then a point of another
 /// class uniformly. Deterministic for a given `rng` state.
-pub fn verification_pairs(
+pub(crate) fn verification_pairs(
     labels: &[u32],
     n_same: usize,
     n_diff: usize,
@@ -100,7 +100,7 @@ pub fn verification_pairs(
 /// Exact ROC-AUC of `positive` vs `negative` scores (higher = more likely positive): the
 /// probability that a random positive outscores a random negative, ties counting ½, computed as
 /// the Mann–Whitney U statistic from midranks in O(n log n). NaN if either side is empty.
-pub fn roc_auc(positive: &[f64], negative: &[f64]) -> f64 {
+pub(crate) fn roc_auc(positive: &[f64], negative: &[f64]) -> f64 {
     if positive.is_empty() || negative.is_empty() {
         return f64::NAN;
     }
@@ -129,7 +129,7 @@ pub fn roc_auc(positive: &[f64], negative: &[f64]) -> f64 {
 }
 
 /// Verification ROC-AUC on `set` with score −(squared distance) (same ranking as −distance).
-pub fn verification_auc(
+pub(crate) fn verification_auc(
     set: &EmbeddingSet<'_>,
     n_same: usize,
     n_diff: usize,

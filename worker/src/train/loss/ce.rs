@@ -10,20 +10,20 @@ use burn::tensor::{Int, Tensor};
 use super::LossOutput;
 
 #[derive(Config, Debug)]
-pub struct CeHeadConfig {
-    pub dim: usize,
-    pub n_classes: usize,
+pub(crate) struct CeHeadConfig {
+    pub(crate) dim: usize,
+    pub(crate) n_classes: usize,
 }
 
 /// Classifier head: embedding `[N, D]` → PReLU → linear → logits `[N, C]`.
 #[derive(Module, Debug)]
-pub struct CeHead<B: Backend> {
+pub(crate) struct CeHead<B: Backend> {
     act: PRelu<B>,
     classifier: Linear<B>,
 }
 
 impl CeHeadConfig {
-    pub fn init<B: Backend>(&self, device: &B::Device) -> CeHead<B> {
+    pub(crate) fn init<B: Backend>(&self, device: &B::Device) -> CeHead<B> {
         CeHead {
             act: PReluConfig::new().init(device),
             classifier: LinearConfig::new(self.dim, self.n_classes).init(device),
@@ -32,7 +32,7 @@ impl CeHeadConfig {
 }
 
 impl<B: Backend> CeHead<B> {
-    pub fn forward(&self, emb: Tensor<B, 2>) -> Tensor<B, 2> {
+    pub(crate) fn forward(&self, emb: Tensor<B, 2>) -> Tensor<B, 2> {
         self.classifier
             .forward(crate::train::model::nets::prelu(&self.act, emb)) // [N, C]
     }
@@ -40,7 +40,7 @@ impl<B: Backend> CeHead<B> {
 
 /// Mean softmax cross-entropy of `logits` `[N, C]` against `targets` `[N]`; active =
 /// misclassified (arg-max ≠ target).
-pub fn cross_entropy<B: Backend>(
+pub(crate) fn cross_entropy<B: Backend>(
     logits: Tensor<B, 2>,
     targets: Tensor<B, 1, Int>,
 ) -> LossOutput<B> {

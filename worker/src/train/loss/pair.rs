@@ -12,17 +12,17 @@ use super::{LossOutput, row_distance};
 
 /// Contrastive loss `mean(y·d² + (1 − y)·max(0, m − d)²)`, y = 1 for the same class.
 #[derive(Config, Debug)]
-pub struct ContrastiveLossConfig {
+pub(crate) struct ContrastiveLossConfig {
     #[config(default = 1.0)]
-    pub margin: f64,
+    pub(crate) margin: f64,
     /// Added under the square root of the distance.
     #[config(default = 1e-9)]
-    pub eps: f64,
+    pub(crate) eps: f64,
 }
 
 impl ContrastiveLossConfig {
     /// `e1`, `e2`: `[N, D]` embeddings of the two sides; `same`: `[N]` 1.0 / 0.0.
-    pub fn forward<B: Backend>(
+    pub(crate) fn forward<B: Backend>(
         &self,
         e1: Tensor<B, 2>,
         e2: Tensor<B, 2>,
@@ -38,14 +38,14 @@ impl ContrastiveLossConfig {
 }
 
 #[derive(Config, Debug)]
-pub struct BceHeadConfig {
-    pub dim: usize,
+pub(crate) struct BceHeadConfig {
+    pub(crate) dim: usize,
 }
 
 /// Koch's siamese head: `logit = linear(|f1 − f2|)`, `p(same) = sigmoid(logit)`.
 #[derive(Module, Debug)]
-pub struct BceHead<B: Backend> {
-    pub fc: Linear<B>,
+pub(crate) struct BceHead<B: Backend> {
+    pub(crate) fc: Linear<B>,
 }
 
 impl BceHeadConfig {
@@ -54,7 +54,7 @@ impl BceHeadConfig {
     /// their distance down just like same-class pairs, and the embedding can collapse to one
     /// point before the sign flips; at that point `|f1 − f2| = 0` passes no gradient and training
     /// never recovers (seen on full Fashion-MNIST with D = 2: MAP@R 0.017 after an epoch).
-    pub fn init<B: Backend>(&self, device: &B::Device) -> BceHead<B> {
+    pub(crate) fn init<B: Backend>(&self, device: &B::Device) -> BceHead<B> {
         BceHead {
             fc: LinearConfig::new(self.dim, 1).init(device),
         }
@@ -65,26 +65,31 @@ impl BceHeadConfig {
 impl<B: Backend> BceHead<B> {
     /// The same head with `−|w|` for its weights (see [`BceHeadConfig::init`]); applied again
     /// after the model's seeded re-initialisation, which draws signs at random.
-    pub fn with_non_positive_weights(mut self) -> Self {
+    pub(crate) fn with_non_positive_weights(mut self) -> Self {
         self.fc.weight = self.fc.weight.map(|w| w.abs().neg());
         self
     }
 
     /// `[N, D], [N, D] -> [N]` logits of "same class".
-    pub fn forward(&self, e1: Tensor<B, 2>, e2: Tensor<B, 2>) -> Tensor<B, 1> {
+    pub(crate) fn forward(&self, e1: Tensor<B, 2>, e2: Tensor<B, 2>) -> Tensor<B, 1> {
         let n = e1.dims()[0];
         self.fc.forward((e1 - e2).abs()).reshape([n])
     }
 
     /// Binary cross-entropy with logits; `same` is 1.0 for the same class. Active = the
     /// pair is misclassified at p = 0.5.
-    pub fn loss(&self, e1: Tensor<B, 2>, e2: Tensor<B, 2>, same: Tensor<B, 1>) -> LossOutput<B> {
+    pub(crate) fn loss(
+        &self,
+        e1: Tensor<B, 2>,
+        e2: Tensor<B, 2>,
+        same: Tensor<B, 1>,
+    ) -> LossOutput<B> {
         bce_with_logits(self.forward(e1, e2), same)
     }
 }
 
 /// Numerically stable `mean(−y·log σ(z) − (1 − y)·log(1 − σ(z)))`. `[N], [N]`.
-pub fn bce_with_logits<B: Backend>(z: Tensor<B, 1>, y: Tensor<B, 1>) -> LossOutput<B> {
+pub(crate) fn bce_with_logits<B: Backend>(z: Tensor<B, 1>, y: Tensor<B, 1>) -> LossOutput<B> {
     // max(z, 0) − z·y + log(1 + exp(−|z|)) never overflows.
     let softplus = z.clone().abs().neg().exp().add_scalar(1.0).log();
     let per_pair = relu(z.clone()) - z.clone() * y.clone() + softplus;

@@ -18,18 +18,18 @@ use super::{LossOutput, pairwise_distance, row_distance};
 
 /// Online mining strategy (random triplets are handled by [`TripletLossConfig::sampled`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnlineMining {
+pub(crate) enum OnlineMining {
     BatchAll,
     BatchHard,
     SemiHard,
 }
 
 #[derive(Config, Debug)]
-pub struct TripletLossConfig {
+pub(crate) struct TripletLossConfig {
     #[config(default = 1.0)]
-    pub margin: f64,
+    pub(crate) margin: f64,
     #[config(default = 1e-9)]
-    pub eps: f64,
+    pub(crate) eps: f64,
 }
 
 /// Stand-in for "infinitely far" when masking distances before a min.
@@ -59,7 +59,7 @@ fn label_masks<B: Backend>(labels: &[u32], device: &B::Device) -> (Tensor<B, 2>,
 
 impl TripletLossConfig {
     /// Loss of explicit triplets: `a`, `p`, `n` are `[N, D]`.
-    pub fn sampled<B: Backend>(
+    pub(crate) fn sampled<B: Backend>(
         &self,
         a: Tensor<B, 2>,
         p: Tensor<B, 2>,
@@ -72,7 +72,7 @@ impl TripletLossConfig {
     }
 
     /// Online-mined loss over a batch `emb` `[N, D]` with `labels` `[N]`.
-    pub fn online<B: Backend>(
+    pub(crate) fn online<B: Backend>(
         &self,
         emb: Tensor<B, 2>,
         labels: &[u32],

@@ -44,8 +44,8 @@ impl<B: FusedBlock> Backbone<B> {
 #[derive(Module, Debug)]
 pub struct MetricNet<B: Backend> {
     pub backbone: Backbone<B>,
-    pub ce_head: Option<CeHead<B>>,
-    pub bce_head: Option<BceHead<B>>,
+    pub(crate) ce_head: Option<CeHead<B>>,
+    pub(crate) bce_head: Option<BceHead<B>>,
 }
 
 /// What the model is built for.

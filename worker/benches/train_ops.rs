@@ -1,6 +1,13 @@
-//! Throughput measurements on the Flex CPU backend (ignored by default; run with
-//! `cargo test -p latentsweep-worker --test train_bench -- --ignored --nocapture`).
-//! They print numbers and assert nothing about speed.
+//! Per-op timings on the Flex CPU backend: the first layers of `embedding-net` (Burn's modules
+//! and the GEMM convolution of `model::ops`), pooling variants, the GEMM convolution's pieces,
+//! the whole network forward and forward+backward (fused path against Burn's modules) and one
+//! training epoch. Prints one JSON line per measurement (median milliseconds unless named
+//! otherwise); asserts nothing about speed.
+//!
+//! `cargo bench -p latentsweep-worker --bench train_ops -- [GROUP ...]` with GROUP one of
+//! `op_timings`, `embedding_net_ce`, `conv_pool_variants`, `conv_gemm_parts`,
+//! `embedding_net_fwd_bwd` (default: all of them) or `profile_loop` (one op in a loop for
+//! `perf record`, chosen by `OP=conv1|conv2|pool1|bconv1|bconv2|bpool1|net|net_reference`).
 
 use std::time::Instant;
 
@@ -11,11 +18,54 @@ use burn::nn::pool::MaxPool2dConfig;
 use burn::nn::{LinearConfig, PReluConfig};
 use burn::tensor::{Distribution, Tensor};
 use proto::{Dataset, JobParams, Loss, Network, Optimizer};
+use serde_json::json;
 use worker::train::{self, CancelToken, CpuBackend, Outcome, RunSpec, TrainEvent};
 
 /// The allocator the `worker` binary trains with (see `src/bin/worker/main.rs`), so timings match it.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The groups run when none is named (`profile_loop` only on request: it is for `perf`).
+const GROUPS: [(&str, fn()); 5] = [
+    ("op_timings", op_timings_batch_128),
+    ("embedding_net_ce", embedding_net_ce_samples_per_sec),
+    ("conv_pool_variants", conv_pool_variants),
+    ("conv_gemm_parts", conv_gemm_parts),
+    ("embedding_net_fwd_bwd", embedding_net_fwd_bwd),
+];
+
+fn main() {
+    // `cargo bench` passes `--bench`; other flags are not ours either.
+    let named: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    if named.is_empty() {
+        for (_, run) in GROUPS {
+            run();
+        }
+        return;
+    }
+    for name in &named {
+        match GROUPS.iter().find(|(n, _)| n == name) {
+            Some((_, run)) => run(),
+            None if name == "profile_loop" => profile_loop(),
+            None => panic!(
+                "unknown group {name}; groups: {}, profile_loop",
+                GROUPS.map(|g| g.0).join(", ")
+            ),
+        }
+    }
+}
+
+/// One measurement as a JSON line on stdout.
+fn report(group: &str, name: &str, fields: serde_json::Value) {
+    let mut line = json!({ "group": group, "name": name });
+    if let (Some(l), serde_json::Value::Object(f)) = (line.as_object_mut(), fields) {
+        l.extend(f);
+    }
+    println!("{line}");
+}
 
 fn time<R>(label: &str, reps: usize, mut f: impl FnMut() -> R) {
     f();
@@ -23,14 +73,10 @@ fn time<R>(label: &str, reps: usize, mut f: impl FnMut() -> R) {
     for _ in 0..reps {
         std::hint::black_box(f());
     }
-    eprintln!(
-        "{label:<40} {:>9.2} ms",
-        t.elapsed().as_secs_f64() * 1e3 / reps as f64
-    );
+    let ms = t.elapsed().as_secs_f64() * 1e3 / reps as f64;
+    report("op_timings", label, json!({ "mean_ms": ms }));
 }
 
-#[test]
-#[ignore]
 fn op_timings_batch_128() {
     let d = Default::default();
     let x = Tensor::<Flex, 4>::random([128, 1, 28, 28], Distribution::Default, &d);
@@ -65,8 +111,6 @@ fn op_timings_batch_128() {
     let _ = conv1.num_params();
 }
 
-#[test]
-#[ignore]
 fn embedding_net_ce_samples_per_sec() {
     let params = JobParams {
         network: Network::EmbeddingNet,
@@ -90,7 +134,7 @@ fn embedding_net_ce_samples_per_sec() {
         work_dir: work.path().to_path_buf(),
         resume_from: None,
     };
-    let mut rate = 0.0;
+    let (mut rate, mut secs) = (0.0, 0.0);
     let out = train::run::<CpuBackend>(
         &Default::default(),
         &spec,
@@ -101,15 +145,19 @@ fn embedding_net_ce_samples_per_sec() {
                 ..
             } = e
             {
-                eprintln!("epoch: {samples_per_sec:.0} samples/s, {epoch_secs:.1} s");
                 rate = samples_per_sec;
+                secs = epoch_secs;
             }
         },
         &CancelToken::new(),
     )
     .unwrap();
     assert!(matches!(out, Outcome::Finished { .. }));
-    eprintln!("embedding-net ce batch 128 (Flex): {rate:.0} samples/s");
+    report(
+        "embedding_net_ce",
+        "embedding-net ce batch 128",
+        json!({ "samples_per_sec": rate, "epoch_secs": secs }),
+    );
 }
 
 type Ad = burn::backend::Autodiff<Flex>;
@@ -148,7 +196,11 @@ fn fwd_bwd<const D: usize>(
         };
         fwd_ad(x).sum().backward()
     });
-    eprintln!("{label:<44} fwd {f:>8.2} ms   fwd+bwd {fb:>8.2} ms");
+    report(
+        "conv_pool_variants",
+        label,
+        json!({ "shape": shape.to_vec(), "fwd_ms": f, "fwd_bwd_ms": fb }),
+    );
 }
 
 /// 2×2 max pooling (stride 2, even sizes) as the maximum of the four strided views.
@@ -184,30 +236,20 @@ fn max_pool2x2_reshape<B: burn::tensor::backend::Backend>(x: Tensor<B, 4>) -> Te
 }
 
 /// Conv and pool variants of `model::ops` against Burn's modules, at batch 128 and 256.
-#[test]
-#[ignore]
 fn conv_pool_variants() {
-    use worker::train::model::ops::{conv2d_gemm, conv2d_gemm_cnhw};
+    use worker::train::model::ops::conv2d_gemm_cnhw;
     let d = Default::default();
     let c1 = Conv2dConfig::new([1, 32], [5, 5]).init::<Ad>(&d);
     let c2 = Conv2dConfig::new([32, 64], [5, 5]).init::<Ad>(&d);
     let (c1f, c2f) = (c1.valid(), c2.valid());
     let pool = MaxPool2dConfig::new([2, 2]).init();
     for n in [128, 256] {
-        eprintln!("--- batch {n}");
         fwd_bwd(
             "conv1 burn",
             [n, 1, 28, 28],
             false,
             |x| c1f.forward(x),
             |x| c1.forward(x),
-        );
-        fwd_bwd(
-            "conv1 gemm (nchw)",
-            [n, 1, 28, 28],
-            false,
-            |x| conv2d_gemm(&c1f, x),
-            |x| conv2d_gemm(&c1, x),
         );
         fwd_bwd(
             "conv1 gemm (cnhw)",
@@ -222,13 +264,6 @@ fn conv_pool_variants() {
             true,
             |x| c2f.forward(x),
             |x| c2.forward(x),
-        );
-        fwd_bwd(
-            "conv2 gemm (nchw)",
-            [n, 32, 12, 12],
-            true,
-            |x| conv2d_gemm(&c2f, x),
-            |x| conv2d_gemm(&c2, x),
         );
         fwd_bwd(
             "conv2 gemm (cnhw)",
@@ -283,9 +318,14 @@ fn conv_pool_variants() {
 }
 
 /// Pieces of the GEMM convolution, timed separately (forward, Flex).
-#[test]
-#[ignore]
 fn conv_gemm_parts() {
+    let part = |c: usize, name: &str, ms: f64| {
+        report(
+            "conv_gemm_parts",
+            &format!("{name} c={c}"),
+            json!({ "median_ms": ms }),
+        );
+    };
     let d = Default::default();
     for (c, hw, o) in [(1usize, 28usize, 32usize), (32, 12, 64)] {
         let n = 128;
@@ -302,54 +342,47 @@ fn conv_gemm_parts() {
             Tensor::cat(s, 0).reshape([25 * c, n * ho * ho])
         };
         let cols = cat();
-        eprintln!("c={c}: cat {:.2} ms", median_ms(11, &cat));
+        part(c, "cat", median_ms(11, &cat));
         let im = || worker::train::model::ops::im2col_cnhw(x.clone(), 5, 5);
         assert_eq!(im().to_data(), cols.to_data());
-        eprintln!("c={c}: im2col 2-pass {:.2} ms", median_ms(11, im));
+        part(c, "im2col 2-pass", median_ms(11, im));
         let xa = Tensor::<Ad, 4>::from_data(x.to_data(), &d);
-        eprintln!(
-            "c={c}: im2col 2-pass fwd+bwd {:.2} ms",
-            median_ms(11, || worker::train::model::ops::im2col_cnhw(
-                xa.clone().require_grad(),
-                5,
-                5
-            )
-            .sum()
-            .backward())
+        part(
+            c,
+            "im2col 2-pass fwd+bwd",
+            median_ms(11, || {
+                worker::train::model::ops::im2col_cnhw(xa.clone().require_grad(), 5, 5)
+                    .sum()
+                    .backward()
+            }),
         );
-        eprintln!(
-            "c={c}: cat+into_data {:.2} ms",
-            median_ms(11, || cat().into_data())
+        part(c, "cat+into_data", median_ms(11, || cat().into_data()));
+        part(
+            c,
+            "matmul",
+            median_ms(11, || w.clone().matmul(cols.clone())),
         );
-        eprintln!(
-            "c={c}: matmul {:.2} ms",
-            median_ms(11, || w.clone().matmul(cols.clone()))
-        );
-        eprintln!(
-            "c={c}: matmul+into_data {:.2} ms",
-            median_ms(11, || w.clone().matmul(cols.clone()).into_data())
+        part(
+            c,
+            "matmul+into_data",
+            median_ms(11, || w.clone().matmul(cols.clone()).into_data()),
         );
         let y = w.clone().matmul(cols.clone());
         let b = Tensor::<Flex, 2>::random([o, 1], Distribution::Default, &d);
-        eprintln!(
-            "c={c}: bias {:.2} ms",
-            median_ms(11, || y.clone() + b.clone())
-        );
+        part(c, "bias", median_ms(11, || y.clone() + b.clone()));
         let yt = y.clone().transpose();
-        eprintln!(
-            "c={c}: transposed matmul {:.2} ms",
-            median_ms(11, || cols
-                .clone()
-                .transpose()
-                .matmul(w.clone().transpose()))
+        part(
+            c,
+            "transposed matmul",
+            median_ms(11, || {
+                cols.clone().transpose().matmul(w.clone().transpose())
+            }),
         );
         let _ = yt;
     }
 }
 
-/// Runs one op's forward+backward in a loop, for `perf record` (OP = conv1|conv2|pool1).
-#[test]
-#[ignore]
+/// One op's (or the network's) forward+backward in a loop, for `perf record`; `OP` picks it.
 fn profile_loop() {
     use worker::train::model::ops::conv2d_gemm_cnhw;
     let d = Default::default();
@@ -357,7 +390,7 @@ fn profile_loop() {
     let c1 = Conv2dConfig::new([1, 32], [5, 5]).init::<Ad>(&d);
     let c2 = Conv2dConfig::new([32, 64], [5, 5]).init::<Ad>(&d);
     let shape = match op.as_str() {
-        "conv1" | "bconv1" | "gconv1" => [1, 128, 28, 28],
+        "conv1" | "bconv1" => [1, 128, 28, 28],
         "conv2" | "bconv2" => [32, 128, 12, 12],
         _ => [32, 128, 24, 24],
     };
@@ -373,7 +406,7 @@ fn profile_loop() {
                 net.forward_reference(x.clone()).sum().backward()
             }
         });
-        eprintln!("{op}: {ms:.2} ms");
+        report("profile_loop", &op, json!({ "median_ms": ms }));
         return;
     }
     let x = Tensor::<Ad, 4>::random(shape, Distribution::Default, &d);
@@ -386,9 +419,6 @@ fn profile_loop() {
         match op.as_str() {
             "bconv1" => c1.forward(x.swap_dims(0, 1)).sum().backward(),
             "bconv2" => c2.forward(x.swap_dims(0, 1)).sum().backward(),
-            "gconv1" => worker::train::model::ops::conv2d_gemm(&c1, x.swap_dims(0, 1))
-                .sum()
-                .backward(),
             "bpool1" => MaxPool2dConfig::new([2, 2])
                 .init()
                 .forward(x)
@@ -399,13 +429,11 @@ fn profile_loop() {
             _ => max_pool2x2(x).sum().backward(),
         }
     });
-    eprintln!("{op}: {ms:.2} ms");
+    report("profile_loop", &op, json!({ "median_ms": ms }));
 }
 
 /// EmbeddingNet forward and forward+backward (loss = sum), fast path vs Burn's modules,
 /// interleaved so both see the same machine load.
-#[test]
-#[ignore]
 fn embedding_net_fwd_bwd() {
     use worker::train::model::EmbeddingNetConfig;
     let d = Default::default();
@@ -428,12 +456,15 @@ fn embedding_net_fwd_bwd() {
             v.sort_by(f64::total_cmp);
             v[1]
         };
-        eprintln!(
-            "embedding-net batch {n}: fwd burn {:.1} ms, fast {:.1} ms; fwd+bwd burn {:.1} ms, fast {:.1} ms",
-            med(0),
-            med(1),
-            med(2),
-            med(3)
+        report(
+            "embedding_net_fwd_bwd",
+            &format!("embedding-net batch {n}"),
+            json!({
+                "fwd_burn_ms": med(0),
+                "fwd_fast_ms": med(1),
+                "fwd_bwd_burn_ms": med(2),
+                "fwd_bwd_fast_ms": med(3),
+            }),
         );
     }
 }
