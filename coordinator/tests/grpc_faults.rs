@@ -239,7 +239,13 @@ async fn a_coordinator_killed_mid_sweep_continues_after_a_restart() {
         .read_only(true);
     let db = sqlx::SqlitePool::connect_with(opts).await.unwrap();
     // The file exists before the coordinator's migrations have created the tables.
-    while scalar(&db, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'attempts'").await == 0 {
+    while scalar(
+        &db,
+        "SELECT COUNT(*) FROM sqlite_master WHERE name = 'attempts'",
+    )
+    .await
+        == 0
+    {
         assert!(
             t0.elapsed() < Duration::from_secs(60),
             "{}",
