@@ -176,6 +176,22 @@ impl Store {
         &self.database_id
     }
 
+    /// Whether the database answers: one indexed read through the query pool, which also
+    /// proves the file at the path is still the database this store opened (a file replaced
+    /// underneath has another id). The readiness probe (`/readyz`) calls it.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let id: String = sqlx::query_scalar("SELECT uuid FROM database_meta WHERE id = 1")
+            .fetch_one(&self.reader)
+            .await?;
+        if *id != *self.database_id {
+            return Err(StoreError::Conflict(format!(
+                "the database file was replaced: it has id {id}, this coordinator opened {}",
+                self.database_id
+            )));
+        }
+        Ok(())
+    }
+
     /// Pool for queries.
     pub fn reader(&self) -> &SqlitePool {
         &self.reader

@@ -1,8 +1,9 @@
 //! The coordinator's side of the dashboard: [`StoreData`] implements
 //! [`dashboard::DashboardData`] with SQL over [`Store::reader`], and [`router`] / [`serve`]
-//! mount the dashboard over HTTP.
+//! mount the dashboard over HTTP, beside the health endpoints ([`health`]).
 
 pub mod cache;
+pub mod health;
 pub mod images;
 mod listen;
 pub mod queries;
@@ -130,9 +131,11 @@ pub fn router(store: Store, data_dir: Option<PathBuf>) -> axum::Router {
     app(Arc::new(StoreData::new(store, data_dir)))
 }
 
-/// The dashboard application over `data` (keep a clone to read its counters).
+/// The dashboard application over `data` (keep a clone to read its counters), with the health
+/// endpoints beside it.
 pub fn app(data: Arc<StoreData>) -> axum::Router {
-    dashboard::router(data)
+    let store = data.store.clone();
+    dashboard::router(data).merge(health::routes(store))
 }
 
 /// Serves the dashboard on `listener` with default connection limits until the future is
