@@ -9,6 +9,7 @@ pub mod monitor;
 pub mod progress;
 pub mod sched;
 pub mod serve;
+pub mod slurm;
 pub mod store;
 pub mod tables;
 pub mod web;

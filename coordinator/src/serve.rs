@@ -12,6 +12,7 @@ use crate::conn::ConnLimits;
 use crate::grpc::{self, GrpcConfig};
 use crate::local::{LocalError, LocalWorkers, spawn_local_workers};
 use crate::monitor::{self, Display, MonitorOptions};
+use crate::slurm::{Allocations, SlurmOptions};
 use crate::store::{Store, StoreError};
 
 /// Everything serving needs besides the store.
@@ -32,6 +33,8 @@ pub struct ServeOptions {
     pub sweeps: Vec<String>,
     /// How progress is shown; `None`: not at all.
     pub display: Option<Display>,
+    /// Slurm auto-allocation (`--slurm-max-workers`); `None`: off.
+    pub slurm: Option<SlurmOptions>,
 }
 
 /// How serving ended.
@@ -123,7 +126,8 @@ pub async fn run(
             let _ = grpc_stop.wait_for(|s| *s).await;
         },
     ));
-    let app = crate::web::router(store.clone(), opts.data_dir.clone());
+    let allocations = Allocations::default();
+    let app = crate::web::router_with(store.clone(), opts.data_dir.clone(), allocations.clone());
     let http_task = tokio::spawn(crate::web::serve_with(http_listener, app, opts.http_limits));
     let workers = spawn_local_workers(
         &LocalWorkers {
@@ -136,6 +140,15 @@ pub async fn run(
         },
         stop_rx.clone(),
     )?;
+    let slurm = opts.slurm.clone().map(|s| {
+        tokio::spawn(crate::slurm::run(
+            store.clone(),
+            s,
+            grpc_addr,
+            allocations.clone(),
+            stop_rx.clone(),
+        ))
+    });
     // Resolves only with `exit_when_done`, once the watched sweeps have finished.
     let progress = async {
         match opts.display.clone() {
@@ -178,6 +191,14 @@ pub async fn run(
     for w in workers {
         if let Err(e) = w.await {
             tracing::warn!(error = %e, "local worker supervisor panicked");
+        }
+    }
+    // Slurm's workers too: every allocation is cancelled, its worker gets SIGTERM.
+    if let Some(task) = slurm {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "slurm auto-allocation stopped"),
+            Err(e) => tracing::warn!(error = %e, "slurm auto-allocation panicked"),
         }
     }
     let _ = grpc_stop_tx.send(true);
@@ -238,6 +259,7 @@ mod tests {
             http_limits: ConnLimits::default(),
             sweeps: Vec::new(),
             display: None,
+            slurm: None,
         }
     }
 

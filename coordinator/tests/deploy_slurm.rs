@@ -2,7 +2,8 @@
 //! started by `deploy/slurm/one-node-cluster.sh` in a temporary directory): a sweep finishes
 //! with workers started only by that script; a worker cancelled with `scancel` hands its job
 //! back, one killed outright loses its lease, and both jobs finish elsewhere with nothing
-//! failed. The GPU form gets one (fake) GPU per array task from Slurm's GRES.
+//! failed. The GPU form gets one (fake) GPU per array task from Slurm's GRES. With
+//! `--slurm-max-workers` the coordinator submits and cancels the workers itself.
 //!
 //! Needs root and the Debian packages slurm-wlm and munge (`.ci/test` installs them); without
 //! them these tests fail.
@@ -10,338 +11,16 @@
 #[path = "fixtures/builder.rs"]
 mod builder;
 mod grpc_common;
+mod slurm_common;
 
-use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::str::FromStr;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use coordinator::web::health::READYZ;
 use grpc_common::{fashion_mnist_or_panic, free_port, worker_exe};
-use sqlx::Row;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+use slurm_common::*;
 
 /// Both tests run Slurm daemons and training processes; on 2 cores, one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// A running one-node cluster; stopped (jobs cancelled, daemons killed by PID) when dropped.
-struct Cluster {
-    dir: PathBuf,
-    conf: PathBuf,
-}
-
-impl Cluster {
-    fn start(dir: &Path) -> Cluster {
-        let dir = dir.join("slurm");
-        let o = Command::new(root().join("deploy/slurm/one-node-cluster.sh"))
-            .arg("start")
-            .arg(&dir)
-            .env("CPUS", "2")
-            .env("GPUS", "2")
-            .env("SLURMCTLD_PORT", free_port().to_string())
-            .env("SLURMD_PORT", free_port().to_string())
-            .output()
-            .expect("running deploy/slurm/one-node-cluster.sh");
-        assert!(
-            o.status.success(),
-            "the one-node Slurm did not start (it needs root and the Debian packages slurm-wlm \
-             and munge; .ci/test installs them):\n{}",
-            text(&o)
-        );
-        let conf = dir.join("slurm.conf");
-        assert!(text(&o).contains(&format!("SLURM_CONF={}", conf.display())));
-        Cluster { dir, conf }
-    }
-
-    /// A Slurm client command against this cluster.
-    fn cmd(&self, tool: &str) -> Command {
-        let mut c = Command::new(tool);
-        c.env("SLURM_CONF", &self.conf);
-        c
-    }
-
-    fn run(&self, tool: &str, args: &[&str]) -> String {
-        let o = self.cmd(tool).args(args).output().unwrap();
-        assert!(o.status.success(), "{tool} {args:?}:\n{}", text(&o));
-        String::from_utf8(o.stdout).unwrap()
-    }
-
-    /// `JobState` of a job (`scontrol`: no accounting needed), `None` once Slurm forgot it.
-    fn job_state(&self, id: &str) -> Option<String> {
-        let o = self
-            .cmd("scontrol")
-            .args(["show", "job", id])
-            .output()
-            .unwrap();
-        let out = String::from_utf8_lossy(&o.stdout).into_owned();
-        out.split_whitespace()
-            .find_map(|w| w.strip_prefix("JobState="))
-            .map(str::to_owned)
-    }
-
-    fn wait_job_state(&self, id: &str, want: &[&str], limit: Duration) -> String {
-        let t0 = Instant::now();
-        loop {
-            let s = self.job_state(id);
-            if let Some(s) = s.as_deref().filter(|s| want.contains(s)) {
-                return s.to_owned();
-            }
-            assert!(
-                t0.elapsed() < limit,
-                "job {id} is {s:?}, not {want:?}, after {limit:?}; slurmd log:\n{}",
-                self.log("slurmd.log")
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn queue(&self) -> String {
-        self.run("squeue", &["--noheader", "--format=%i %T"])
-    }
-
-    fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
-    }
-
-    fn pids(&self) -> Vec<i32> {
-        ["munged.pid", "slurmctld.pid", "slurmd.pid"]
-            .iter()
-            .map(|f| {
-                std::fs::read_to_string(self.dir.join(f))
-                    .unwrap()
-                    .trim()
-                    .parse()
-                    .unwrap()
-            })
-            .collect()
-    }
-
-    /// Stops the cluster: cancels its jobs, then kills the daemons by their PIDs.
-    fn stop(&self) -> Output {
-        Command::new(root().join("deploy/slurm/one-node-cluster.sh"))
-            .arg("stop")
-            .arg(&self.dir)
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.stop();
-    }
-}
-
-fn alive(pid: i32) -> bool {
-    // A zombie (exited, not yet reaped) counts as gone.
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    !stat.is_empty() && !stat.contains(") Z ")
-}
-
-/// `sbatch` of the worker script with the environment a user sets; returns the array job id.
-fn sbatch(cluster: &Cluster, env: &SweepEnv, extra: &[&str]) -> String {
-    let script = root().join("deploy/slurm/worker.sbatch");
-    let out = cluster.dir.join("worker-%A_%a.log");
-    let mut c = cluster.cmd("sbatch");
-    c.arg("--parsable")
-        .arg(format!("--output={}", out.display()))
-        .args(extra)
-        .arg(&script)
-        .current_dir(&env.dir)
-        .env("LATENTSWEEP_COORDINATOR", &env.url)
-        .env("LATENTSWEEP_TOKEN_FILE", &env.token_file)
-        .env("LATENTSWEEP_WORKER_BIN", worker_exe())
-        .env("TMPDIR", &env.dir)
-        .env("RUST_LOG", "info,h2=warn")
-        // The script reads the token from the file, never from the submitting shell.
-        .env_remove("LATENTSWEEP_TOKEN");
-    let o = c.output().unwrap();
-    assert!(o.status.success(), "sbatch:\n{}", text(&o));
-    let id = String::from_utf8(o.stdout).unwrap();
-    id.trim().split(';').next().unwrap().to_owned()
-}
-
-struct SweepEnv {
-    dir: PathBuf,
-    url: String,
-    token_file: PathBuf,
-}
-
-/// The coordinator binary as a lab runs it for Slurm workers; killed when dropped.
-struct Coordinator {
-    child: Child,
-    http: SocketAddr,
-    db: PathBuf,
-}
-
-impl Drop for Coordinator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-const TOKEN: &str = "slurm-test-token-7f3a";
-
-fn start_coordinator(dir: &Path, sweep: &str) -> (Coordinator, SweepEnv) {
-    let sweep_file = dir.join("sweep.toml");
-    std::fs::write(&sweep_file, sweep).unwrap();
-    let token_file = dir.join("token");
-    std::fs::write(&token_file, TOKEN).unwrap();
-    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let (grpc, http) = (free_port(), free_port());
-    let db = dir.join("ls.db");
-    let child = Command::new(env!("CARGO_BIN_EXE_coordinator"))
-        .arg("--sweep")
-        .arg(&sweep_file)
-        .arg("--db")
-        .arg(&db)
-        .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
-        .args(["--http-addr", &format!("127.0.0.1:{http}")])
-        .args(["--lease-ttl", "3"])
-        .env("LATENTSWEEP_TOKEN", TOKEN)
-        .env("RUST_LOG", "info,sqlx=warn,h2=warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("coordinator.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let c = Coordinator {
-        child,
-        http: SocketAddr::from(([127, 0, 0, 1], http)),
-        db,
-    };
-    let env = SweepEnv {
-        dir: dir.to_owned(),
-        url: format!("http://127.0.0.1:{grpc}"),
-        token_file,
-    };
-    (c, env)
-}
-
-async fn wait_ready(c: &Coordinator, log: &Path) {
-    let t0 = Instant::now();
-    loop {
-        if tokio::net::TcpStream::connect(c.http).await.is_ok()
-            && builder::http_get(c.http, READYZ).await.status == 200
-        {
-            return;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "coordinator never ready:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn reader(db: &Path) -> SqlitePool {
-    let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", db.display()))
-        .unwrap()
-        .read_only(true);
-    SqlitePool::connect_with(opts).await.unwrap()
-}
-
-/// Waits for an attempt that has streamed a few metric batches on a worker of one of `arrays`;
-/// returns (attempt id, job id, the Slurm job id `ARRAY_TASK` of its worker).
-async fn running_attempt(
-    db: &SqlitePool,
-    arrays: &[&str],
-    limit: Duration,
-    logs: &dyn Fn() -> String,
-) -> (i64, i64, String) {
-    let t0 = Instant::now();
-    loop {
-        let rows = sqlx::query(
-            "SELECT a.id, a.job_id, w.name FROM attempts a JOIN workers w ON w.id = a.worker_id
-             WHERE a.state = 'running' AND a.last_seq >= 2 ORDER BY a.id",
-        )
-        .fetch_all(db)
-        .await
-        .unwrap();
-        for r in rows {
-            let name: String = r.get(2);
-            let task = name.strip_prefix("slurm-").unwrap_or("").to_owned();
-            if arrays.iter().any(|a| task.starts_with(&format!("{a}_"))) {
-                return (r.get(0), r.get(1), task);
-            }
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "no Slurm worker of {arrays:?} got going; logs:\n{}",
-            logs()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn attempt_state(db: &SqlitePool, id: i64) -> String {
-    sqlx::query_scalar("SELECT state FROM attempts WHERE id = ?1")
-        .bind(id)
-        .fetch_one(db)
-        .await
-        .unwrap()
-}
-
-async fn wait_attempt_state(db: &SqlitePool, id: i64, want: &str, limit: Duration) {
-    let t0 = Instant::now();
-    loop {
-        let s = attempt_state(db, id).await;
-        if s == want {
-            return;
-        }
-        assert!(t0.elapsed() < limit, "attempt {id} is {s}, not {want}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn worker_logs(dir: &Path) -> String {
-    let mut all = String::new();
-    for e in std::fs::read_dir(dir.join("slurm")).unwrap() {
-        let p = e.unwrap().path();
-        if p.file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with("worker-")
-        {
-            all += &format!(
-                "== {}\n{}",
-                p.display(),
-                std::fs::read_to_string(&p).unwrap()
-            );
-        }
-    }
-    all
-}
-
-/// Jobs of a few seconds per epoch (see grpc_faults.rs), so a worker can be stopped mid-job.
-fn slow_sweep(name: &str, seeds: usize) -> String {
-    let s: Vec<String> = (0..seeds).map(|i| i.to_string()).collect();
-    format!(
-        "name = \"{name}\"\n[grid]\nnetwork = \"embedding-net\"\nloss = \"contrastive\"\n\
-         dataset = \"fashion-mnist\"\nmargin = 1.0\nlr = 1e-3\nseed = [{}]\nepochs = 3\nbatch_size = 32\n\
-         [fixed]\ntrain_limit = 1200\neval_every = 3\n",
-        s.join(", ")
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sweep_finishes_on_sbatch_workers_through_scancel_and_a_killed_task() {
@@ -562,4 +241,165 @@ fn the_script_refuses_to_start_without_its_environment() {
         "{}",
         text(&o)
     );
+}
+
+/// Squeue lines (`ID STATE`) of every job the cluster still queues or runs.
+fn live_jobs(cluster: &Cluster) -> Vec<String> {
+    cluster
+        .queue()
+        .lines()
+        .map(str::to_owned)
+        .filter(|l| !l.trim().is_empty())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordinator_allocates_slurm_workers_itself_and_leaves_none_behind() {
+    let _serial = SERIAL.lock().await;
+    fashion_mnist_or_panic();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cluster = Cluster::start(dir);
+    let pids = cluster.pids();
+    let alloc_dir = dir.join("allocations");
+    let (mut coord, _env) = start_coordinator_with(dir, &slow_sweep("auto", 3), |c| {
+        c.args(["--slurm-max-workers", "2", "--slurm-idle-timeout", "4"])
+            .args(["--slurm-arg=--gres=none", "--slurm-arg=--cpus-per-task=1"])
+            .args(["--slurm-time", "30"])
+            .arg("--slurm-dir")
+            .arg(&alloc_dir)
+            .env("SLURM_CONF", &cluster.conf)
+            .env("LATENTSWEEP_WORKER_BIN", worker_exe())
+            // Inherited by the jobs (sbatch exports the environment): their work directories.
+            .env("TMPDIR", dir);
+    });
+    let log = dir.join("coordinator.log");
+    wait_ready(&coord, &log).await;
+    let db = reader(&coord.db).await;
+    let logs = || {
+        format!(
+            "coordinator:\n{}\nworkers:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            worker_logs_in(&alloc_dir)
+        )
+    };
+
+    // Three jobs, at most two allocations: never more, and the sweep runs to the end on them.
+    let (mut most, mut page_seen) = (0, false);
+    let t0 = Instant::now();
+    let states = loop {
+        let jobs = live_jobs(&cluster);
+        most = most.max(jobs.len());
+        if !page_seen && jobs.iter().any(|l| l.ends_with("RUNNING")) {
+            let page = builder::http_get(coord.http, "/workers").await;
+            let id = jobs[0].split(['_', ' ']).next().unwrap();
+            let body = String::from_utf8_lossy(&page.body);
+            page_seen = body.contains("Slurm allocations") && body.contains(id);
+        }
+        let states: Vec<(i64, String)> = sqlx::query_as("SELECT id, state FROM jobs ORDER BY id")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+        if states.len() == 3 && states.iter().all(|(_, s)| s != "queued" && s != "running") {
+            break states;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(900), "{states:?}; {}", logs());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(states.iter().all(|(_, s)| s == "done"), "{states:?}; {}", logs());
+    assert!((1..=2).contains(&most), "{most} allocations at once; {}", logs());
+    assert!(page_seen, "the workers page never listed a running allocation");
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT w.name FROM attempts a JOIN workers w ON w.id = a.worker_id",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert!(
+        !names.is_empty() && names.iter().all(|n| n.starts_with("slurm-") && n.ends_with("_0")),
+        "{names:?}"
+    );
+
+    // Nothing queued: the idle allocations are cancelled by the coordinator (after 4 s idle),
+    // while it keeps serving.
+    let t0 = Instant::now();
+    while !live_jobs(&cluster).is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "idle allocations left: {:?}; {}",
+            live_jobs(&cluster),
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(logs().contains("cancelling idle allocation"), "{}", logs());
+    assert!(coord.child.try_wait().unwrap().is_none(), "the coordinator stopped");
+
+    // More work: allocations come back; the coordinator is stopped mid-job and cancels them,
+    // their worker hands its job back, and nothing is left in Slurm.
+    let more = dir.join("more.toml");
+    std::fs::write(&more, slow_sweep("more", 2)).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_coordinator"))
+        .arg("submit")
+        .arg(&more)
+        .arg("--db")
+        .arg(&coord.db)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let t0 = Instant::now();
+    let (attempt, worker) = loop {
+        let got: Option<(i64, String)> = sqlx::query_as(
+            "SELECT a.id, w.name FROM attempts a JOIN workers w ON w.id = a.worker_id
+             JOIN jobs j ON j.id = a.job_id JOIN sweeps s ON s.id = j.sweep_id
+             WHERE s.name = 'more' AND a.state = 'running' AND a.last_seq >= 1",
+        )
+        .fetch_optional(&db)
+        .await
+        .unwrap();
+        if let Some(got) = got {
+            break got;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(600), "no new allocation got going; {}", logs());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let id = worker
+        .strip_prefix("slurm-")
+        .and_then(|t| t.strip_suffix("_0"))
+        .unwrap_or_else(|| panic!("{worker}"))
+        .to_owned();
+    let o = Command::new("kill")
+        .args(["-TERM", &coord.child.id().to_string()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = coord.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(120), "coordinator still running; {}", logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(status.success(), "{status:?}; {}", logs());
+    assert!(
+        logs().contains("cancelling every allocation before stopping"),
+        "{}",
+        logs()
+    );
+    assert!(live_jobs(&cluster).is_empty(), "left behind: {:?}", live_jobs(&cluster));
+    let state = cluster.job_state(&id);
+    assert_eq!(state.as_deref(), Some("CANCELLED"), "{}", logs());
+    assert_eq!(attempt_state(&db, attempt).await, "released", "{}", logs());
+    let failed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM attempts WHERE state = 'failed'")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(failed, 0, "{}", logs());
+
+    let o = cluster.stop();
+    assert!(o.status.success(), "{}", text(&o));
+    for pid in pids {
+        assert!(!alive(pid), "daemon {pid} survived the stop");
+    }
 }

@@ -44,6 +44,11 @@ pub trait DashboardData: Send + Sync + 'static {
     /// A cheap value that changes whenever anything shown by the dashboard may have changed;
     /// drives the live-update event stream.
     fn change_token(&self) -> DataFuture<'_, String>;
+    /// Worker jobs the host submitted to a batch system (Slurm auto-allocation) and still
+    /// tracks; none when it submits none.
+    fn allocations(&self) -> DataFuture<'_, Vec<Allocation>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 /// Number of jobs per state.
@@ -154,6 +159,20 @@ pub struct Snapshot {
     pub indices: Vec<u32>,
     /// Class names; index = label.
     pub class_names: Vec<String>,
+}
+
+/// A worker job submitted to a batch system (one worker each).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allocation {
+    /// The batch system's job id.
+    pub id: String,
+    /// queued | starting | running | cancelling.
+    pub state: String,
+    /// The name its worker registers under.
+    pub worker: String,
+    /// Its worker runs a job now.
+    pub busy: bool,
+    pub submitted_at_ms: i64,
 }
 
 /// A registered worker.

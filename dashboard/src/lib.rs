@@ -18,6 +18,6 @@ pub mod table;
 
 pub use data::{
     AttemptInfo, CurrentJob, DashboardData, DataError, DataFuture, JobCounts, MetricPoint,
-    RunDetail, RunRow, Snapshot, SweepDetail, SweepSummary, WorkerInfo,
+    Allocation, RunDetail, RunRow, Snapshot, SweepDetail, SweepSummary, WorkerInfo,
 };
 pub use server::{router, table_for_query};

@@ -12,6 +12,7 @@
 
 mod batch;
 mod error;
+mod fleet;
 mod group;
 mod ingest;
 pub mod lease;
@@ -30,6 +31,7 @@ use sqlx::sqlite::{
 };
 
 pub use error::StoreError;
+pub use fleet::SeenWorker;
 pub use ingest::{ArtifactRow, BatchOutcome, MetricPoint, SnapshotData};
 pub use sweeps::{JobCounts, SubmitOutcome, SweepStatus};
 

@@ -36,6 +36,8 @@ pub struct StoreData {
     sweeps: cache::SweepCache,
     /// Change-token queries run so far (the live-update poll; observable in tests).
     change_polls: AtomicU64,
+    /// Slurm auto-allocation's allocations (empty when it is off).
+    allocations: crate::slurm::Allocations,
 }
 
 impl StoreData {
@@ -46,7 +48,14 @@ impl StoreData {
             images: Arc::new(images::ImageCache::new(data_dir)),
             sweeps: cache::SweepCache::default(),
             change_polls: AtomicU64::new(0),
+            allocations: crate::slurm::Allocations::default(),
         }
+    }
+
+    /// Also shows `allocations` (kept up to date by `crate::slurm`) on the workers page.
+    pub fn with_allocations(mut self, allocations: crate::slurm::Allocations) -> StoreData {
+        self.allocations = allocations;
+        self
     }
 
     /// How many times a test-image split was loaded from disk.
@@ -98,6 +107,15 @@ impl DashboardData for StoreData {
         })
     }
 
+    fn allocations(&self) -> DataFuture<'_, Vec<dashboard::Allocation>> {
+        let rows = self
+            .allocations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        Box::pin(async move { Ok(rows) })
+    }
+
     fn workers(&self) -> DataFuture<'_, Vec<WorkerInfo>> {
         Box::pin(async move {
             queries::workers(self.store.reader())
@@ -129,6 +147,17 @@ impl DashboardData for StoreData {
 /// The dashboard application over this store.
 pub fn router(store: Store, data_dir: Option<PathBuf>) -> axum::Router {
     app(Arc::new(StoreData::new(store, data_dir)))
+}
+
+/// [`router`], with Slurm auto-allocation's `allocations` on the workers page.
+pub fn router_with(
+    store: Store,
+    data_dir: Option<PathBuf>,
+    allocations: crate::slurm::Allocations,
+) -> axum::Router {
+    app(Arc::new(
+        StoreData::new(store, data_dir).with_allocations(allocations),
+    ))
 }
 
 /// The dashboard application over `data` (keep a clone to read its counters), with the health
