@@ -115,11 +115,21 @@ pub struct SlurmArgs {
     pub slurm_time: Option<String>,
 
     /// Another sbatch option for the worker jobs, e.g. --slurm-arg=--gres=none (repeatable)
-    #[arg(long, value_name = "ARG", allow_hyphen_values = true, requires = "slurm_max_workers")]
+    #[arg(
+        long,
+        value_name = "ARG",
+        allow_hyphen_values = true,
+        requires = "slurm_max_workers"
+    )]
     pub slurm_arg: Vec<String>,
 
     /// Cancel a worker job whose worker has leased nothing for this long
-    #[arg(long, default_value_t = 300, value_name = "SECS", requires = "slurm_max_workers")]
+    #[arg(
+        long,
+        default_value_t = 300,
+        value_name = "SECS",
+        requires = "slurm_max_workers"
+    )]
     pub slurm_idle_timeout: u64,
 
     /// gRPC URL the worker jobs connect to [default: from --grpc-addr, this host's name for

@@ -138,7 +138,7 @@ pub async fn run(
                 let act = autoalloc::decide(queued, idle_workers, &views, limits, now);
                 for id in act.cancel {
                     tracing::info!(allocation = %id, "cancelling idle allocation");
-                    match scancel(&[id.clone()]).await {
+                    match scancel(std::slice::from_ref(&id)).await {
                         Ok(()) => {
                             if let Some(a) = allocs.get_mut(&id) {
                                 a.state = AllocState::Cancelling;
@@ -281,7 +281,12 @@ fn write_token(dir: &Path, file: &Path, token: Option<&str>) -> Result<(), Slurm
 }
 
 /// Runs a Slurm client with a time limit; returns its standard output.
-async fn slurm(tool: &'static str, args: &[String], stdin: Option<&str>, cmd: Option<Command>) -> Result<String, SlurmError> {
+async fn slurm(
+    tool: &'static str,
+    args: &[String],
+    stdin: Option<&str>,
+    cmd: Option<Command>,
+) -> Result<String, SlurmError> {
     let mut c = cmd.unwrap_or_else(|| Command::new(tool));
     c.args(args)
         .stdin(if stdin.is_some() {
@@ -347,7 +352,7 @@ async fn sbatch(opts: &SlurmOptions, token_file: &Path) -> Result<String, SlurmE
         c.env("LATENTSWEEP_DATA_DIR", d);
     }
     let out = slurm("sbatch", &args, Some(WORKER_SCRIPT), Some(c)).await?;
-    parse_job_id(&out).ok_or_else(|| SlurmError::NoJobId("sbatch", out))
+    parse_job_id(&out).ok_or(SlurmError::NoJobId("sbatch", out))
 }
 
 /// `http://ADDR`, with this host's name for an unspecified IP (compute nodes cannot dial 0.0.0.0).

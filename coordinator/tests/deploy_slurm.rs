@@ -303,12 +303,27 @@ async fn the_coordinator_allocates_slurm_workers_itself_and_leaves_none_behind()
         if states.len() == 3 && states.iter().all(|(_, s)| s != "queued" && s != "running") {
             break states;
         }
-        assert!(t0.elapsed() < Duration::from_secs(900), "{states:?}; {}", logs());
+        assert!(
+            t0.elapsed() < Duration::from_secs(900),
+            "{states:?}; {}",
+            logs()
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
-    assert!(states.iter().all(|(_, s)| s == "done"), "{states:?}; {}", logs());
-    assert!((1..=2).contains(&most), "{most} allocations at once; {}", logs());
-    assert!(page_seen, "the workers page never listed a running allocation");
+    assert!(
+        states.iter().all(|(_, s)| s == "done"),
+        "{states:?}; {}",
+        logs()
+    );
+    assert!(
+        (1..=2).contains(&most),
+        "{most} allocations at once; {}",
+        logs()
+    );
+    assert!(
+        page_seen,
+        "the workers page never listed a running allocation"
+    );
     let names: Vec<String> = sqlx::query_scalar(
         "SELECT DISTINCT w.name FROM attempts a JOIN workers w ON w.id = a.worker_id",
     )
@@ -316,7 +331,10 @@ async fn the_coordinator_allocates_slurm_workers_itself_and_leaves_none_behind()
     .await
     .unwrap();
     assert!(
-        !names.is_empty() && names.iter().all(|n| n.starts_with("slurm-") && n.ends_with("_0")),
+        !names.is_empty()
+            && names
+                .iter()
+                .all(|n| n.starts_with("slurm-") && n.ends_with("_0")),
         "{names:?}"
     );
 
@@ -333,7 +351,10 @@ async fn the_coordinator_allocates_slurm_workers_itself_and_leaves_none_behind()
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert!(logs().contains("cancelling idle allocation"), "{}", logs());
-    assert!(coord.child.try_wait().unwrap().is_none(), "the coordinator stopped");
+    assert!(
+        coord.child.try_wait().unwrap().is_none(),
+        "the coordinator stopped"
+    );
 
     // More work: allocations come back; the coordinator is stopped mid-job and cancels them,
     // their worker hands its job back, and nothing is left in Slurm.
@@ -360,7 +381,11 @@ async fn the_coordinator_allocates_slurm_workers_itself_and_leaves_none_behind()
         if let Some(got) = got {
             break got;
         }
-        assert!(t0.elapsed() < Duration::from_secs(600), "no new allocation got going; {}", logs());
+        assert!(
+            t0.elapsed() < Duration::from_secs(600),
+            "no new allocation got going; {}",
+            logs()
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     let id = worker
@@ -378,7 +403,11 @@ async fn the_coordinator_allocates_slurm_workers_itself_and_leaves_none_behind()
         if let Some(s) = coord.child.try_wait().unwrap() {
             break s;
         }
-        assert!(t0.elapsed() < Duration::from_secs(120), "coordinator still running; {}", logs());
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "coordinator still running; {}",
+            logs()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(status.success(), "{status:?}; {}", logs());
@@ -387,7 +416,11 @@ async fn the_coordinator_allocates_slurm_workers_itself_and_leaves_none_behind()
         "{}",
         logs()
     );
-    assert!(live_jobs(&cluster).is_empty(), "left behind: {:?}", live_jobs(&cluster));
+    assert!(
+        live_jobs(&cluster).is_empty(),
+        "left behind: {:?}",
+        live_jobs(&cluster)
+    );
     let state = cluster.job_state(&id);
     assert_eq!(state.as_deref(), Some("CANCELLED"), "{}", logs());
     assert_eq!(attempt_state(&db, attempt).await, "released", "{}", logs());

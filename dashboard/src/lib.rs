@@ -17,7 +17,7 @@ pub mod server;
 pub mod table;
 
 pub use data::{
-    AttemptInfo, CurrentJob, DashboardData, DataError, DataFuture, JobCounts, MetricPoint,
-    Allocation, RunDetail, RunRow, Snapshot, SweepDetail, SweepSummary, WorkerInfo,
+    Allocation, AttemptInfo, CurrentJob, DashboardData, DataError, DataFuture, JobCounts,
+    MetricPoint, RunDetail, RunRow, Snapshot, SweepDetail, SweepSummary, WorkerInfo,
 };
 pub use server::{router, table_for_query};

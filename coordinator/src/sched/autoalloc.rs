@@ -97,11 +97,7 @@ pub fn decide(
     idle.sort_by_key(|a| (a.idle_since_ms, a.id.clone()));
     // Jobs that waiting idle workers (all of them, ours or not) will take.
     let spare = idle_workers.saturating_sub(queued);
-    let cancel: Vec<String> = idle
-        .iter()
-        .take(spare)
-        .map(|a| a.id.clone())
-        .collect();
+    let cancel: Vec<String> = idle.iter().take(spare).map(|a| a.id.clone()).collect();
 
     let takers = idle_workers.saturating_sub(cancel.len()) + coming;
     let wanted = queued.saturating_sub(takers);

@@ -327,11 +327,7 @@ pub fn worker_logs_in(dir: &Path) -> String {
     };
     for e in entries {
         let p = e.unwrap().path();
-        if p.file_name()
-            .unwrap()
-            .to_string_lossy()
-            .contains("worker-")
-        {
+        if p.file_name().unwrap().to_string_lossy().contains("worker-") {
             all += &format!(
                 "== {}\n{}",
                 p.display(),

@@ -82,3 +82,39 @@ pub fn main_html(workers: Vec<WorkerInfo>, allocations: Vec<Allocation>) -> Stri
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocations_get_their_own_table_only_when_there_are_some() {
+        assert!(!main_html(Vec::new(), Vec::new()).contains("Slurm allocations"));
+        let html = main_html(
+            Vec::new(),
+            vec![
+                Allocation {
+                    id: "4711".into(),
+                    state: "running".into(),
+                    worker: "slurm-4711_0".into(),
+                    busy: true,
+                    submitted_at_ms: 0,
+                },
+                Allocation {
+                    id: "4712".into(),
+                    state: "queued".into(),
+                    worker: "slurm-4712_0".into(),
+                    busy: false,
+                    submitted_at_ms: 0,
+                },
+            ],
+        );
+        assert!(html.contains("Slurm allocations"), "{html}");
+        assert!(
+            html.contains("4711") && html.contains("slurm-4711_0"),
+            "{html}"
+        );
+        assert!(html.contains("running (busy)"), "{html}");
+        assert!(html.contains(">queued<"), "{html}");
+    }
+}
