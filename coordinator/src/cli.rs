@@ -138,6 +138,54 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub limits: LimitArgs,
+
+    #[command(flatten)]
+    pub slurm: SlurmArgs,
+}
+
+/// Slurm auto-allocation: worker jobs submitted and cancelled by the coordinator itself.
+#[derive(Debug, Clone, Args)]
+pub struct SlurmArgs {
+    /// Submit up to N Slurm worker jobs (deploy/slurm/worker.sbatch, one worker each) while
+    /// queued jobs outnumber idle workers; cancel them when idle, and all of them on exit
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub slurm_max_workers: Option<u64>,
+
+    /// Partition of the worker jobs
+    #[arg(long, value_name = "P", requires = "slurm_max_workers")]
+    pub slurm_partition: Option<String>,
+
+    /// Time limit of each worker job, as sbatch's --time takes it
+    #[arg(long, value_name = "T", requires = "slurm_max_workers")]
+    pub slurm_time: Option<String>,
+
+    /// Another sbatch option for the worker jobs, e.g. --slurm-arg=--gres=none (repeatable)
+    #[arg(
+        long,
+        value_name = "ARG",
+        allow_hyphen_values = true,
+        requires = "slurm_max_workers"
+    )]
+    pub slurm_arg: Vec<String>,
+
+    /// Cancel a worker job whose worker has leased nothing for this long
+    #[arg(
+        long,
+        default_value_t = 300,
+        value_name = "SECS",
+        requires = "slurm_max_workers"
+    )]
+    pub slurm_idle_timeout: u64,
+
+    /// gRPC URL the worker jobs connect to [default: from --grpc-addr, this host's name for
+    /// 0.0.0.0]
+    #[arg(long, value_name = "URL", requires = "slurm_max_workers")]
+    pub slurm_coordinator_url: Option<String>,
+
+    /// Directory for the worker jobs' logs and token file, on a file system the compute nodes
+    /// share [default: next to the database, DB.slurm]
+    #[arg(long, value_name = "DIR", requires = "slurm_max_workers")]
+    pub slurm_dir: Option<PathBuf>,
 }
 
 /// Guards on sweep expansion.

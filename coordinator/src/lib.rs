@@ -11,6 +11,7 @@ pub mod progress;
 pub mod retention;
 pub mod sched;
 pub mod serve;
+pub mod slurm;
 pub mod store;
 pub mod tables;
 pub mod tls;

@@ -13,6 +13,7 @@ use coordinator::export::{ExportRequest, run_export};
 use coordinator::grpc::GrpcConfig;
 use coordinator::monitor::Display;
 use coordinator::serve::ServeOptions;
+use coordinator::slurm::SlurmOptions;
 use coordinator::store::Store;
 use proto::sweep::load_sweep;
 
@@ -250,7 +251,28 @@ async fn serve(
         display: (!json_logs).then(|| bars.map_or(Display::Lines, Display::Bars)),
         token_file: None,
         public_dashboard: args.public_dashboard,
+        slurm: None,
     };
+    if let Some(max) = args.slurm.slurm_max_workers {
+        opts.slurm = Some(SlurmOptions {
+            max_workers: usize::try_from(max).unwrap_or(usize::MAX),
+            partition: args.slurm.slurm_partition,
+            time: args.slurm.slurm_time,
+            args: args.slurm.slurm_arg,
+            idle_timeout: Duration::from_secs(args.slurm.slurm_idle_timeout),
+            poll: Duration::from_secs(2),
+            coordinator_url: args.slurm.slurm_coordinator_url,
+            token: opts.grpc.token.clone(),
+            worker_bin: opts.worker_bin.clone(),
+            data_dir: opts.data_dir.clone(),
+            dir: args
+                .slurm
+                .slurm_dir
+                .unwrap_or_else(|| db.with_extension("slurm")),
+            // A connected worker calls at least once per lease TTL.
+            seen_within: opts.grpc.sched.lease_ttl * 2,
+        });
+    }
     // Before touching the database or any port.
     coordinator::serve::check_exposure(&opts)?;
     let store = open(&db).await?;

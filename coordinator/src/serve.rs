@@ -12,6 +12,7 @@ use crate::conn::ConnLimits;
 use crate::grpc::{self, GrpcConfig};
 use crate::local::{LocalError, LocalWorkers, spawn_local_workers};
 use crate::monitor::{self, Display, MonitorOptions};
+use crate::slurm::{Allocations, SlurmOptions};
 use crate::store::{Store, StoreError};
 
 /// Everything serving needs besides the store.
@@ -36,6 +37,8 @@ pub struct ServeOptions {
     pub token_file: Option<PathBuf>,
     /// Anonymous visitors may read the dashboard (`--public-dashboard`); actions need a login.
     pub public_dashboard: bool,
+    /// Slurm auto-allocation (`--slurm-max-workers`); `None`: off.
+    pub slurm: Option<SlurmOptions>,
 }
 
 /// How serving ended.
@@ -142,6 +145,7 @@ pub async fn run(
             let _ = grpc_stop.wait_for(|s| *s).await;
         },
     ));
+    let allocations = Allocations::default();
     let access = crate::web::session::Access::new(
         opts.grpc.token.clone(),
         opts.public_dashboard,
@@ -154,9 +158,12 @@ pub async fn run(
         .is_some()
         .then(|| format!("{dashboard_url}login?once={}", access.one_time_code()));
     // /metrics checks the token itself (Bearer, for scrapers), outside the login's wrapper.
-    let app = crate::web::protected_router(store.clone(), opts.data_dir.clone(), access)
-        .merge(crate::obs::endpoint::routes(metrics_config(&store, &opts)))
-        .layer(crate::obs::latency::LatencyLayer::http());
+    let app = crate::web::protected_router(
+        crate::web::router_with(store.clone(), opts.data_dir.clone(), allocations.clone()),
+        access,
+    )
+    .merge(crate::obs::endpoint::routes(metrics_config(&store, &opts)))
+    .layer(crate::obs::latency::LatencyLayer::http());
     let http_task = tokio::spawn(crate::web::serve_tls(
         http_listener,
         app,
@@ -175,6 +182,15 @@ pub async fn run(
         },
         stop_rx.clone(),
     )?;
+    let slurm = opts.slurm.clone().map(|s| {
+        tokio::spawn(crate::slurm::run(
+            store.clone(),
+            s,
+            grpc_addr,
+            allocations.clone(),
+            stop_rx.clone(),
+        ))
+    });
     // Resolves only with `exit_when_done`, once the watched sweeps have finished.
     let progress = async {
         match opts.display.clone() {
@@ -218,6 +234,14 @@ pub async fn run(
     for w in workers {
         if let Err(e) = w.await {
             tracing::warn!(error = %e, "local worker supervisor panicked");
+        }
+    }
+    // Slurm's workers too: every allocation is cancelled, its worker gets SIGTERM.
+    if let Some(task) = slurm {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "slurm auto-allocation stopped"),
+            Err(e) => tracing::warn!(error = %e, "slurm auto-allocation panicked"),
         }
     }
     let _ = grpc_stop_tx.send(true);
@@ -290,6 +314,7 @@ mod tests {
             display: None,
             token_file: None,
             public_dashboard: false,
+            slurm: None,
         }
     }
 

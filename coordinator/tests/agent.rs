@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::grpc::*;
 use proto::metric;
 use proto::{JobId, SweepId};
+use support::grpc::*;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use worker::agent::{self, AgentConfig, AgentError, Trainer};

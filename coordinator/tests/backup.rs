@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use coordinator::store::{MetricPoint, Store, now_ms};
-use support::grpc::{submit, tiny_sweep};
 use proto::{AttemptId, JobId, WorkerId};
 use sqlx::Connection;
 use sqlx::sqlite::SqliteConnectOptions;
+use support::grpc::{submit, tiny_sweep};
 
 const POINTS_PER_BATCH: usize = 25;
 

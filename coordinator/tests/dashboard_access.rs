@@ -22,7 +22,10 @@ async fn app(public: bool) -> (axum::Router, Store, Arc<Access>, tempfile::TempD
     let sweep = proto::sweep::parse_sweep(SWEEP, "acc.toml", 100).unwrap();
     store.submit(&sweep, SWEEP, None).await.unwrap();
     let access = Access::new(Some(TOKEN.into()), public, false);
-    let app = coordinator::web::protected_router(store.clone(), None, access.clone());
+    let app = coordinator::web::protected_router(
+        coordinator::web::router(store.clone(), None),
+        access.clone(),
+    );
     (app, store, access, dir)
 }
 

@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use coordinator::retention::KeepCheckpoints;
 use coordinator::store::{Store, now_ms};
-use support::grpc::*;
 use proto::rpc::{self, PROTOCOL_VERSION};
+use support::grpc::*;
 use worker::agent::client as agent_client;
 
 /// Files under `dir`, relative, sorted.

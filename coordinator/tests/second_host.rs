@@ -12,8 +12,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::grpc::{fashion_mnist_or_panic, tiny_sweep, worker_exe};
 use pki::Pki;
+use support::grpc::{fashion_mnist_or_panic, tiny_sweep, worker_exe};
 
 const TOKEN: &str = "second-host-token";
 

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coordinator::tls::ServerTls;
-use support::grpc::*;
 use pki::Pki;
+use support::grpc::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use worker::agent::client;
 use worker::agent::tls::{ClientTls, TlsFailure, failure_in};

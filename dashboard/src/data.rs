@@ -54,6 +54,11 @@ pub trait DashboardData: Send + Sync + 'static {
             )))
         })
     }
+    /// Worker jobs the host submitted to a batch system (Slurm auto-allocation) and still
+    /// tracks; none when it submits none.
+    fn allocations(&self) -> DataFuture<'_, Vec<Allocation>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 /// A sweep and its progress.
@@ -147,6 +152,20 @@ pub struct Snapshot {
     pub indices: Vec<u32>,
     /// Class names; index = label.
     pub class_names: Vec<String>,
+}
+
+/// A worker job submitted to a batch system (one worker each).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allocation {
+    /// The batch system's job id.
+    pub id: String,
+    /// queued | starting | running | cancelling.
+    pub state: String,
+    /// The name its worker registers under.
+    pub worker: String,
+    /// Its worker runs a job now.
+    pub busy: bool,
+    pub submitted_at_ms: i64,
 }
 
 /// A registered worker.

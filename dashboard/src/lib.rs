@@ -20,7 +20,8 @@ pub mod table;
 
 pub use auth::{Action, Viewer};
 pub use data::{
-    AttemptInfo, AttemptState, CurrentJob, DashboardData, DataError, DataFuture, JobCounts,
-    JobState, MetricPoint, RunDetail, RunRow, Snapshot, SweepDetail, SweepSummary, WorkerInfo,
+    Allocation, AttemptInfo, AttemptState, CurrentJob, DashboardData, DataError, DataFuture,
+    JobCounts, JobState, MetricPoint, RunDetail, RunRow, Snapshot, SweepDetail, SweepSummary,
+    WorkerInfo,
 };
 pub use server::router;

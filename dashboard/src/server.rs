@@ -249,11 +249,12 @@ async fn image(State(data): State<Data>, Path((job, index)): Path<(i64, u32)>) -
 
 async fn workers_page(State(data): State<Data>, AxQuery(q): AxQuery<Vec<(String, String)>>) -> Res {
     let workers = data.workers().await?;
+    let allocations = data.allocations().await?;
     Ok(page(
         &Query(q),
         "Workers",
         Nav::Workers,
-        pages::workers::main_html(workers),
+        pages::workers::main_html(workers, allocations),
     ))
 }
 

@@ -11,7 +11,6 @@
 
 pub use dashboard::export::{Agg, Format, PivotSpec, ResultTable, TableError, TableRequest};
 
-
 use crate::store::{Store, StoreError};
 use crate::web::convert;
 

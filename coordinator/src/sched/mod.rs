@@ -6,8 +6,10 @@
 //! - [`fencing`]: whether a worker may still speak for an attempt;
 //! - [`heartbeat`]: which attempts a heartbeat renews, stops or releases;
 //! - [`notices`]: which stop notices a worker has already been given;
-//! - [`order`]: which queued job runs next, and which caller gets it.
+//! - [`order`]: which queued job runs next, and which caller gets it;
+//! - [`autoalloc`]: how many Slurm worker jobs to submit, and which idle ones to cancel.
 
+pub mod autoalloc;
 pub mod fencing;
 pub mod heartbeat;
 pub mod notices;

@@ -14,6 +14,7 @@ mod attempt;
 mod backup;
 mod batch;
 mod error;
+mod fleet;
 mod group;
 mod ingest;
 pub mod lease;
@@ -36,6 +37,7 @@ use sqlx::sqlite::{
 
 pub use backup::backup;
 pub use error::StoreError;
+pub use fleet::SeenWorker;
 pub use ingest::{ArtifactRow, BatchOutcome, MetricPoint, SnapshotData};
 pub use sweeps::{SubmitOutcome, SweepStatus};
 pub(crate) use views::{JobRow, SweepHead, SweepToken};
@@ -181,6 +183,22 @@ impl Store {
     /// why each attempt also has a lease token (migration 0004, `crate::sched::fencing::check`).
     pub fn database_id(&self) -> &str {
         &self.database_id
+    }
+
+    /// Whether the database answers: one indexed read through the query pool, which also
+    /// proves the file at the path is still the database this store opened (a file replaced
+    /// underneath has another id). The readiness probe (`/readyz`) calls it.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let id: String = sqlx::query_scalar("SELECT uuid FROM database_meta WHERE id = 1")
+            .fetch_one(&self.reader)
+            .await?;
+        if *id != *self.database_id {
+            return Err(StoreError::Conflict(format!(
+                "the database file was replaced: it has id {id}, this coordinator opened {}",
+                self.database_id
+            )));
+        }
+        Ok(())
     }
 
     /// Pool for queries.

@@ -1,11 +1,12 @@
 //! The coordinator's side of the dashboard: [`StoreData`] implements
 //! [`dashboard::DashboardData`] over the store's read queries (`store/views.rs`, turned into
 //! the dashboard's types by `convert.rs`), and [`router`] / [`serve`] mount the dashboard over
-//! HTTP.
+//! HTTP, beside the health endpoints ([`health`]).
 
 mod actions;
 mod cache;
 pub mod convert;
+pub mod health;
 pub mod images;
 mod listen;
 pub mod session;
@@ -38,6 +39,8 @@ pub struct StoreData {
     sweeps: cache::SweepCache,
     /// Change-token queries run so far (the live-update poll; observable in tests).
     change_polls: AtomicU64,
+    /// Slurm auto-allocation's allocations (empty when it is off).
+    allocations: crate::slurm::Allocations,
 }
 
 impl StoreData {
@@ -48,7 +51,14 @@ impl StoreData {
             images: Arc::new(images::ImageCache::new(data_dir)),
             sweeps: cache::SweepCache::default(),
             change_polls: AtomicU64::new(0),
+            allocations: crate::slurm::Allocations::default(),
         }
+    }
+
+    /// Also shows `allocations` (kept up to date by `crate::slurm`) on the workers page.
+    pub fn with_allocations(mut self, allocations: crate::slurm::Allocations) -> StoreData {
+        self.allocations = allocations;
+        self
     }
 
     /// How many times a test-image split was loaded from disk.
@@ -91,6 +101,15 @@ impl DashboardData for StoreData {
         })
     }
 
+    fn allocations(&self) -> DataFuture<'_, Vec<dashboard::Allocation>> {
+        let rows = self
+            .allocations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        Box::pin(async move { Ok(rows) })
+    }
+
     fn workers(&self) -> DataFuture<'_, Vec<WorkerInfo>> {
         Box::pin(async move { convert::workers(&self.store).await.map_err(data_err) })
     }
@@ -121,18 +140,28 @@ pub fn router(store: Store, data_dir: Option<PathBuf>) -> axum::Router {
     app(Arc::new(StoreData::new(store, data_dir)))
 }
 
-/// The dashboard behind `access` (login sessions, CSRF-checked actions) over this store.
-pub fn protected_router(
-    store: Store,
-    data_dir: Option<PathBuf>,
-    access: Arc<session::Access>,
-) -> axum::Router {
-    session::protect(router(store, data_dir), access)
+/// `dashboard` (e.g. [`router`] or [`router_with`]) behind `access`: login sessions and
+/// CSRF-checked actions.
+pub fn protected_router(dashboard: axum::Router, access: Arc<session::Access>) -> axum::Router {
+    session::protect(dashboard, access)
 }
 
-/// The dashboard application over `data` (keep a clone to read its counters).
+/// [`router`], with Slurm auto-allocation's `allocations` on the workers page.
+pub fn router_with(
+    store: Store,
+    data_dir: Option<PathBuf>,
+    allocations: crate::slurm::Allocations,
+) -> axum::Router {
+    app(Arc::new(
+        StoreData::new(store, data_dir).with_allocations(allocations),
+    ))
+}
+
+/// The dashboard application over `data` (keep a clone to read its counters), with the health
+/// endpoints beside it.
 pub fn app(data: Arc<StoreData>) -> axum::Router {
-    dashboard::router(data)
+    let store = data.store.clone();
+    dashboard::router(data).merge(health::routes(store))
 }
 
 /// Serves the dashboard on `listener` with default connection limits until the future is

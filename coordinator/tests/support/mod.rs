@@ -1,7 +1,7 @@
 //! The one support module of the coordinator's integration tests: `builder` (fixture databases
 //! through the real store API, a small HTTP client), `grpc` (a real coordinator on 127.0.0.1:0,
 //! real clients, database checks), `pki` (certificates made at test time), `proc` (child
-//! `coordinator` / `worker` processes), and here
+//! `coordinator` / `worker` processes), `slurm` (a real one-node Slurm cluster), and here
 //! the data sets and a worker's first report.
 //!
 //! Where the tests find their data sets: `../shared/datasets` of this workplace
@@ -16,6 +16,7 @@ pub mod builder;
 pub mod grpc;
 pub mod pki;
 pub mod proc;
+pub mod slurm;
 
 use std::path::{Path, PathBuf};
 

@@ -3,16 +3,40 @@
 use leptos::prelude::*;
 
 use super::{fmt_ago, fmt_time, now_ms, run_url, sweep_url};
-use crate::data::WorkerInfo;
+use crate::data::{Allocation, WorkerInfo};
 
 /// A worker silent for longer than this is shown as stale.
 const STALE_MS: i64 = 60_000;
 
-/// `<main>` of the workers page.
-pub fn main_html(workers: Vec<WorkerInfo>) -> String {
+/// `<main>` of the workers page; `allocations` (Slurm auto-allocation) get a table of their own
+/// when there are any.
+pub fn main_html(workers: Vec<WorkerInfo>, allocations: Vec<Allocation>) -> String {
     super::render(move || {
         let now = now_ms();
         let empty = workers.is_empty();
+        let allocs = (!allocations.is_empty()).then(|| {
+            let rows = allocations
+                .iter()
+                .map(|a| {
+                    let state = if a.busy { format!("{} (busy)", a.state) } else { a.state.clone() };
+                    view! {
+                        <tr>
+                            <td>{a.id.clone()}</td>
+                            <td><super::StateBadge state=state/></td>
+                            <td>{a.worker.clone()}</td>
+                            <td title=fmt_time(a.submitted_at_ms)>{fmt_ago(a.submitted_at_ms)}</td>
+                        </tr>
+                    }
+                })
+                .collect_view();
+            view! {
+                <h2>"Slurm allocations"</h2>
+                <table class="data allocations">
+                    <thead><tr><th>"job id"</th><th>"state"</th><th>"worker"</th><th>"submitted"</th></tr></thead>
+                    <tbody>{rows}</tbody>
+                </table>
+            }
+        });
         let rows = workers
             .into_iter()
             .map(|w| {
@@ -54,6 +78,43 @@ pub fn main_html(workers: Vec<WorkerInfo>) -> String {
                 <thead><tr><th>"worker"</th><th>"status"</th><th>"host"</th><th>"backend"</th><th>"devices"</th><th>"current job"</th><th>"last heartbeat"</th><th>"version"</th></tr></thead>
                 <tbody>{rows}</tbody>
             </table>
+            {allocs}
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocations_get_their_own_table_only_when_there_are_some() {
+        assert!(!main_html(Vec::new(), Vec::new()).contains("Slurm allocations"));
+        let html = main_html(
+            Vec::new(),
+            vec![
+                Allocation {
+                    id: "4711".into(),
+                    state: "running".into(),
+                    worker: "slurm-4711_0".into(),
+                    busy: true,
+                    submitted_at_ms: 0,
+                },
+                Allocation {
+                    id: "4712".into(),
+                    state: "queued".into(),
+                    worker: "slurm-4712_0".into(),
+                    busy: false,
+                    submitted_at_ms: 0,
+                },
+            ],
+        );
+        assert!(html.contains("Slurm allocations"), "{html}");
+        assert!(
+            html.contains("4711") && html.contains("slurm-4711_0"),
+            "{html}"
+        );
+        assert!(html.contains("running (busy)"), "{html}");
+        assert!(html.contains(">queued<"), "{html}");
+    }
 }
