@@ -14,7 +14,7 @@ use support::builder;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::grpc::{fashion_mnist_or_panic, free_port, worker_exe};
+use support::grpc::{fashion_mnist_or_panic, free_port, slow_sweep, worker_exe};
 use support::slurm::*;
 
 /// Both tests run Slurm daemons and training processes; on 2 cores, one at a time.

@@ -18,17 +18,6 @@ use support::proc::Proc;
 /// also run at the same time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Jobs long enough (several metric batches, a few seconds per epoch) to be killed mid-way.
-fn slow_sweep(name: &str, seeds: usize) -> String {
-    let s: Vec<String> = (0..seeds).map(|i| i.to_string()).collect();
-    format!(
-        "name = \"{name}\"\n[grid]\nnetwork = \"embedding-net\"\nloss = \"contrastive\"\n\
-         dataset = \"fashion-mnist\"\nmargin = 1.0\nlr = 1e-3\nseed = [{}]\nepochs = 3\nbatch_size = 32\n\
-         [fixed]\ntrain_limit = 1200\neval_every = 3\n",
-        s.join(", ")
-    )
-}
-
 async fn scalar(db: &sqlx::SqlitePool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(db).await.unwrap()
 }

@@ -333,26 +333,7 @@ async fn sigterm_hands_the_local_workers_jobs_back_and_stops_them() {
     let workers = coord.workers();
     assert_eq!(workers.len(), 1, "{workers:?}");
 
-    let pid = coord.proc.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(s) = coord.proc.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "the coordinator did not stop:\n{}",
-            coord.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = coord.proc.terminate(Duration::from_secs(60));
     assert!(status.success(), "{status}\n{}", coord.log_text());
     assert!(!alive(workers[0]), "the worker outlived the coordinator");
     let state: String = sqlx::query_scalar("SELECT state FROM attempts WHERE id = ?1")

@@ -94,6 +94,17 @@ pub async fn submit(store: &Store, toml: &str) -> SweepId {
         .sweep_id
 }
 
+/// Jobs long enough (several metric batches, a few seconds per epoch) to be killed mid-way.
+pub fn slow_sweep(name: &str, seeds: usize) -> String {
+    let s: Vec<String> = (0..seeds).map(|i| i.to_string()).collect();
+    format!(
+        "name = \"{name}\"\n[grid]\nnetwork = \"embedding-net\"\nloss = \"contrastive\"\n\
+         dataset = \"fashion-mnist\"\nmargin = 1.0\nlr = 1e-3\nseed = [{}]\nepochs = 3\nbatch_size = 32\n\
+         [fixed]\ntrain_limit = 1200\neval_every = 3\n",
+        s.join(", ")
+    )
+}
+
 /// A sweep of `n` cells (seeds 0..n) of a tiny Fashion-MNIST job.
 pub fn tiny_sweep(name: &str, n: usize, extra: &str) -> String {
     let seeds: Vec<String> = (0..n).map(|s| s.to_string()).collect();

@@ -336,14 +336,3 @@ pub fn worker_logs_in(dir: &Path) -> String {
     }
     all
 }
-
-/// Jobs of a few seconds per epoch (see grpc_faults.rs), so a worker can be stopped mid-job.
-pub fn slow_sweep(name: &str, seeds: usize) -> String {
-    let s: Vec<String> = (0..seeds).map(|i| i.to_string()).collect();
-    format!(
-        "name = \"{name}\"\n[grid]\nnetwork = \"embedding-net\"\nloss = \"contrastive\"\n\
-         dataset = \"fashion-mnist\"\nmargin = 1.0\nlr = 1e-3\nseed = [{}]\nepochs = 3\nbatch_size = 32\n\
-         [fixed]\ntrain_limit = 1200\neval_every = 3\n",
-        s.join(", ")
-    )
-}
