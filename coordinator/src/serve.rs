@@ -162,7 +162,11 @@ pub async fn run(
         crate::web::router_with(store.clone(), opts.data_dir.clone(), allocations.clone()),
         access,
     )
-    .merge(crate::obs::endpoint::routes(metrics_config(&store, &opts)))
+    .merge(crate::obs::endpoint::routes(metrics_config(
+        &store,
+        &opts,
+        &allocations,
+    )))
     .layer(crate::obs::latency::LatencyLayer::http());
     let http_task = tokio::spawn(crate::web::serve_tls(
         http_listener,
@@ -260,12 +264,17 @@ pub async fn run(
 }
 
 /// `/metrics` reads the store and the artifact directory, and asks for the gRPC token.
-fn metrics_config(store: &Store, opts: &ServeOptions) -> crate::obs::endpoint::MetricsConfig {
+fn metrics_config(
+    store: &Store,
+    opts: &ServeOptions,
+    allocations: &Allocations,
+) -> crate::obs::endpoint::MetricsConfig {
     crate::obs::endpoint::MetricsConfig {
         store: store.clone(),
         token: opts.grpc.token.clone(),
         artifact_dir: opts.grpc.artifact_dir.clone(),
         connected_within: opts.grpc.sched.lease_ttl * 2,
+        allocations: opts.slurm.is_some().then(|| allocations.clone()),
     }
 }
 

@@ -289,10 +289,16 @@ async fn the_coordinator_allocates_slurm_workers_itself_and_leaves_none_behind()
         let jobs = live_jobs(&cluster);
         most = most.max(jobs.len());
         if !page_seen && jobs.iter().any(|l| l.ends_with("RUNNING")) {
-            let page = builder::http_get(coord.http, "/workers").await;
+            let page = builder::http_get_as(coord.http, "/workers", Some(TOKEN)).await;
             let id = jobs[0].split(['_', ' ']).next().unwrap();
             let body = String::from_utf8_lossy(&page.body);
-            page_seen = body.contains("Slurm allocations") && body.contains(id);
+            let scrape = builder::http_get_as(coord.http, "/metrics", Some(TOKEN)).await;
+            let metrics = String::from_utf8_lossy(&scrape.body);
+            page_seen = body.contains("Slurm allocations")
+                && body.contains(id)
+                && metrics
+                    .lines()
+                    .any(|l| l.starts_with("latentsweep_slurm_allocations{state=\"running\"} "));
         }
         let states: Vec<(i64, String)> = sqlx::query_as("SELECT id, state FROM jobs ORDER BY id")
             .fetch_all(&db)
@@ -320,7 +326,7 @@ async fn the_coordinator_allocates_slurm_workers_itself_and_leaves_none_behind()
     );
     assert!(
         page_seen,
-        "the workers page never listed a running allocation"
+        "the workers page and /metrics never showed a running allocation"
     );
     let names: Vec<String> = sqlx::query_scalar(
         "SELECT DISTINCT w.name FROM attempts a JOIN workers w ON w.id = a.worker_id",

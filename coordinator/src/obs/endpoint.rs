@@ -15,6 +15,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use proto::state::JobState;
+
 use crate::store::{Store, now_ms};
 
 /// The path scrapers use.
@@ -30,6 +32,8 @@ pub struct MetricsConfig {
     pub artifact_dir: PathBuf,
     /// Workers seen within this long count as connected.
     pub connected_within: Duration,
+    /// The Slurm auto-allocator's allocations, when it runs.
+    pub allocations: Option<crate::slurm::Allocations>,
 }
 
 struct Shared {
@@ -104,17 +108,22 @@ async fn refresh(s: &Shared) -> Result<(), crate::store::StoreError> {
     // Reset first: a sweep or backend that is gone must not keep its last value.
     m.jobs.reset();
     for sw in &sweeps {
-        let c = &sw.jobs;
-        for (state, n) in [
-            ("queued", c.queued),
-            ("running", c.running),
-            ("done", c.done),
-            ("failed", c.failed),
-            ("cancelled", c.cancelled),
-        ] {
+        for &state in JobState::ALL {
             m.jobs
-                .with_label_values(&[sw.name.as_str(), state])
-                .set(i64::try_from(n).unwrap_or(i64::MAX));
+                .with_label_values(&[sw.name.as_str(), state.as_str()])
+                .set(i64::try_from(sw.jobs.get(state)).unwrap_or(i64::MAX));
+        }
+    }
+    m.slurm_allocations.reset();
+    if let Some(allocations) = &s.cfg.allocations {
+        let shown = allocations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for a in &shown {
+            m.slurm_allocations
+                .with_label_values(&[a.state.as_str()])
+                .inc();
         }
     }
     m.workers_connected.reset();

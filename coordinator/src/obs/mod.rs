@@ -30,6 +30,7 @@ pub mod names {
     pub const RETRIES: &str = "latentsweep_job_retries_total";
     pub const METRIC_POINTS: &str = "latentsweep_metric_points_ingested_total";
     pub const WORKERS_CONNECTED: &str = "latentsweep_workers_connected";
+    pub const SLURM_ALLOCATIONS: &str = "latentsweep_slurm_allocations";
     pub const GRPC_SECONDS: &str = "latentsweep_grpc_request_duration_seconds";
     pub const HTTP_SECONDS: &str = "latentsweep_http_request_duration_seconds";
     pub const DB_WRITE_SECONDS: &str = "latentsweep_db_write_duration_seconds";
@@ -93,6 +94,7 @@ pub(crate) struct Metrics {
     db_write_seconds: HistogramVec,
     pub(crate) jobs: IntGaugeVec,
     pub(crate) workers_connected: IntGaugeVec,
+    pub(crate) slurm_allocations: IntGaugeVec,
     pub(crate) artifact_bytes: IntGauge,
 }
 
@@ -204,6 +206,12 @@ impl Metrics {
                 WORKERS_CONNECTED,
                 "Workers heard from within two lease TTLs, by backend.",
                 &["backend"],
+            ),
+            slurm_allocations: gauge_vec(
+                &r,
+                SLURM_ALLOCATIONS,
+                "Worker jobs submitted to Slurm by --slurm-max-workers, by state.",
+                &["state"],
             ),
             artifact_bytes: register(
                 &r,
