@@ -61,9 +61,9 @@ fn remove_checkpoint_files(artifact_dir: &Path, rows: &[CheckpointRow]) -> Freed
     freed
 }
 
-/// After `job`'s live attempt stored checkpoint `keep`: removes the job's older checkpoints.
-pub(crate) async fn after_checkpoint(store: &Store, artifact_dir: &Path, job: JobId, keep: i64) {
-    match store.keep_only_checkpoint(job, keep).await {
+/// After `job`'s live attempt stored a checkpoint: removes all but the job's newest.
+pub(crate) async fn after_checkpoint(store: &Store, artifact_dir: &Path, job: JobId) {
+    match store.keep_newest_checkpoint(job).await {
         Ok(rows) if !rows.is_empty() => {
             let freed = remove_checkpoint_files(artifact_dir, &rows);
             crate::obs::checkpoints_removed(freed.files as usize);

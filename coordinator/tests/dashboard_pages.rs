@@ -1,5 +1,7 @@
-//! Dashboard pages over HTTP against a fixture database: content, filters, sorting, latent grid,
-//! run page, workers, images, live events and escaping of hostile names.
+//! Dashboard pages against a fixture database: content, filters, sorting, latent grid, run page,
+//! workers, images, live events and escaping of hostile names. Pages are requested from the app
+//! in process (`builder::get`, no socket); the live-event stream, which is about a held
+//! connection, goes over a real one.
 
 mod support;
 
@@ -37,16 +39,16 @@ async fn pages_render_filter_sort_and_group() {
     let dir = tempfile::tempdir().unwrap();
     let (store, sweep) = builder::build_fixture(dir.path()).await;
     let (_, jobs) = builder::submit(&store, builder::FIXTURE_TOML).await;
-    let addr = builder::serve(store.clone(), Some(datasets())).await;
+    let app = builder::app(store.clone(), Some(datasets()));
 
-    let home = builder::http_get(addr, "/").await;
+    let home = builder::get(&app, "/").await;
     assert_eq!(home.status, 200);
     let html = home.text();
     assert!(html.contains("href=\"/sweeps/fixture\""), "{html}");
     assert!(html.contains("class=\"progress\""));
     assert!(html.contains("/assets/style.css") && html.contains("/assets/live.js"));
 
-    let page = builder::http_get(addr, &format!("/sweeps/{sweep}")).await;
+    let page = builder::get(&app, &format!("/sweeps/{sweep}")).await;
     assert_eq!(page.status, 200);
     let html = page.text();
     let all_rows = count(table_body(&html, "runs-table"), "<tr");
@@ -54,7 +56,7 @@ async fn pages_render_filter_sort_and_group() {
     assert!(html.contains("ETA"), "running + queued jobs get an ETA");
 
     // Filters narrow the table, on any axis, several values OR-ed.
-    let html = builder::http_get(addr, &format!("/sweeps/{sweep}?loss=triplet"))
+    let html = builder::get(&app, &format!("/sweeps/{sweep}?loss=triplet"))
         .await
         .text();
     let body = table_body(&html, "runs-table");
@@ -64,8 +66,8 @@ async fn pages_render_filter_sort_and_group() {
         .count();
     assert_eq!(count(body, "<tr"), triplets);
     assert!(html.contains(&format!("{triplets} of {} runs", jobs.len())));
-    let html = builder::http_get(
-        addr,
+    let html = builder::get(
+        &app,
         &format!("/sweeps/{sweep}?loss=triplet&loss=ce&seed=1"),
     )
     .await
@@ -77,7 +79,7 @@ async fn pages_render_filter_sort_and_group() {
     assert_eq!(count(table_body(&html, "runs-table"), "<tr"), n);
 
     // Sorting by a metric, descending: the first run is the best finished one.
-    let html = builder::http_get(addr, &format!("/sweeps/{sweep}?sort=map_at_r&desc=1"))
+    let html = builder::get(&app, &format!("/sweeps/{sweep}?sort=map_at_r&desc=1"))
         .await
         .text();
     let body = table_body(&html, "runs-table");
@@ -106,25 +108,25 @@ async fn pages_render_filter_sort_and_group() {
         })
         .unwrap();
     assert_eq!(first_job, best.0.0);
-    let html_asc = builder::http_get(addr, &format!("/sweeps/{sweep}?sort=map_at_r"))
+    let html_asc = builder::get(&app, &format!("/sweeps/{sweep}?sort=map_at_r"))
         .await
         .text();
     assert_ne!(table_body(&html_asc, "runs-table"), body);
 
     // Group by config: mean ± std over the two seeds.
-    let html = builder::http_get(addr, &format!("/sweeps/{sweep}?group=config"))
+    let html = builder::get(&app, &format!("/sweeps/{sweep}?group=config"))
         .await
         .text();
     assert!(html.contains("id=\"groups\""));
     assert!(html.contains(" ± "), "group table shows mean ± std");
-    let html = builder::http_get(addr, &format!("/sweeps/{sweep}?group=loss"))
+    let html = builder::get(&app, &format!("/sweeps/{sweep}?group=loss"))
         .await
         .text();
     assert!(html.contains("Grouped by loss"));
 
     // Heatmap: margin × (the other axis) per loss by default, then a chosen metric.
-    let html = builder::http_get(
-        addr,
+    let html = builder::get(
+        &app,
         &format!("/sweeps/{sweep}?hm_x=margin&hm_y=dataset&hm_metric=knn1_acc"),
     )
     .await
@@ -136,9 +138,7 @@ async fn pages_render_filter_sort_and_group() {
     assert!(count(&html, "background:#") >= 4, "coloured heatmap cells");
 
     // The coordinator caches loaded sweeps; finishing a job must show on the next load.
-    let before = builder::http_get(addr, &format!("/sweeps/{sweep}"))
-        .await
-        .text();
+    let before = builder::get(&app, &format!("/sweeps/{sweep}")).await.text();
     assert!(before.contains("1 queued · 1 running"), "summary line");
     let (job, attempt): (i64, i64) =
         sqlx::query_as("SELECT job_id, id FROM attempts WHERE state = 'running'")
@@ -163,28 +163,23 @@ async fn pages_render_filter_sort_and_group() {
         now_ms(),
     )
     .await;
-    let after = builder::http_get(addr, &format!("/sweeps/{sweep}"))
-        .await
-        .text();
+    let after = builder::get(&app, &format!("/sweeps/{sweep}")).await.text();
     assert!(
         after.contains("1 queued · 0 running"),
         "cached sweep was refreshed"
     );
 
     // Unknown sweep and run: 404 pages, not errors.
-    assert_eq!(
-        builder::http_get(addr, "/sweeps/none-such").await.status,
-        404
-    );
-    assert_eq!(builder::http_get(addr, "/runs/999999").await.status, 404);
+    assert_eq!(builder::get(&app, "/sweeps/none-such").await.status, 404);
+    assert_eq!(builder::get(&app, "/runs/999999").await.status, 404);
 }
 
 #[tokio::test]
 async fn latent_grid_aligns_downsamples_and_scrubs_epochs() {
     let dir = tempfile::tempdir().unwrap();
     let (store, sweep) = builder::build_fixture(dir.path()).await;
-    let addr = builder::serve(store.clone(), None).await;
-    let page = builder::http_get(addr, &format!("/sweeps/{sweep}/latent")).await;
+    let app = builder::app(store.clone(), None);
+    let page = builder::get(&app, &format!("/sweeps/{sweep}/latent")).await;
     assert_eq!(page.status, 200);
     let html = page.text();
     // Default axes loss × dataset: 4 columns × 2 rows of plots.
@@ -199,14 +194,14 @@ async fn latent_grid_aligns_downsamples_and_scrubs_epochs() {
         "class names escaped in legends"
     );
 
-    let e0 = builder::http_get(
-        addr,
+    let e0 = builder::get(
+        &app,
         &format!("/sweeps/{sweep}/latent?epoch=0&fragment=grid"),
     )
     .await
     .text();
-    let e2 = builder::http_get(
-        addr,
+    let e2 = builder::get(
+        &app,
         &format!("/sweeps/{sweep}/latent?epoch=2&fragment=grid"),
     )
     .await
@@ -219,8 +214,8 @@ async fn latent_grid_aligns_downsamples_and_scrubs_epochs() {
     assert!(e0.contains("epoch 0") && e2.contains("epoch 2"));
 
     // Other axes as columns/rows.
-    let html = builder::http_get(
-        addr,
+    let html = builder::get(
+        &app,
         &format!("/sweeps/{sweep}/latent?x=seed&y=loss&dataset=mnist"),
     )
     .await
@@ -238,12 +233,10 @@ async fn run_page_shows_curves_attempts_and_retrieval() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = builder::build_fixture(dir.path()).await;
     let (_, jobs) = builder::submit(&store, builder::FIXTURE_TOML).await;
-    let addr = builder::serve(store.clone(), Some(datasets())).await;
+    let app = builder::app(store.clone(), Some(datasets()));
     // Job index 3 failed once and then finished.
     let (job, params) = &jobs[3];
-    let html = builder::http_get(addr, &format!("/runs/{}", job.0))
-        .await
-        .text();
+    let html = builder::get(&app, &format!("/runs/{}", job.0)).await.text();
     assert_eq!(
         count(&html, "<polyline"),
         2 + 1 + 9 + 2 + 1,
@@ -258,7 +251,7 @@ async fn run_page_shows_curves_attempts_and_retrieval() {
     assert!(html.contains("class=\"retrieval-row\""));
     // A failed run shows its error escaped.
     let failed = jobs.iter().enumerate().find(|(i, _)| i % 7 == 5).unwrap().1;
-    let html = builder::http_get(addr, &format!("/runs/{}", failed.0.0))
+    let html = builder::get(&app, &format!("/runs/{}", failed.0.0))
         .await
         .text();
     assert!(
@@ -271,7 +264,7 @@ async fn run_page_shows_curves_attempts_and_retrieval() {
         .iter()
         .find(|(j, p)| p.dataset == proto::Dataset::Mnist && j.0 != jobs[3].0.0 && *j != failed.0)
         .unwrap();
-    let html = builder::http_get(addr, &format!("/runs/{}", mnist.0.0))
+    let html = builder::get(&app, &format!("/runs/{}", mnist.0.0))
         .await
         .text();
     let src = html
@@ -282,7 +275,7 @@ async fn run_page_shows_curves_attempts_and_retrieval() {
         .next()
         .unwrap()
         .to_owned();
-    let img = builder::http_get(addr, &format!("/runs/{src}")).await;
+    let img = builder::get(&app, &format!("/runs/{src}")).await;
     assert_eq!(
         img.status,
         200,
@@ -293,7 +286,7 @@ async fn run_page_shows_curves_attempts_and_retrieval() {
     assert_eq!(img.header("content-type"), Some("image/png"));
     assert_eq!(&img.body[..8], b"\x89PNG\r\n\x1a\n");
     assert_eq!(
-        builder::http_get(addr, &format!("/runs/{}/images/99999", mnist.0.0))
+        builder::get(&app, &format!("/runs/{}/images/99999", mnist.0.0))
             .await
             .status,
         404
@@ -324,8 +317,8 @@ async fn workers_page_lists_devices_and_current_job() {
         .execute(store.writer())
         .await
         .unwrap();
-    let addr = builder::serve(store.clone(), None).await;
-    let html = builder::http_get(addr, "/workers").await.text();
+    let app = builder::app(store.clone(), None);
+    let html = builder::get(&app, "/workers").await.text();
     assert!(
         html.contains("gpu-box-1")
             && html.contains("RTX 4090 (#0, 24.0 GiB)")
@@ -392,7 +385,7 @@ async fn hostile_names_and_parameters_show_literally() {
         builder::record_synthetic_run(&store, *job, a, p, 1_700_000_000_000).await;
         builder::end_attempt(&store, *job, a, "done", None, 1_700_000_030_000).await;
     }
-    let addr = builder::serve(store.clone(), None).await;
+    let app = builder::app(store.clone(), None);
     let enc: String = name
         .bytes()
         .map(|b| {
@@ -412,7 +405,7 @@ async fn hostile_names_and_parameters_show_literally() {
         format!("/sweeps/{enc}/export?format=md"),
     ];
     for p in &pages {
-        let r = builder::http_get(addr, p).await;
+        let r = builder::get(&app, p).await;
         assert_eq!(r.status, 200, "{p}: {}", r.text());
         let html = r.text();
         assert!(
@@ -439,7 +432,7 @@ async fn hostile_names_and_parameters_show_literally() {
             );
         }
     }
-    let run = builder::http_get(addr, &format!("/runs/{}", jobs[0].0.0))
+    let run = builder::get(&app, &format!("/runs/{}", jobs[0].0.0))
         .await
         .text();
     assert!(

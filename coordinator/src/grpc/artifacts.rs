@@ -101,7 +101,9 @@ pub(super) async fn upload(
         )));
     }
     tokio::fs::rename(&part, &path).await?;
-    store
+    // The id from the insert itself: another upload's retention may already have removed
+    // this row when it is not the job's newest, so it cannot be looked up again.
+    let id = store
         .record_artifact(&ArtifactRow {
             job,
             attempt,
@@ -112,13 +114,8 @@ pub(super) async fn upload(
             sha256: sha.clone(),
         })
         .await?;
-    let id = store
-        .find_artifact(attempt, i64::from(h.epoch), &sha)
-        .await?
-        .map(|a| a.id)
-        .ok_or_else(|| RpcError::NotFound("artifact just recorded".into()))?;
     tracing::debug!(%job, %attempt, epoch = h.epoch, size, artifact = id, "checkpoint stored");
-    crate::retention::after_checkpoint(store, &shared.cfg.artifact_dir, job, id).await;
+    crate::retention::after_checkpoint(store, &shared.cfg.artifact_dir, job).await;
     Ok(id)
 }
 

@@ -109,12 +109,27 @@ async fn handle(
             Some(a) if a.job == job => {
                 tracing::debug!(%job, %attempt, epoch = c.epoch, artifact = a.id, "checkpoint noted");
             }
-            _ => {
+            Some(_) => {
                 return Err(RpcError::InvalidArgument(format!(
-                    "unknown checkpoint artifact {}",
+                    "checkpoint artifact {} belongs to another job",
                     c.artifact_id
                 )));
             }
+            // Retention keeps only a job's newest checkpoint, and an attempt's uploads overtake
+            // its reports: a checkpoint already superseded by a later epoch is gone, and that
+            // is no error. One the job has nothing as new as is unknown.
+            None => match store.latest_checkpoint(job).await? {
+                Some(newest) if newest.epoch >= i64::from(c.epoch) => {
+                    tracing::debug!(%job, %attempt, epoch = c.epoch, newest = newest.epoch,
+                        "checkpoint noted, already superseded");
+                }
+                _ => {
+                    return Err(RpcError::InvalidArgument(format!(
+                        "unknown checkpoint artifact {}",
+                        c.artifact_id
+                    )));
+                }
+            },
         },
         None => return Err(RpcError::InvalidArgument("report without a body".into())),
     }

@@ -239,10 +239,10 @@ impl Store {
         Ok(())
     }
 
-    /// Records a stored checkpoint file.
-    pub async fn record_artifact(&self, a: &ArtifactRow) -> Result<(), StoreError> {
+    /// Records a stored checkpoint file; returns its artifact id.
+    pub async fn record_artifact(&self, a: &ArtifactRow) -> Result<i64, StoreError> {
         let _timer = crate::obs::db_write(crate::obs::DbWrite::Artifact);
-        sqlx::query(
+        let done = sqlx::query(
             "INSERT INTO artifacts (job_id, attempt_id, kind, epoch, path, size, sha256, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )
@@ -256,7 +256,7 @@ impl Store {
         .bind(now_ms())
         .execute(&self.writer)
         .await?;
-        Ok(())
+        Ok(done.last_insert_rowid())
     }
 }
 

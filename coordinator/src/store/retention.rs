@@ -65,22 +65,24 @@ async fn delete_artifacts(conn: &mut SqliteConnection, ids: &[i64]) -> Result<()
 }
 
 impl Store {
-    /// Keeps only checkpoint `keep` of `job` (the one its live attempt just stored): the older
-    /// ones can no longer be resumed from, since resuming takes the newest. Returns the rows
-    /// removed.
-    pub async fn keep_only_checkpoint(
+    /// Keeps only the newest checkpoint of `job` (highest epoch, then latest stored): the older
+    /// ones can no longer be resumed from, since resuming takes the newest. Uploads of one
+    /// attempt run concurrently and may land out of epoch order, so the one kept is decided
+    /// here, not by which upload called: two calls never remove each other's newest. Returns
+    /// the rows removed.
+    pub async fn keep_newest_checkpoint(
         &self,
         job: JobId,
-        keep: i64,
     ) -> Result<Vec<CheckpointRow>, StoreError> {
         let _timer = crate::obs::db_write(crate::obs::DbWrite::Retention);
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let rows = sqlx::query(
             "SELECT id, job_id, path, size FROM artifacts
-             WHERE job_id = ?1 AND kind = 'checkpoint' AND id != ?2",
+             WHERE job_id = ?1 AND kind = 'checkpoint' AND id != (
+                 SELECT id FROM artifacts WHERE job_id = ?1 AND kind = 'checkpoint'
+                 ORDER BY epoch DESC, id DESC LIMIT 1)",
         )
         .bind(job.0)
-        .bind(keep)
         .fetch_all(&mut *tx)
         .await?;
         let removed = checkpoint_rows(&rows)?;
