@@ -105,7 +105,7 @@ async fn run(data: &Data, action: Action, back: String) -> Response {
             tracing::error!(error = %e, "dashboard action failed");
             refused(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                crate::server::INTERNAL_ERROR_TEXT,
+                crate::pages::INTERNAL_ERROR_TEXT,
             )
         }
     }

@@ -17,6 +17,8 @@ use crate::auth::Viewer;
 use crate::data::{DashboardData, DataError};
 use crate::export::{Format, TableError, TableRequest};
 use crate::live::LiveHub;
+/// What a visitor sees of a server-side failure (the pages define it; actions show it too).
+pub use crate::pages::INTERNAL_ERROR_TEXT;
 use crate::pages::{self, Nav, Query};
 use crate::table;
 
@@ -85,10 +87,6 @@ fn asset(ct: &'static str, body: &'static str) -> Response {
     )
         .into_response()
 }
-
-/// What a visitor sees of a server-side failure; the detail goes to the log.
-pub const INTERNAL_ERROR_TEXT: &str =
-    "Something went wrong on the server. The details are in the coordinator log.";
 
 /// Error responses of the handlers.
 #[derive(Debug, thiserror::Error)]

@@ -18,6 +18,10 @@ pub fn render<V: IntoView + 'static>(f: impl FnOnce() -> V) -> String {
     Owner::new().with(|| f().into_view().to_html())
 }
 
+/// What a visitor sees of a server-side failure; the detail goes to the log.
+pub const INTERNAL_ERROR_TEXT: &str =
+    "Something went wrong on the server. The details are in the coordinator log.";
+
 /// Escapes text for HTML text and attribute values.
 pub fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
