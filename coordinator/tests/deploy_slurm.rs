@@ -88,16 +88,12 @@ async fn a_sweep_finishes_on_sbatch_workers_through_scancel_and_a_killed_task() 
     // Every job finishes, none failed, both interrupted jobs by a later attempt.
     let t0 = Instant::now();
     let states = loop {
-        let states: Vec<(i64, String)> = sqlx::query_as("SELECT id, state FROM jobs ORDER BY id")
-            .fetch_all(&db)
-            .await
-            .unwrap();
-        if states.len() == 4 && states.iter().all(|(_, s)| s != "queued" && s != "running") {
+        if let Some(states) = final_job_states(&db, 4).await {
             break states;
         }
         assert!(
             t0.elapsed() < Duration::from_secs(900),
-            "{states:?}; worker logs:\n{}",
+            "jobs still unfinished after 900 s; worker logs:\n{}",
             logs()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -300,16 +296,12 @@ async fn the_coordinator_allocates_slurm_workers_itself_and_leaves_none_behind()
                     .lines()
                     .any(|l| l.starts_with("latentsweep_slurm_allocations{state=\"running\"} "));
         }
-        let states: Vec<(i64, String)> = sqlx::query_as("SELECT id, state FROM jobs ORDER BY id")
-            .fetch_all(&db)
-            .await
-            .unwrap();
-        if states.len() == 3 && states.iter().all(|(_, s)| s != "queued" && s != "running") {
+        if let Some(states) = final_job_states(&db, 3).await {
             break states;
         }
         assert!(
             t0.elapsed() < Duration::from_secs(900),
-            "{states:?}; {}",
+            "jobs still unfinished after 900 s; {}",
             logs()
         );
         tokio::time::sleep(Duration::from_millis(300)).await;

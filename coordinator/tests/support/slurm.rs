@@ -302,6 +302,17 @@ pub async fn attempt_state(db: &SqlitePool, id: i64) -> String {
         .unwrap()
 }
 
+/// Every job's (id, state), in id order, once `n` jobs exist and none is queued or running;
+/// `None` before that.
+pub async fn final_job_states(db: &SqlitePool, n: usize) -> Option<Vec<(i64, String)>> {
+    let states: Vec<(i64, String)> = sqlx::query_as("SELECT id, state FROM jobs ORDER BY id")
+        .fetch_all(db)
+        .await
+        .unwrap();
+    let over = states.len() == n && states.iter().all(|(_, s)| s != "queued" && s != "running");
+    over.then_some(states)
+}
+
 pub async fn wait_attempt_state(db: &SqlitePool, id: i64, want: &str, limit: Duration) {
     let t0 = Instant::now();
     loop {
