@@ -38,14 +38,25 @@ pub(crate) fn discover(url: &str) -> Result<Option<String>, AgentError> {
     let Some(port) = loopback_port(url) else {
         return Ok(None);
     };
-    let Some(path) = announced(port).or_else(|| generated_token_file().filter(|p| p.exists()))
-    else {
-        return Ok(None);
-    };
-    let token = secret::read_token("the coordinator's token file", &path)
-        .map_err(|e| AgentError::Config(e.to_string()))?;
-    tracing::info!(file = %path.display(), "using the local coordinator's token");
-    Ok(Some(token))
+    Ok(local_token([announced(port), generated_token_file()]))
+}
+
+/// The token in the first of `candidates` that exists. An announcement outlives a coordinator
+/// killed with SIGKILL, and its port may now belong to another one: a note naming a file that
+/// is gone is stale, not an error. A token found (not given) that cannot be read is worth a
+/// warning, not a refusal to start: a coordinator that needs one answers Unauthenticated.
+fn local_token(candidates: [Option<PathBuf>; 2]) -> Option<String> {
+    let path = candidates.into_iter().flatten().find(|p| p.exists())?;
+    match secret::read_token("the coordinator's token file", &path) {
+        Ok(token) => {
+            tracing::info!(file = %path.display(), "using the local coordinator's token");
+            Some(token)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring a local coordinator's token file");
+            None
+        }
+    }
 }
 
 /// Where a coordinator run by this user with the default database writes its generated token.
@@ -85,6 +96,28 @@ mod tests {
         assert_eq!(loopback_port("http://[::1]:2"), Some(2));
         assert_eq!(loopback_port("http://10.0.0.2:50051"), None);
         assert_eq!(loopback_port("https://coordinator.lab:443"), None);
+    }
+
+    #[test]
+    fn stale_or_unreadable_local_tokens_are_skipped_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        // The note of a coordinator killed with SIGKILL names a file in a removed directory.
+        let gone = Some(dir.path().join("gone/token"));
+        let generated = dir.path().join("token");
+        assert_eq!(local_token([gone.clone(), Some(generated.clone())]), None);
+        std::fs::write(&generated, "").unwrap();
+        assert_eq!(local_token([gone.clone(), Some(generated.clone())]), None);
+        std::fs::write(&generated, "s3cret\n").unwrap();
+        assert_eq!(
+            local_token([gone, Some(generated.clone())]).as_deref(),
+            Some("s3cret")
+        );
+        let announced = dir.path().join("announced");
+        std::fs::write(&announced, "other").unwrap();
+        assert_eq!(
+            local_token([Some(announced), Some(generated)]).as_deref(),
+            Some("other")
+        );
     }
 
     #[test]
