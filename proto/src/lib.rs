@@ -13,5 +13,8 @@ pub mod state;
 pub mod sweep;
 
 pub use ids::{AttemptId, JobId, LeaseToken, SweepId, WorkerId};
-pub use params::{Dataset, JobKey, JobParams, Loss, Mining, Network, Optimizer, PARAM_ORDER};
+pub use params::{
+    DEFAULT_VAL_FRACTION, Dataset, JobKey, JobParams, Loss, Mining, Network, Optimizer, PARAM_ORDER,
+    Projection, Split,
+};
 pub use state::{AttemptState, JobCounts, JobState};

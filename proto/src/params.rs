@@ -49,6 +49,51 @@ named_enum!(
     SemiHard => "semi-hard",
 });
 
+named_enum!(
+    /// How classes are divided between training and evaluation (README, "Evaluation protocol").
+    Split, "split" {
+    /// Every class trains; evaluation uses held-out images of the same classes.
+    Samples => "samples",
+    /// The first half of the classes (by label, or folder name in natural order) trains; the
+    /// second half is only ever evaluated.
+    Classes => "classes",
+});
+
+named_enum!(
+    /// How snapshots of embeddings with more than two dimensions are drawn in 2-D.
+    Projection, "projection" {
+    Pca => "pca",
+    /// Barnes-Hut t-SNE on the snapshot subset, with a fixed seed.
+    Tsne => "tsne",
+});
+
+impl Split {
+    /// The split a dataset uses when a sweep or `worker train` names none: built-in datasets
+    /// keep `samples` (their classic benchmarks), folder datasets (faces) evaluate on unseen
+    /// classes as Koch et al. do.
+    pub fn default_for(dataset: &Dataset) -> Split {
+        match dataset {
+            Dataset::Mnist | Dataset::FashionMnist => Split::Samples,
+            Dataset::Folder(_) => Split::Classes,
+        }
+    }
+}
+
+impl Default for Split {
+    fn default() -> Self {
+        Split::Samples
+    }
+}
+
+impl Default for Projection {
+    fn default() -> Self {
+        Projection::Pca
+    }
+}
+
+/// Fraction of the training data held out for validation when a sweep names none.
+pub const DEFAULT_VAL_FRACTION: f64 = 0.1;
+
 impl Loss {
     /// Whether the `margin` axis applies to this loss.
     pub fn uses_margin(self) -> bool {
@@ -161,6 +206,26 @@ pub struct JobParams {
     pub train_limit: Option<u64>,
     /// Evaluate every this many epochs (the last epoch is always evaluated).
     pub eval_every: u32,
+    /// Which classes train and which are only evaluated. Omitted from the canonical JSON when
+    /// `samples`, so cells stored before the field existed keep their keys (and their meaning).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub split: Split,
+    /// L2-normalise embeddings (FaceNet), in training and evaluation. Omitted when false.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub normalize: bool,
+    /// Fraction of the training data held out for validation, in the regime of the split
+    /// (images of the training classes for `samples`, whole training classes for `classes`).
+    /// 0 means no validation set: the value of every cell stored before the field existed,
+    /// which is omitted from the canonical JSON for that reason.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub val_fraction: f64,
+    /// 2-D projection of snapshots when `embedding_dim > 2`. Omitted when `pca`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub projection: Projection,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 impl Default for JobParams {
@@ -179,6 +244,10 @@ impl Default for JobParams {
             mining: None,
             train_limit: None,
             eval_every: 1,
+            split: Split::Samples,
+            normalize: false,
+            val_fraction: DEFAULT_VAL_FRACTION,
+            projection: Projection::Pca,
         }
     }
 }
@@ -209,6 +278,10 @@ pub const PARAM_ORDER: &[&str] = &[
     "mining",
     "train_limit",
     "eval_every",
+    "split",
+    "normalize",
+    "val_fraction",
+    "projection",
 ];
 
 impl JobParams {
@@ -243,7 +316,14 @@ impl JobParams {
 mod tests {
     #[test]
     fn param_order_is_the_canonical_json_order() {
-        let json = super::JobParams::default().canonical_json();
+        // Every optional field away from its default, so that all of them are serialised.
+        let p = super::JobParams {
+            split: super::Split::Classes,
+            normalize: true,
+            projection: super::Projection::Tsne,
+            ..Default::default()
+        };
+        let json = p.canonical_json();
         let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&json).unwrap();
         let keys: Vec<&str> = map.keys().map(String::as_str).collect();
         let mut sorted = super::PARAM_ORDER.to_vec();
@@ -284,5 +364,17 @@ mod tests {
         assert_eq!(a.key().0.len(), 32);
         let back: JobParams = serde_json::from_str(&a.canonical_json()).unwrap();
         assert_eq!(back, a);
+    }
+
+    #[test]
+    fn cells_stored_before_the_protocol_fields_keep_their_keys_and_meaning() {
+        // The canonical JSON of a cell as stored before `split`, `normalize`, `val_fraction` and
+        // `projection` existed: it must read back as the old protocol (samples split, no
+        // validation set) and hash to the same key.
+        let old = r#"{"network":"embedding-net","loss":"contrastive","dataset":"fashion-mnist","margin":1.0,"lr":0.001,"embedding_dim":2,"batch_size":128,"epochs":2,"optimizer":"adam","seed":0,"mining":null,"train_limit":null,"eval_every":1}"#;
+        let p: JobParams = serde_json::from_str(old).unwrap();
+        assert_eq!((p.split, p.normalize, p.val_fraction), (Split::Samples, false, 0.0));
+        assert_eq!(p.projection, Projection::Pca);
+        assert_eq!(p.canonical_json(), old);
     }
 }

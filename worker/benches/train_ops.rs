@@ -126,6 +126,7 @@ fn embedding_net_ce_samples_per_sec() {
         mining: None,
         train_limit: Some(6_400),
         eval_every: 1,
+        ..JobParams::default()
     };
     let work = tempfile::tempdir().unwrap();
     let spec = RunSpec {

@@ -76,6 +76,7 @@ fn main() {
             mining: loss.uses_mining().then_some(Mining::Random),
             train_limit: Some(a.batches * u64::from(a.batch)),
             eval_every: 10_000,
+            ..JobParams::default()
         };
         let work = tempfile::tempdir().expect("temp dir");
         let spec = RunSpec {

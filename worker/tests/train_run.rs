@@ -36,6 +36,7 @@ fn faces_params() -> JobParams {
         mining: None,
         train_limit: None,
         eval_every: 1,
+        ..JobParams::default()
     }
 }
 
@@ -349,6 +350,7 @@ fn every_loss_learns_on_fashion_mnist() {
         mining: None,
         train_limit: Some(2_000),
         eval_every: 1,
+        ..JobParams::default()
     };
     let work = tempfile::tempdir().unwrap();
     let mut untrained = base.clone();

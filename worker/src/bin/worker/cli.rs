@@ -141,6 +141,7 @@ impl TrainArgs {
                 .then(|| self.mining.unwrap_or(Mining::Random)),
             train_limit: self.train_limit,
             eval_every: self.eval_every,
+            ..JobParams::default()
         })
     }
 }
