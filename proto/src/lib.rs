@@ -14,7 +14,7 @@ pub mod sweep;
 
 pub use ids::{AttemptId, JobId, LeaseToken, SweepId, WorkerId};
 pub use params::{
-    DEFAULT_VAL_FRACTION, Dataset, JobKey, JobParams, Loss, Mining, Network, Optimizer, PARAM_ORDER,
-    Projection, Split,
+    DEFAULT_VAL_FRACTION, Dataset, JobKey, JobParams, Loss, Mining, Network, Optimizer,
+    PARAM_ORDER, Projection, Split,
 };
 pub use state::{AttemptState, JobCounts, JobState};

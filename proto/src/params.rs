@@ -51,8 +51,10 @@ named_enum!(
 
 named_enum!(
     /// How classes are divided between training and evaluation (README, "Evaluation protocol").
+    #[derive(Default)]
     Split, "split" {
     /// Every class trains; evaluation uses held-out images of the same classes.
+    #[default]
     Samples => "samples",
     /// The first half of the classes (by label, or folder name in natural order) trains; the
     /// second half is only ever evaluated.
@@ -61,7 +63,9 @@ named_enum!(
 
 named_enum!(
     /// How snapshots of embeddings with more than two dimensions are drawn in 2-D.
+    #[derive(Default)]
     Projection, "projection" {
+    #[default]
     Pca => "pca",
     /// Barnes-Hut t-SNE on the snapshot subset, with a fixed seed.
     Tsne => "tsne",
@@ -76,18 +80,6 @@ impl Split {
             Dataset::Mnist | Dataset::FashionMnist => Split::Samples,
             Dataset::Folder(_) => Split::Classes,
         }
-    }
-}
-
-impl Default for Split {
-    fn default() -> Self {
-        Split::Samples
-    }
-}
-
-impl Default for Projection {
-    fn default() -> Self {
-        Projection::Pca
     }
 }
 
@@ -373,7 +365,10 @@ mod tests {
         // validation set) and hash to the same key.
         let old = r#"{"network":"embedding-net","loss":"contrastive","dataset":"fashion-mnist","margin":1.0,"lr":0.001,"embedding_dim":2,"batch_size":128,"epochs":2,"optimizer":"adam","seed":0,"mining":null,"train_limit":null,"eval_every":1}"#;
         let p: JobParams = serde_json::from_str(old).unwrap();
-        assert_eq!((p.split, p.normalize, p.val_fraction), (Split::Samples, false, 0.0));
+        assert_eq!(
+            (p.split, p.normalize, p.val_fraction),
+            (Split::Samples, false, 0.0)
+        );
         assert_eq!(p.projection, Projection::Pca);
         assert_eq!(p.canonical_json(), old);
     }
