@@ -74,24 +74,14 @@ impl Store {
         &self,
         job: JobId,
     ) -> Result<Vec<CheckpointRow>, StoreError> {
-        let _timer = crate::obs::db_write(crate::obs::DbWrite::Retention);
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let rows = sqlx::query(
+        self.remove_checkpoints(
+            job,
             "SELECT id, job_id, path, size FROM artifacts
              WHERE job_id = ?1 AND kind = 'checkpoint' AND id != (
                  SELECT id FROM artifacts WHERE job_id = ?1 AND kind = 'checkpoint'
                  ORDER BY epoch DESC, id DESC LIMIT 1)",
         )
-        .bind(job.0)
-        .fetch_all(&mut *tx)
-        .await?;
-        let removed = checkpoint_rows(&rows)?;
-        let ids: Vec<i64> = removed.iter().map(|r| r.id).collect();
-        if !ids.is_empty() {
-            delete_artifacts(&mut tx, &ids).await?;
-        }
-        tx.commit().await?;
-        Ok(removed)
+        .await
     }
 
     /// Removes every checkpoint of `job` if it is done (`--keep-checkpoints none`); a job that
@@ -100,15 +90,24 @@ impl Store {
         &self,
         job: JobId,
     ) -> Result<Vec<CheckpointRow>, StoreError> {
-        let _timer = crate::obs::db_write(crate::obs::DbWrite::Retention);
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let rows = sqlx::query(
+        self.remove_checkpoints(
+            job,
             "SELECT a.id, a.job_id, a.path, a.size FROM artifacts a JOIN jobs j ON j.id = a.job_id
              WHERE a.job_id = ?1 AND a.kind = 'checkpoint' AND j.state = 'done'",
         )
-        .bind(job.0)
-        .fetch_all(&mut *tx)
-        .await?;
+        .await
+    }
+
+    /// Removes the checkpoint rows of `job` that `select` (bound to the job as `?1`) names,
+    /// deciding and deleting in one write transaction. Returns the rows removed.
+    async fn remove_checkpoints(
+        &self,
+        job: JobId,
+        select: &'static str,
+    ) -> Result<Vec<CheckpointRow>, StoreError> {
+        let _timer = crate::obs::db_write(crate::obs::DbWrite::Retention);
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let rows = sqlx::query(select).bind(job.0).fetch_all(&mut *tx).await?;
         let removed = checkpoint_rows(&rows)?;
         let ids: Vec<i64> = removed.iter().map(|r| r.id).collect();
         if !ids.is_empty() {
