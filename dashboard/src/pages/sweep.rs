@@ -10,7 +10,8 @@ use std::sync::Arc;
 use crate::data::{RunRow, SweepDetail};
 use crate::pages::sweeps::Progress;
 use crate::plot::heat_color;
-use crate::table::{self, Axis, Stats, fmt_metric, value_text};
+use crate::stats::Summary;
+use crate::table::{self, Axis, fmt_metric, value_text};
 
 /// Runs per page of the runs table.
 pub(crate) const PAGE_SIZE: usize = 100;
@@ -224,7 +225,7 @@ fn runs_table(
     }
 }
 
-fn stats_cell(s: Option<Stats>, metric: &str) -> String {
+fn stats_cell(s: Option<Summary>, metric: &str) -> String {
     match s {
         None => "–".into(),
         Some(s) if s.n > 1 => format!(
@@ -266,7 +267,7 @@ fn group_section(shown: &[&RunRow], varying: &[Axis], q: &Query) -> Option<impl 
             let n_done = members.iter().filter(|r| !r.metrics.is_empty()).count();
             let cells = GROUP_METRICS
                 .iter()
-                .map(|m| view! { <td class="num">{stats_cell(Stats::of(&table::metric_values(&members, m)), m)}</td> })
+                .map(|m| view! { <td class="num">{stats_cell(Summary::of(&table::metric_values(&members, m)), m)}</td> })
                 .collect_view();
             view! { <tr>{keys}<td class="num">{format!("{n_done}/{}", members.len())}</td>{cells}</tr> }
         })
@@ -423,9 +424,9 @@ fn heatmap(
         idx
     };
     let (xo, yo) = (order(&xs), order(&ys));
-    let cells: Vec<Vec<Option<Stats>>> = yo
+    let cells: Vec<Vec<Option<Summary>>> = yo
         .iter()
-        .map(|&yi| xo.iter().map(|&xi| Stats::of(&vals[yi][xi])).collect())
+        .map(|&yi| xo.iter().map(|&xi| Summary::of(&vals[yi][xi])).collect())
         .collect();
     let xs: Vec<Value> = xo.iter().map(|&i| xs[i].clone()).collect();
     let ys: Vec<Value> = yo.iter().map(|&i| ys[i].clone()).collect();
