@@ -282,7 +282,7 @@ pub enum Command {
         #[arg(long)]
         metric: Option<String>,
         /// Pivot aggregation over the other axes and seeds: mean (± std, n, 95% CI) | best (the
-        /// run with the highest val/<metric>, reporting its test <metric>)
+        /// run with the highest val/METRIC, reporting its test METRIC)
         #[arg(long)]
         agg: Option<String>,
         /// Without a pivot: one row per configuration (every parameter but seed), each metric
