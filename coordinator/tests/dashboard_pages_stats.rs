@@ -181,4 +181,24 @@ async fn groups_compare_and_run_page_show_seed_statistics() {
     assert!(md.contains("(selected on validation)"), "{md}");
     assert!(!md.contains("selected on test"), "{md}");
     assert!(md.contains("0.6000‡"), "collapse marker: {md}");
+
+    // Over seeds: the collapse is a count on the configuration, not a mean of flags; the long
+    // table reads the flag per run.
+    let seeds = builder::get(&app, "/sweeps/stats/export?format=md&over_seeds=1")
+        .await
+        .text();
+    assert_eq!(seeds.matches("| 3‡ |").count(), 1, "{seeds}");
+    assert!(!seeds.contains("| collapsed"), "{seeds}");
+    let csv = builder::get(&app, "/sweeps/stats/export?format=csv&over_seeds=1")
+        .await
+        .text();
+    assert!(
+        csv.lines().next().unwrap().contains(",runs,collapsed,"),
+        "{csv}"
+    );
+    let long = builder::get(&app, "/sweeps/stats/export?format=md")
+        .await
+        .text();
+    assert_eq!(long.matches(" | yes |").count(), 1, "{long}");
+    assert_eq!(long.matches(" | no |").count(), 5, "{long}");
 }

@@ -37,8 +37,17 @@ pub(crate) fn cmp_values(a: &Value, b: &Value) -> Ordering {
     }
 }
 
-/// Formats a metric for humans: throughput with one decimal, counts as integers, the collapse
-/// flag as yes/no, scores with 4.
+/// One run's result for humans: as [`fmt_metric`], except the collapse flag, which reads yes/no.
+/// (A mean of the flag over runs is a fraction, so summaries use [`fmt_metric`].)
+pub fn fmt_result(name: &str, v: f64) -> String {
+    match name {
+        metric::COLLAPSED if v == 1.0 => "yes".to_owned(),
+        metric::COLLAPSED if v == 0.0 => "no".to_owned(),
+        _ => fmt_metric(name, v),
+    }
+}
+
+/// Formats a metric for humans: throughput with one decimal, counts as integers, scores with 4.
 pub fn fmt_metric(name: &str, v: f64) -> String {
     if !v.is_finite() {
         return v.to_string();
@@ -46,9 +55,6 @@ pub fn fmt_metric(name: &str, v: f64) -> String {
     match name {
         metric::SAMPLES_PER_SEC => format!("{v:.1}"),
         metric::EPOCHS | metric::BEST_EPOCH => format!("{v:.0}"),
-        metric::COLLAPSED if v == 0.0 || v == 1.0 => {
-            (if v == 1.0 { "yes" } else { "no" }).to_owned()
-        }
         _ => format!("{v:.4}"),
     }
 }

@@ -18,7 +18,7 @@ pub use pivot::{Mark, PivotCell, PivotTable, Selected, SelectedOn};
 pub(crate) use pivot_render::summary_text;
 pub use pivot_render::{COLLAPSE_MARK, TEST_SELECTION_MARK, TIE_MARK};
 pub use render::render;
-pub use seeds::SeedTable;
+pub use seeds::{SeedRow, SeedTable};
 
 use crate::data::RunRow;
 use crate::pages::Query;

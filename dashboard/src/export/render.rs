@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use super::{Format, LongTable, ResultTable, seeds};
 use crate::data::RunRow;
-use crate::table::{fmt_metric, value_text};
+use crate::table::{fmt_result, value_text};
 
 /// Writes a table in a format.
 pub fn render(table: &ResultTable, format: Format) -> String {
@@ -144,7 +144,7 @@ fn long_cells(t: &LongTable, r: &RunRow, esc: impl Fn(&str) -> String) -> Vec<St
     f.extend(t.metrics.iter().map(|m| {
         r.metrics
             .get(m)
-            .map(|v| fmt_metric(m, *v))
+            .map(|v| fmt_result(m, *v))
             .unwrap_or_default()
     }));
     f

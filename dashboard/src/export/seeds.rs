@@ -46,7 +46,11 @@ pub(crate) fn seed_table(runs: &[&RunRow]) -> SeedTable {
         .map(|a| a.name)
         .filter(|n| n != SEED)
         .collect();
-    let metrics = table::metric_names(&owned);
+    // The collapse flag is the `collapsed` count column, not a mean ± std of zeros and ones.
+    let metrics: Vec<String> = table::metric_names(&owned)
+        .into_iter()
+        .filter(|m| m != proto::metric::COLLAPSED)
+        .collect();
     let by: Vec<&str> = params.iter().map(String::as_str).collect();
     let rows = table::group_runs(runs, &by)
         .into_iter()

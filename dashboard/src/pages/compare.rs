@@ -107,6 +107,8 @@ fn compare_main(name: String, cells: Vec<Cell>, q: Query) -> impl IntoView {
     let metrics: Vec<String> = table::metric_names(&all)
         .into_iter()
         .filter(|m| all.iter().any(|r| r.metrics.contains_key(m)))
+        // Shown as the count of collapsed runs per cell, not as a mean of flags.
+        .filter(|m| m != metric::COLLAPSED)
         .collect();
     let chosen = q
         .get("metric")

@@ -10,7 +10,7 @@ use super::{StateBadge, fmt_time, sweep_url};
 use crate::data::{MetricPoint, RunDetail, Snapshot};
 use crate::geometry::{nearest, stratified_sample};
 use crate::plot::{Legend, LineChart, Scatter, Series};
-use crate::table::{METRICS, fmt_metric, value_text};
+use crate::table::{METRICS, fmt_result, value_text};
 
 /// Evaluation metrics drawn on the 0..1 chart.
 const SCORE_METRICS: &[&str] = &metric::EVAL;
@@ -73,7 +73,7 @@ fn run_main(d: RunDetail, metrics: Vec<MetricPoint>, snap: Option<Snapshot>) -> 
                 .filter(|(k, _)| !METRICS.contains(&k.as_str()))
                 .map(|(k, v)| (k.clone(), *v)),
         )
-        .map(|(m, v)| view! { <tr><th>{m.clone()}</th><td class="num">{fmt_metric(&m, v)}</td></tr> })
+        .map(|(m, v)| view! { <tr><th>{m.clone()}</th><td class="num">{fmt_result(&m, v)}</td></tr> })
         .collect_view();
     let loss: Vec<(f64, f64)> = get(metric::LOSS)
         .iter()
@@ -200,7 +200,7 @@ fn eval_table(series: &BTreeMap<String, Vec<(i64, i64, f64)>>) -> impl IntoView 
         .map(|e| {
             let cells = present
                 .iter()
-                .map(|m| view! { <td class="num">{per[m].get(&e).map(|v| fmt_metric(m, *v)).unwrap_or_default()}</td> })
+                .map(|m| view! { <td class="num">{per[m].get(&e).map(|v| fmt_result(m, *v)).unwrap_or_default()}</td> })
                 .collect_view();
             view! { <tr><td class="num">{e}</td>{cells}</tr> }
         })

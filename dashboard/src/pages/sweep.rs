@@ -192,7 +192,7 @@ fn runs_table(
                 .collect_view();
             let ms = metrics
                 .iter()
-                .map(|m| view! { <td class="num">{r.metrics.get(m).map(|v| fmt_metric(m, *v)).unwrap_or_default()}</td> })
+                .map(|m| view! { <td class="num">{r.metrics.get(m).map(|v| table::fmt_result(m, *v)).unwrap_or_default()}</td> })
                 .collect_view();
             view! {
                 <tr>
