@@ -49,7 +49,8 @@ pub(crate) fn md_cell(s: &str) -> String {
     out
 }
 
-/// Escapes text for LaTeX (text mode): `\ { } _ % & # $ ~ ^ < > |`, line breaks become spaces.
+/// Escapes text for LaTeX (text mode): `\ { } _ % & # $ ~ ^ < > |`, `± ≥ ≤ −` as math, line
+/// breaks become spaces.
 pub(crate) fn latex_text(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for ch in s.chars() {
@@ -65,6 +66,11 @@ pub(crate) fn latex_text(s: &str) -> String {
                 out.push('\\');
                 out.push(ch);
             }
+            // Math symbols our legends and cells use, which LaTeX's utf8 input does not map.
+            '±' => out.push_str("$\\pm$"),
+            '≥' => out.push_str("$\\geq$"),
+            '≤' => out.push_str("$\\leq$"),
+            '−' => out.push_str("$-$"),
             '\r' => {}
             '\n' => out.push(' '),
             _ => out.push(ch),
@@ -214,6 +220,7 @@ mod tests {
             latex_text(r"a_b%c&d#e$f{g}h~i^j\k<l>|"),
             r"a\_b\%c\&d\#e\$f\{g\}h\textasciitilde{}i\textasciicircum{}j\textbackslash{}k\textless{}l\textgreater{}\textbar{}"
         );
+        assert_eq!(latex_text("p ≥ 0.05, ± 1"), r"p $\geq$ 0.05, $\pm$ 1");
         assert_eq!(md_cell("a|b\nc*d_e<f>"), r"a\|b c\*d\_e\<f\>");
         assert_eq!(csv_field("plain"), "plain");
         assert_eq!(csv_field("a,b"), "\"a,b\"");
