@@ -117,14 +117,23 @@ impl Comparison {
 
 /// Compares two groups of `(pair key, value)`: paired on the keys both share when there are at
 /// least two such pairs, Welch's test on all values otherwise. A key names everything a run
-/// shares with its partner (its seed, and any other axis not being compared).
+/// shares with its partner (its seed, and any other axis not being compared); when a key occurs
+/// twice on one side the runs do not pair one to one, and Welch's test is used.
 pub fn compare(a: &[(String, f64)], b: &[(String, f64)]) -> Comparison {
     let a: Vec<&(String, f64)> = a.iter().filter(|(_, v)| v.is_finite()).collect();
     let b: Vec<&(String, f64)> = b.iter().filter(|(_, v)| v.is_finite()).collect();
-    let diffs: Vec<f64> = a
-        .iter()
-        .filter_map(|(k, va)| b.iter().find(|(kb, _)| kb == k).map(|(_, vb)| va - vb))
-        .collect();
+    let unique = |side: &[&(String, f64)]| {
+        let mut keys: Vec<&str> = side.iter().map(|(k, _)| k.as_str()).collect();
+        keys.sort_unstable();
+        keys.windows(2).all(|w| w[0] != w[1])
+    };
+    let diffs: Vec<f64> = if unique(&a) && unique(&b) {
+        a.iter()
+            .filter_map(|(k, va)| b.iter().find(|(kb, _)| kb == k).map(|(_, vb)| va - vb))
+            .collect()
+    } else {
+        Vec::new()
+    };
     if diffs.len() >= 2 {
         return paired(&diffs);
     }
@@ -286,6 +295,18 @@ mod tests {
         assert!(paired.a_significantly_better());
         let w = welch(&a, &b);
         assert!(w.p.unwrap() > 0.8, "{w:?}");
+    }
+
+    #[test]
+    fn runs_that_do_not_pair_one_to_one_use_welch() {
+        // Two runs of `a` share seed 0 (they differ in an axis the key leaves out).
+        let a = vec![
+            ("seed=0".to_owned(), 0.5),
+            ("seed=0".to_owned(), 0.7),
+            ("seed=1".to_owned(), 0.6),
+        ];
+        let c = compare(&a, &keyed(&[0.4, 0.5]));
+        assert_eq!((c.kind, c.n), (TestKind::Welch, 5));
     }
 
     #[test]

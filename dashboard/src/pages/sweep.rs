@@ -289,7 +289,7 @@ fn group_section(
     let head_pick = pick.then(|| view! { <th>"compare"</th> });
     Some(view! {
         <h2 id="groups">{format!("Grouped by {}", by.join(", "))}</h2>
-        <p class="muted">"mean ± sample standard deviation [95% Student-t confidence interval] n = finished runs of each group (seeds and any other axes); a single run shows its value alone"</p>
+        <p class="muted">"mean ± sample standard deviation [95% Student-t confidence interval] n = finished runs of each group (seeds and any other axes); a single run shows its value and n=1, without ±"</p>
         {compare}
         <div class="scroll"><table class="data groups" id="groups-table"><thead><tr>{head_pick}{head_axes}<th class="num">"finished"</th>{head_metrics}</tr></thead><tbody>{rows}</tbody></table></div>
     })
