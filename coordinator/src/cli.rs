@@ -281,9 +281,14 @@ pub enum Command {
         /// Pivot metric [default: map_at_r]
         #[arg(long)]
         metric: Option<String>,
-        /// Pivot aggregation over the other axes and seeds: best | mean (mean shows ± std)
+        /// Pivot aggregation over the other axes and seeds: mean (± std, n, 95% CI) | best (the
+        /// run with the highest val/METRIC, reporting its test METRIC)
         #[arg(long)]
         agg: Option<String>,
+        /// Without a pivot: one row per configuration (every parameter but seed), each metric
+        /// as mean ± std, n and 95% CI over seeds
+        #[arg(long, conflicts_with_all = ["rows", "cols"])]
+        over_seeds: bool,
         /// Write here instead of standard output
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,

@@ -187,6 +187,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             cols,
             metric,
             agg,
+            over_seeds,
             out,
         }) => {
             let store = open_read_only(&db).await?;
@@ -197,7 +198,8 @@ async fn main() -> anyhow::Result<ExitCode> {
                 cols.as_deref(),
                 metric.as_deref(),
                 agg.as_deref(),
-            )?;
+            )?
+            .over_seeds(over_seeds)?;
             let table = run_export(&store, req).await?;
             match out {
                 Some(path) => std::fs::write(&path, table)

@@ -1,5 +1,6 @@
 //! The dashboard in real headless Chromium (fantoccini + chromedriver) against a coordinator
-//! whose database holds real completed training runs (Fashion-MNIST, four losses).
+//! whose database holds real completed training runs (Fashion-MNIST, four losses; and two
+//! configurations over three seeds for the comparison page).
 //!
 //! Needs Debian's `chromium` and `chromium-driver`; fails (not skips) without them.
 //! Screenshots go to `$LATENTSWEEP_ARTIFACTS/screenshots/` (default: cargo's test tmp dir).
@@ -116,10 +117,39 @@ async fn connect(port: u16, profile: &Path) -> Client {
     panic!("cannot start a chromium session through chromedriver: {last:?}");
 }
 
+/// Two configurations over three seeds, for the comparison page.
+const SEEDS_SWEEP: &str = r#"
+name = "seeds"
+[grid]
+network = ["embedding-net"]
+loss = ["contrastive", "triplet"]
+dataset = ["fashion-mnist"]
+margin = [1.0]
+lr = [1e-3]
+embedding_dim = [2]
+batch_size = [32]
+epochs = [1]
+mining = ["batch-all"]
+seeds = 3
+[fixed]
+train_limit = 200
+"#;
+
 /// Trains every job of the sweep for real and stores what it reported.
 async fn real_runs(dir: &Path) -> (coordinator::store::Store, String, Vec<i64>) {
     let store = builder::open(dir).await;
-    let (name, jobs) = builder::submit(&store, SWEEP).await;
+    let (name, ids) = train_sweep(&store, dir, SWEEP).await;
+    (store, name, ids)
+}
+
+/// Trains every job of a sweep for real into `store`.
+async fn train_sweep(
+    store: &coordinator::store::Store,
+    dir: &Path,
+    toml: &str,
+) -> (String, Vec<i64>) {
+    let store = store.clone();
+    let (name, jobs) = builder::submit(&store, toml).await;
     let mut ids = Vec::new();
     for (job, params) in jobs {
         let attempt = builder::start_attempt(&store, job, coordinator::store::now_ms()).await;
@@ -159,7 +189,7 @@ async fn real_runs(dir: &Path) -> (coordinator::store::Store, String, Vec<i64>) 
         .await;
         ids.push(job.0);
     }
-    (store, name, ids)
+    (name, ids)
 }
 
 fn enc(s: &str) -> String {
@@ -431,6 +461,47 @@ async fn browser_renders_filters_and_scrubs_real_runs() {
         "Workers"
     );
     shot(&c, "08-workers").await;
+
+    // Comparison: tick two configurations of a real 3-seed sweep, compare them seed by seed.
+    train_sweep(&store, dir.path(), SEEDS_SWEEP).await;
+    c.goto(&format!("{base}/sweeps/seeds?group=config"))
+        .await
+        .unwrap();
+    let boxes = c
+        .find_all(Locator::Css("#groups-table input[name=cell]"))
+        .await
+        .unwrap();
+    assert_eq!(boxes.len(), 2, "one checkbox per configuration");
+    for b in &boxes {
+        b.click().await.unwrap();
+    }
+    shot(&c, "09-sweep-pick-cells").await;
+    c.find(Locator::Css("#compare-form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_until("the comparison page", || async {
+        c.current_url().await.unwrap().path().ends_with("/compare")
+    })
+    .await;
+    assert_eq!(count(&c, "#compare-cells li").await, 2);
+    assert_eq!(
+        count(&c, "#seed-plot circle.seed").await,
+        6,
+        "one point per seed and cell"
+    );
+    let diff = c
+        .find(Locator::Css("#compare-table tr.chosen"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(diff.contains("n=3") && diff.contains(" p="), "{diff}");
+    assert!(diff.contains("paired t"), "seeds pair: {diff}");
+    shot(&c, "10-compare").await;
 
     c.close().await.unwrap();
 }

@@ -122,6 +122,31 @@ async fn tables_match_golden_files() {
 }
 
 #[tokio::test]
+async fn tables_over_seeds_match_golden_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, sweep) = builder::build_fixture(dir.path()).await;
+    for (file, format) in [
+        ("seeds.csv", "csv"),
+        ("seeds.md", "md"),
+        ("seeds.tex", "latex"),
+        ("seeds.json", "json"),
+    ] {
+        let req = ExportRequest::parse(&sweep, format, None, None, None, None)
+            .unwrap()
+            .over_seeds(true)
+            .unwrap();
+        let out = run_export(&store, req).await.unwrap();
+        check_golden(file, &out);
+    }
+    // A pivot already aggregates over seeds: asking for both is a usage error.
+    let e = ExportRequest::parse(&sweep, "md", Some("loss"), Some("dataset"), None, None)
+        .unwrap()
+        .over_seeds(true)
+        .unwrap_err();
+    assert!(e.to_string().contains("--over-seeds"), "{e}");
+}
+
+#[tokio::test]
 async fn csv_reads_back_with_every_value_intact() {
     let dir = tempfile::tempdir().unwrap();
     let (store, sweep) = builder::build_fixture(dir.path()).await;
@@ -175,7 +200,8 @@ async fn csv_reads_back_with_every_value_intact() {
     .unwrap();
     let pivot = run_export(&store, req).await.unwrap();
     let mut rd = csv::Reader::from_reader(pivot.as_bytes());
-    assert_eq!(rd.headers().unwrap().len(), 1 + 2 * 2);
+    // Per data set: value, std, n, CI low and high, mark, p-value, collapsed runs.
+    assert_eq!(rd.headers().unwrap().len(), 1 + 2 * 8);
     assert_eq!(rd.records().count(), 4, "one row per loss");
 }
 

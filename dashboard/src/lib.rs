@@ -16,6 +16,7 @@ pub mod live;
 pub mod pages;
 pub mod plot;
 pub mod server;
+pub mod stats;
 pub mod table;
 
 pub use auth::{Action, Viewer};

@@ -60,6 +60,7 @@ pub fn router(data: Arc<dyn DashboardData>) -> Router {
         .route("/sweeps/{name}", get(sweep_page))
         .route("/sweeps/{name}/latent", get(latent_page))
         .route("/sweeps/{name}/export", get(export_endpoint))
+        .route("/sweeps/{name}/compare", get(compare_page))
         .route("/sweeps/{name}/actions", post(crate::act::sweep_action))
         .route("/runs/{job}/cancel", post(crate::act::cancel_run))
         .route("/runs/{job}", get(run_page))
@@ -97,6 +98,8 @@ enum WebError {
     NotFound(String),
     #[error(transparent)]
     BadRequest(#[from] TableError),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl IntoResponse for WebError {
@@ -107,7 +110,9 @@ impl IntoResponse for WebError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "Error")
             }
             WebError::NotFound(_) => (StatusCode::NOT_FOUND, "Not found"),
-            WebError::BadRequest(_) => (StatusCode::BAD_REQUEST, "Bad request"),
+            WebError::BadRequest(_) | WebError::Invalid(_) => {
+                (StatusCode::BAD_REQUEST, "Bad request")
+            }
         };
         let main = match &self {
             WebError::NotFound(what) => pages::not_found_main(what),
@@ -170,6 +175,17 @@ async fn sweep_page(
         Nav::Sweeps,
         pages::sweep::main_html(d, q.clone()) + &forms,
     ))
+}
+
+async fn compare_page(
+    State(data): State<Data>,
+    Path(name): Path<String>,
+    AxQuery(q): AxQuery<Vec<(String, String)>>,
+) -> Res {
+    let d = sweep_or_404(&data, &name).await?;
+    let q = Query(q);
+    let main = pages::compare::main_html(d, q.clone()).map_err(WebError::Invalid)?;
+    Ok(page(&q, &format!("{name} · compare"), Nav::Sweeps, main))
 }
 
 async fn latent_page(

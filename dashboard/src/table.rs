@@ -37,6 +37,16 @@ pub(crate) fn cmp_values(a: &Value, b: &Value) -> Ordering {
     }
 }
 
+/// One run's result for humans: as [`fmt_metric`], except the collapse flag, which reads yes/no.
+/// (A mean of the flag over runs is a fraction, so summaries use [`fmt_metric`].)
+pub fn fmt_result(name: &str, v: f64) -> String {
+    match name {
+        metric::COLLAPSED if v == 1.0 => "yes".to_owned(),
+        metric::COLLAPSED if v == 0.0 => "no".to_owned(),
+        _ => fmt_metric(name, v),
+    }
+}
+
 /// Formats a metric for humans: throughput with one decimal, counts as integers, scores with 4.
 pub fn fmt_metric(name: &str, v: f64) -> String {
     if !v.is_finite() {
@@ -44,7 +54,7 @@ pub fn fmt_metric(name: &str, v: f64) -> String {
     }
     match name {
         metric::SAMPLES_PER_SEC => format!("{v:.1}"),
-        metric::EPOCHS => format!("{v:.0}"),
+        metric::EPOCHS | metric::BEST_EPOCH => format!("{v:.0}"),
         _ => format!("{v:.4}"),
     }
 }
@@ -175,39 +185,6 @@ pub(crate) fn sort_runs(runs: &mut [&RunRow], column: &str, desc: bool) {
     });
 }
 
-/// Summary statistics of a metric over a group of runs.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Stats {
-    pub n: usize,
-    pub mean: f64,
-    /// Sample standard deviation (0 for a single run).
-    pub std: f64,
-    pub max: f64,
-}
-
-impl Stats {
-    pub fn of(values: &[f64]) -> Option<Stats> {
-        let v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
-        if v.is_empty() {
-            return None;
-        }
-        let n = v.len();
-        let mean = v.iter().sum::<f64>() / n as f64;
-        let var = if n > 1 {
-            v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64
-        } else {
-            0.0
-        };
-        let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        Some(Stats {
-            n,
-            mean,
-            std: var.sqrt(),
-            max,
-        })
-    }
-}
-
 /// Groups runs by the values of some axes, groups sorted by those values.
 pub(crate) fn group_runs<'a>(
     runs: &[&'a RunRow],
@@ -248,5 +225,32 @@ pub(crate) fn group_runs<'a>(
 pub(crate) fn metric_values(runs: &[&RunRow], metric: &str) -> Vec<f64> {
     runs.iter()
         .filter_map(|r| r.metrics.get(metric).copied())
+        .collect()
+}
+
+/// Whether a finished run's result flags a collapsed embedding ([`metric::COLLAPSED`] = 1).
+pub fn is_collapsed(r: &RunRow) -> bool {
+    r.metrics.get(metric::COLLAPSED).is_some_and(|v| *v >= 0.5)
+}
+
+/// What a run shares with its partner in another cell: every parameter except `skip`, as text.
+/// Two runs with the same key differ only in the compared axes, so a test may pair them.
+pub(crate) fn pair_key(params: &[(String, Value)], skip: &[&str]) -> String {
+    params
+        .iter()
+        .filter(|(k, _)| !skip.contains(&k.as_str()))
+        .map(|(k, v)| format!("{k}={}", value_text(v)))
+        .collect::<Vec<_>>()
+        .join("\u{1f}")
+}
+
+/// `(pair key, value)` of `metric` over runs, for [`crate::stats::compare`].
+pub(crate) fn keyed_values(runs: &[&RunRow], metric: &str, skip: &[&str]) -> Vec<(String, f64)> {
+    runs.iter()
+        .filter_map(|r| {
+            r.metrics
+                .get(metric)
+                .map(|v| (pair_key(&r.params, skip), *v))
+        })
         .collect()
 }

@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! coordinator export --sweep NAME --format csv|md|latex|json [--out FILE]
+//! coordinator export --sweep NAME --format md --over-seeds
 //! coordinator export --sweep NAME --format md --rows loss --cols dataset --metric map_at_r --agg mean
 //! ```
 
@@ -44,8 +45,22 @@ impl ExportRequest {
             table: TableRequest {
                 pivot,
                 filters: Vec::new(),
+                over_seeds: false,
             },
         })
+    }
+
+    /// With `on`, the table without a pivot has one row per configuration summarised over
+    /// seeds (mean ± std, n, 95% CI) instead of one row per run. Pivots always aggregate over
+    /// seeds, so asking for both is a usage error.
+    pub fn over_seeds(mut self, on: bool) -> Result<ExportRequest, ExportError> {
+        if on && self.table.pivot.is_some() {
+            return Err(ExportError::Usage(
+                "--over-seeds is for the table without --rows/--cols; a pivot already aggregates over seeds".into(),
+            ));
+        }
+        self.table.over_seeds = on;
+        Ok(self)
     }
 }
 

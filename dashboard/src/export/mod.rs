@@ -1,21 +1,28 @@
-//! Result tables (long form and pivot) and their four text formats: CSV, Markdown, LaTeX, JSON.
+//! Result tables (long, over seeds, pivot) in four text formats: CSV, Markdown, LaTeX, JSON.
 //!
 //! This is the single pipeline behind both `coordinator export` and the dashboard's export
 //! download: a [`TableRequest`] (pivot or long table, parameter filters) is built over a
 //! sweep's runs by [`TableRequest::build`] and written by [`render`] (`render.rs`). Every
-//! metric we report is "higher is better", which the bolding relies on.
+//! metric we report is "higher is better", which the bolding relies on. Cells over seeds follow
+//! the rules of [`crate::stats`]; `pivot.rs` builds pivots and marks significance, `seeds.rs`
+//! builds the table over seeds.
 
+mod pivot;
+mod pivot_render;
 mod render;
+mod seeds;
 
 use std::str::FromStr;
 
-use serde_json::Value;
-
+pub use pivot::{Mark, PivotCell, PivotTable, Selected, SelectedOn};
+pub(crate) use pivot_render::summary_text;
+pub use pivot_render::{COLLAPSE_MARK, TEST_SELECTION_MARK, TIE_MARK};
 pub use render::render;
+pub use seeds::{SeedRow, SeedTable};
 
 use crate::data::RunRow;
 use crate::pages::Query;
-use crate::table::{self, Stats};
+use crate::table;
 
 /// Output format of a table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,9 +70,10 @@ impl FromStr for Format {
 /// How a pivot cell aggregates the runs that fall in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Agg {
-    /// The best (highest) value.
+    /// The run selected on validation (the highest `val/<metric>`), reporting its test
+    /// `<metric>`; on the test value itself when no run of the cell has a validation twin.
     Best,
-    /// Mean ± sample standard deviation.
+    /// Mean ± sample standard deviation, n and a 95% Student-t interval.
     Mean,
 }
 
@@ -123,7 +131,13 @@ pub struct TableRequest {
     /// `(parameter, value)` pairs the runs must match (values of one parameter are OR-ed);
     /// pairs naming no parameter of the runs are ignored.
     pub filters: Vec<(String, String)>,
+    /// Without a pivot: one row per configuration (every parameter but `seed`) with each
+    /// metric's summary over seeds, instead of one row per run.
+    pub over_seeds: bool,
 }
+
+/// Query key (and value `1`) of [`TableRequest::over_seeds`] in a download's query string.
+pub const OVER_SEEDS_KEY: &str = "over_seeds";
 
 impl TableRequest {
     /// From a download's query string: a pivot when `rows` and `cols` are both given (`metric`
@@ -136,9 +150,11 @@ impl TableRequest {
             }
             _ => None,
         };
+        let over_seeds = q.flag(OVER_SEEDS_KEY);
         Ok(TableRequest {
             pivot,
             filters: q.0,
+            over_seeds,
         })
     }
 
@@ -148,7 +164,8 @@ impl TableRequest {
         let filters = table::filters_from_query(&self.filters, &axes);
         let shown = table::filter_runs(runs, &filters);
         Ok(match &self.pivot {
-            Some(spec) => ResultTable::Pivot(pivot_table(&shown, spec)?),
+            Some(spec) => ResultTable::Pivot(pivot::pivot_table(&shown, spec)?),
+            None if self.over_seeds => ResultTable::Seeds(seeds::seed_table(&shown)),
             None => ResultTable::Long(long_table(&shown)),
         })
     }
@@ -182,40 +199,12 @@ pub struct LongTable {
     pub runs: Vec<RunRow>,
 }
 
-/// Metric aggregated over a grid of two axes.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PivotTable {
-    pub spec: PivotSpec,
-    pub row_values: Vec<Value>,
-    pub col_values: Vec<Value>,
-    /// `cells[row][col]`; `None` where no finished run has the metric.
-    pub cells: Vec<Vec<Option<Stats>>>,
-}
-
-impl PivotTable {
-    /// The number a cell shows: the maximum or the mean.
-    pub fn shown(&self, s: &Stats) -> f64 {
-        match self.spec.agg {
-            Agg::Best => s.max,
-            Agg::Mean => s.mean,
-        }
-    }
-    /// Whether cell (r, c) holds the best value of its column.
-    pub(crate) fn is_best(&self, r: usize, c: usize) -> bool {
-        let Some(me) = self.cells[r][c].as_ref().map(|s| self.shown(s)) else {
-            return false;
-        };
-        self.cells
-            .iter()
-            .filter_map(|row| row[c].as_ref())
-            .all(|s| self.shown(s) <= me)
-    }
-}
-
 /// A table ready to be written in any [`Format`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum ResultTable {
     Long(LongTable),
+    /// One row per configuration, summarised over seeds.
+    Seeds(SeedTable),
     Pivot(PivotTable),
 }
 
@@ -229,57 +218,4 @@ pub(crate) fn long_table(runs: &[&RunRow]) -> LongTable {
         metrics,
         runs: owned,
     }
-}
-
-/// Builds a pivot table; each cell aggregates over the other axes and the seeds.
-pub(crate) fn pivot_table(runs: &[&RunRow], spec: &PivotSpec) -> Result<PivotTable, TableError> {
-    let owned: Vec<RunRow> = runs.iter().map(|r| (*r).clone()).collect();
-    let axes = table::axes(&owned);
-    let names = axes
-        .iter()
-        .map(|a| a.name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
-    let find = |n: &str| {
-        axes.iter()
-            .find(|a| a.name == n)
-            .cloned()
-            .ok_or_else(|| TableError::UnknownAxis(n.to_owned(), names.clone()))
-    };
-    if spec.rows == spec.cols {
-        return Err(TableError::SameAxis(spec.rows.clone()));
-    }
-    let (rows, cols) = (find(&spec.rows)?, find(&spec.cols)?);
-    let metrics = table::metric_names(&owned);
-    if !metrics.contains(&spec.metric) {
-        return Err(TableError::UnknownMetric(
-            spec.metric.clone(),
-            metrics.join(", "),
-        ));
-    }
-    let cells = rows
-        .values
-        .iter()
-        .map(|rv| {
-            cols.values
-                .iter()
-                .map(|cv| {
-                    let vals: Vec<f64> = runs
-                        .iter()
-                        .filter(|r| {
-                            r.param(&spec.rows) == Some(rv) && r.param(&spec.cols) == Some(cv)
-                        })
-                        .filter_map(|r| r.metrics.get(&spec.metric).copied())
-                        .collect();
-                    Stats::of(&vals)
-                })
-                .collect()
-        })
-        .collect();
-    Ok(PivotTable {
-        spec: spec.clone(),
-        row_values: rows.values,
-        col_values: cols.values,
-        cells,
-    })
 }

@@ -3,6 +3,7 @@
 //! Pages are rendered from plain data in one synchronous pass (`to_html`), so escaping is
 //! Leptos' job everywhere; the only hand-written HTML is the layout shell, escaped with `esc`.
 
+pub mod compare;
 pub mod latent;
 pub mod run;
 pub mod sweep;

@@ -10,7 +10,7 @@ use super::{StateBadge, fmt_time, sweep_url};
 use crate::data::{MetricPoint, RunDetail, Snapshot};
 use crate::geometry::{nearest, stratified_sample};
 use crate::plot::{Legend, LineChart, Scatter, Series};
-use crate::table::{METRICS, fmt_metric, value_text};
+use crate::table::{METRICS, fmt_result, value_text};
 
 /// Evaluation metrics drawn on the 0..1 chart.
 const SCORE_METRICS: &[&str] = &metric::EVAL;
@@ -63,10 +63,17 @@ fn run_main(d: RunDetail, metrics: Vec<MetricPoint>, snap: Option<Snapshot>) -> 
         .iter()
         .map(|(k, v)| view! { <tr><th>{k.clone()}</th><td>{value_text(v)}</td></tr> })
         .collect_view();
+    // The usual metrics in table order, then the rest (validation twins, head scores, ...).
     let finals = METRICS
         .iter()
-        .filter_map(|m| r.metrics.get(*m).map(|v| (*m, *v)))
-        .map(|(m, v)| view! { <tr><th>{m}</th><td class="num">{fmt_metric(m, v)}</td></tr> })
+        .filter_map(|m| r.metrics.get(*m).map(|v| ((*m).to_owned(), *v)))
+        .chain(
+            r.metrics
+                .iter()
+                .filter(|(k, _)| !METRICS.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), *v)),
+        )
+        .map(|(m, v)| view! { <tr><th>{m.clone()}</th><td class="num">{fmt_result(&m, v)}</td></tr> })
         .collect_view();
     let loss: Vec<(f64, f64)> = get(metric::LOSS)
         .iter()
@@ -97,12 +104,17 @@ fn run_main(d: RunDetail, metrics: Vec<MetricPoint>, snap: Option<Snapshot>) -> 
     let speed = by_epoch(&get(metric::SAMPLES_PER_SEC));
     let eval_table = eval_table(&series);
     let label = format!("Run #{}", r.job_id);
+    let collapsed_badge = crate::table::is_collapsed(&r).then(|| view! {
+        " "<span class="badge collapsed" id="collapsed-flag" title="README, Collapse">"collapsed"</span>
+    });
+    let protocol = protocol(&r);
     let sweep = d.sweep_name.clone();
     view! {
         <p class="crumbs"><a href="/">"Sweeps"</a>" / "<a href=sweep_url(&sweep)>{sweep.clone()}</a>" /"</p>
-        <h1>{label}" "<StateBadge state=r.state.to_string()/></h1>
+        <h1>{label}" "<StateBadge state=r.state.to_string()/>{collapsed_badge}</h1>
         <div class="cols">
             <section><h2>"Parameters"</h2><table class="kv">{params}</table></section>
+            {protocol}
             <section><h2>"Final metrics"</h2>
                 {if r.metrics.is_empty() { view! { <p class="muted">"not finished"</p> }.into_any() } else { view! { <table class="kv">{finals}</table> }.into_any() }}
             </section>
@@ -118,6 +130,45 @@ fn run_main(d: RunDetail, metrics: Vec<MetricPoint>, snap: Option<Snapshot>) -> 
         {eval_table}
         {latent_and_retrieval(r.job_id, snap)}
         {attempts(&d)}
+    }
+}
+
+/// The evaluation protocol of a run: split, validation fraction, normalisation, and the epoch
+/// its results come from. Parameters a run predates read as their old meaning.
+fn protocol(r: &crate::data::RunRow) -> impl IntoView + use<> {
+    let text = |k: &str, old: &str| {
+        r.param(k)
+            .filter(|v| !v.is_null())
+            .map(value_text)
+            .unwrap_or_else(|| old.to_owned())
+    };
+    let val = r
+        .param("val_fraction")
+        .and_then(|v| v.as_f64())
+        .unwrap_or(0.0);
+    let val_text = if val > 0.0 {
+        format!("{val} of the training data")
+    } else {
+        "0 (no validation set)".to_owned()
+    };
+    let selected = match r.metrics.get(metric::BEST_EPOCH) {
+        Some(e) => format!("epoch {e:.0}, the highest {}", metric::SELECTION),
+        None if r.metrics.is_empty() => "not finished".to_owned(),
+        None => "the last evaluation (no validation set to select on)".to_owned(),
+    };
+    let collapsed = match r.metrics.get(metric::COLLAPSED) {
+        Some(v) if *v >= 0.5 => "yes: the embedding collapsed (README, Collapse)",
+        Some(_) => "no",
+        None => "not measured",
+    };
+    view! {
+        <section id="protocol"><h2>"Protocol"</h2><table class="kv">
+            <tr><th>"split"</th><td>{text("split", "samples")}</td></tr>
+            <tr><th>"val_fraction"</th><td>{val_text}</td></tr>
+            <tr><th>"normalize"</th><td>{text("normalize", "false")}</td></tr>
+            <tr><th>"selected epoch"</th><td id="selected-epoch">{selected}</td></tr>
+            <tr><th>"collapsed"</th><td>{collapsed}</td></tr>
+        </table></section>
     }
 }
 
@@ -149,7 +200,7 @@ fn eval_table(series: &BTreeMap<String, Vec<(i64, i64, f64)>>) -> impl IntoView 
         .map(|e| {
             let cells = present
                 .iter()
-                .map(|m| view! { <td class="num">{per[m].get(&e).map(|v| fmt_metric(m, *v)).unwrap_or_default()}</td> })
+                .map(|m| view! { <td class="num">{per[m].get(&e).map(|v| fmt_result(m, *v)).unwrap_or_default()}</td> })
                 .collect_view();
             view! { <tr><td class="num">{e}</td>{cells}</tr> }
         })

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use crate::data::{RunRow, SweepDetail};
 use crate::pages::sweeps::Progress;
 use crate::plot::heat_color;
-use crate::table::{self, Axis, Stats, fmt_metric, value_text};
+use crate::stats::Summary;
+use crate::table::{self, Axis, fmt_metric, value_text};
 
 /// Runs per page of the runs table.
 pub(crate) const PAGE_SIZE: usize = 100;
@@ -66,7 +67,7 @@ fn sweep_main(d: Arc<SweepDetail>, q: Query) -> impl IntoView {
         <details class="fixed"><summary>{format!("{} fixed parameters", fixed.len())}</summary><ul class="kv">{fixed_view}</ul></details>
         {controls(&varying, &metrics, &q)}
         {runs_table(&shown, d.runs.len(), &varying, &metrics, &q, &sort, desc)}
-        {group_section(&shown, &varying, &q)}
+        {group_section(&shown, &varying, &q, &base)}
         {heatmap_section(&shown, &varying, &metrics, &q)}
         {export_section(&base, &varying, &metrics, &filters)}
     }
@@ -191,12 +192,12 @@ fn runs_table(
                 .collect_view();
             let ms = metrics
                 .iter()
-                .map(|m| view! { <td class="num">{r.metrics.get(m).map(|v| fmt_metric(m, *v)).unwrap_or_default()}</td> })
+                .map(|m| view! { <td class="num">{r.metrics.get(m).map(|v| table::fmt_result(m, *v)).unwrap_or_default()}</td> })
                 .collect_view();
             view! {
                 <tr>
                     <td><a href=run_url(r.job_id)>{format!("#{}", r.job_id)}</a></td>
-                    <td><StateBadge state=r.state.to_string()/></td>
+                    <td><StateBadge state=r.state.to_string()/>{table::is_collapsed(r).then(|| view! { " "<span class="badge collapsed" title="the embedding collapsed (README, Collapse)">"collapsed"</span> })}</td>
                     {params}
                     {ms}
                 </tr>
@@ -224,19 +225,20 @@ fn runs_table(
     }
 }
 
-fn stats_cell(s: Option<Stats>, metric: &str) -> String {
+/// `mean ± std [CI] n=…`, or the value and `n=1` alone (no zero spread that reads as certainty).
+fn stats_cell(s: Option<Summary>, metric: &str) -> String {
     match s {
         None => "–".into(),
-        Some(s) if s.n > 1 => format!(
-            "{} ± {}",
-            fmt_metric(metric, s.mean),
-            fmt_metric(metric, s.std)
-        ),
-        Some(s) => fmt_metric(metric, s.mean),
+        Some(s) => crate::export::summary_text(metric, &s, "±"),
     }
 }
 
-fn group_section(shown: &[&RunRow], varying: &[Axis], q: &Query) -> Option<impl IntoView + use<>> {
+fn group_section(
+    shown: &[&RunRow],
+    varying: &[Axis],
+    q: &Query,
+    base: &str,
+) -> Option<impl IntoView + use<>> {
     let group = q.get("group")?;
     let by: Vec<String> = if group == GROUP_CONFIG {
         varying
@@ -251,6 +253,8 @@ fn group_section(shown: &[&RunRow], varying: &[Axis], q: &Query) -> Option<impl 
     };
     let by_ref: Vec<&str> = by.iter().map(String::as_str).collect();
     let groups = table::group_runs(shown, &by_ref);
+    // Configurations (every axis but the seed) can be compared; other groupings mix them.
+    let pick = group == GROUP_CONFIG;
     let head_axes = by
         .iter()
         .map(|a| view! { <th>{a.clone()}</th> })
@@ -262,19 +266,32 @@ fn group_section(shown: &[&RunRow], varying: &[Axis], q: &Query) -> Option<impl 
     let rows = groups
         .into_iter()
         .map(|(key, members)| {
+            let id = super::compare::cell_id(by.iter().cloned().zip(key.iter().cloned()));
+            let check = pick.then(|| view! { <td><input type="checkbox" name=super::compare::CELL_KEY value=id form="compare-form"/></td> });
+            let collapsed = members.iter().filter(|r| table::is_collapsed(r)).count();
             let keys = key.iter().map(|v| view! { <td>{value_text(v)}</td> }).collect_view();
             let n_done = members.iter().filter(|r| !r.metrics.is_empty()).count();
             let cells = GROUP_METRICS
                 .iter()
-                .map(|m| view! { <td class="num">{stats_cell(Stats::of(&table::metric_values(&members, m)), m)}</td> })
+                .map(|m| view! { <td class="num">{stats_cell(Summary::of(&table::metric_values(&members, m)), m)}</td> })
                 .collect_view();
-            view! { <tr>{keys}<td class="num">{format!("{n_done}/{}", members.len())}</td>{cells}</tr> }
+            let flag = (collapsed > 0).then(|| view! { " "<span class="badge collapsed" title="runs whose embedding collapsed">{format!("{collapsed} collapsed")}</span> });
+            view! { <tr>{check}{keys}<td class="num">{format!("{n_done}/{}", members.len())}{flag}</td>{cells}</tr> }
         })
         .collect_view();
+    let action = format!("{base}/compare");
+    let compare = pick.then(|| view! {
+        <form id="compare-form" class="controls" method="get" action=action>
+            <button type="submit">"Compare selected"</button>
+            <span class="muted">" tick two or more configurations: their metrics side by side, seed by seed, with the difference, its 95% CI and p-value"</span>
+        </form>
+    });
+    let head_pick = pick.then(|| view! { <th>"compare"</th> });
     Some(view! {
         <h2 id="groups">{format!("Grouped by {}", by.join(", "))}</h2>
-        <p class="muted">"mean ± sample standard deviation over the finished runs of each group (seeds and any other axes)"</p>
-        <div class="scroll"><table class="data groups"><thead><tr>{head_axes}<th class="num">"finished"</th>{head_metrics}</tr></thead><tbody>{rows}</tbody></table></div>
+        <p class="muted">"mean ± sample standard deviation [95% Student-t confidence interval] n = finished runs of each group (seeds and any other axes); a single run shows its value and n=1, without ±"</p>
+        {compare}
+        <div class="scroll"><table class="data groups" id="groups-table"><thead><tr>{head_pick}{head_axes}<th class="num">"finished"</th>{head_metrics}</tr></thead><tbody>{rows}</tbody></table></div>
     })
 }
 
@@ -423,9 +440,9 @@ fn heatmap(
         idx
     };
     let (xo, yo) = (order(&xs), order(&ys));
-    let cells: Vec<Vec<Option<Stats>>> = yo
+    let cells: Vec<Vec<Option<Summary>>> = yo
         .iter()
-        .map(|&yi| xo.iter().map(|&xi| Stats::of(&vals[yi][xi])).collect())
+        .map(|&yi| xo.iter().map(|&xi| Summary::of(&vals[yi][xi])).collect())
         .collect();
     let xs: Vec<Value> = xo.iter().map(|&i| xs[i].clone()).collect();
     let ys: Vec<Value> = yo.iter().map(|&i| ys[i].clone()).collect();
@@ -487,6 +504,16 @@ fn export_section(
             view! { <a class="button" href=href>{f}</a> }
         })
         .collect_view();
+    let over_seeds = ["csv", "md", "latex", "json"]
+        .into_iter()
+        .map(|f| {
+            let q = fq
+                .with("format", Some(f))
+                .with(crate::export::OVER_SEEDS_KEY, Some("1"));
+            let href = format!("{base}/export{}", q.to_qs());
+            view! { <a class="button" href=href>{f}</a> }
+        })
+        .collect_view();
     let axis_opts = |default: &str| {
         varying
             .iter()
@@ -505,11 +532,13 @@ fn export_section(
     view! {
         <h2 id="export">"Export"</h2>
         <p>"Long table (one row per run, current filters): "{long}</p>
+        <p>"Over seeds (one row per configuration: mean ± std, n, 95% CI): "{over_seeds}</p>
+        <p class="muted">"Pivot cells aggregate over seeds and the other axes. The best value of a column is bold only when a t-test (paired on shared seeds, else Welch) finds it better than the runner-up at p < 0.05; otherwise both carry † (tie). “best” reports the test value of the run with the highest validation value, and says “selected on test: no validation set” when the runs have none."</p>
         <form class="controls" method="get" action=action>
             <label>"rows "<select name="rows">{axis_opts("loss")}</select></label>
             <label>"cols "<select name="cols">{axis_opts("dataset")}</select></label>
             <label>"metric "<select name="metric">{metric_opts}</select></label>
-            <label>"cell "<select name="agg"><option value="mean">"mean ± std"</option><option value="best">"best"</option></select></label>
+            <label>"cell "<select name="agg"><option value="mean">"mean ± std, n, 95% CI"</option><option value="best">"best (selected on val/<metric>)"</option></select></label>
             <label>"format "<select name="format"><option>"csv"</option><option>"md"</option><option>"latex"</option><option>"json"</option></select></label>
             {hidden}
             <button type="submit">"Pivot table"</button>
