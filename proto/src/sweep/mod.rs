@@ -97,7 +97,9 @@ pub fn parse_sweep(text: &str, file: &str, max_cells: u64) -> Result<Sweep, Swee
             .filter_map(|a| {
                 Some((
                     *a,
-                    inc.get(a).or_else(|| spec.grid.get(a).map(|vs| &vs[0]))?.clone(),
+                    inc.get(a)
+                        .or_else(|| spec.grid.get(a).map(|vs| &vs[0]))?
+                        .clone(),
                 ))
             })
             .collect();

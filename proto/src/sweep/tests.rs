@@ -529,10 +529,7 @@ fn protocol_axes_expand_and_filter() {
         (64, true, Split::Samples, Projection::Tsne)
     );
     // A cell's axis values read back for include/exclude matching.
-    assert_eq!(
-        cell_value(inc, Axis::Normalize),
-        Some(Value::Bool(true))
-    );
+    assert_eq!(cell_value(inc, Axis::Normalize), Some(Value::Bool(true)));
     assert_eq!(
         cell_value(inc, Axis::Projection),
         Some(Value::Projection(Projection::Tsne))
@@ -548,6 +545,10 @@ fn val_fraction_zero_means_no_validation_and_keeps_old_keys() {
     let text = format!("{PROTOCOL}[fixed]\nval_fraction = 0\n");
     let s = parse(&text).unwrap();
     assert!(s.cells.iter().all(|c| c.val_fraction == 0.0));
-    let mnist = s.cells.iter().find(|c| c.dataset == Dataset::Mnist).unwrap();
+    let mnist = s
+        .cells
+        .iter()
+        .find(|c| c.dataset == Dataset::Mnist)
+        .unwrap();
     assert!(!mnist.canonical_json().contains("val_fraction"));
 }
