@@ -552,3 +552,18 @@ fn val_fraction_zero_means_no_validation_and_keeps_old_keys() {
         .unwrap();
     assert!(!mnist.canonical_json().contains("val_fraction"));
 }
+
+#[test]
+fn the_faces_sweep_evaluates_on_unseen_subjects() {
+    let s = parse_sweep(
+        include_str!("../../../sweeps/att-faces.toml"),
+        "att-faces.toml",
+        DEFAULT_MAX_CELLS,
+    )
+    .unwrap();
+    assert!(
+        s.cells
+            .iter()
+            .all(|c| c.split == Split::Classes && c.val_fraction > 0.0)
+    );
+}
