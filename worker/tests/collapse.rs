@@ -63,7 +63,7 @@ fn batch_hard_collapse_is_flagged_and_a_healthy_run_is_not() {
     let (collapsed, ratios) = result(&fashion(Loss::Triplet, Some(Mining::BatchHard), 10_000));
     eprintln!("batch-hard: {collapsed:?}");
     assert_eq!(collapsed[metric::COLLAPSED], 1.0, "{collapsed:?}");
-    assert!(collapsed[metric::SPREAD_RATIO] < 0.1, "{ratios:?}");
+    assert!(collapsed[metric::SPREAD_RATIO] < 0.25, "{ratios:?}");
     // A collapsed embedding is a poor one: the metrics agree with the flag.
     assert!(collapsed[metric::MAP_AT_R] < 0.2, "{collapsed:?}");
 

@@ -110,7 +110,7 @@ impl EmbeddingSet<'_> {
 
 /// Below this [`metric::SPREAD_RATIO`] an embedding has collapsed (README, "Collapse", where the
 /// measurements that chose it are). A non-finite ratio (a diverged net) counts as collapsed.
-pub(crate) const COLLAPSE_RATIO: f64 = 0.1;
+pub(crate) const COLLAPSE_RATIO: f64 = 0.25;
 
 /// The collapse rule: the test embeddings' spread fell below [`COLLAPSE_RATIO`] of the untrained
 /// network's.
