@@ -359,7 +359,11 @@ fn train_on<B: train::TrainBackend>(device: &B::Device, args: &TrainArgs) -> any
     }
     match outcome.context("training failed")? {
         Outcome::Finished { metrics } => {
-            write_json(&args.out.join("result.json"), &metrics)?;
+            // Undefined metrics (NaN: e.g. 20-way one-shot on ten classes) are left out, as the
+            // coordinator leaves them out of a stored result; JSON has no NaN.
+            let defined: std::collections::BTreeMap<&String, &f64> =
+                metrics.iter().filter(|(_, v)| v.is_finite()).collect();
+            write_json(&args.out.join("result.json"), &defined)?;
             let pick = |k: &str| metrics.get(k).copied().unwrap_or(f64::NAN);
             eprintln!(
                 "done: map@r {:.4}, knn1 {:.4}, {:.0} samples/s; results in {}",
