@@ -24,7 +24,8 @@ pub const ACTIVE_FRACTION: &str = "active_fraction";
 /// The embedding-health metrics, in the order the run page draws them.
 pub const HEALTH: [&str; 2] = [MEAN_EMBEDDING_NORM, ACTIVE_FRACTION];
 
-/// Evaluation: accuracy of the nearest training neighbour's label.
+/// Evaluation: accuracy of the nearest training neighbour's label. NaN under the `classes`
+/// split, where no test class has training images to be classified by.
 pub const KNN1_ACC: &str = "knn1_acc";
 /// Evaluation: accuracy of the majority label of the 5 nearest training neighbours.
 pub const KNN5_ACC: &str = "knn5_acc";
@@ -36,7 +37,9 @@ pub const R_PRECISION: &str = "r_precision";
 pub const MAP_AT_R: &str = "map_at_r";
 /// Evaluation: area under the ROC curve of same-class versus different-class pair distances.
 pub const ROC_AUC: &str = "roc_auc";
-/// Evaluation: 5-way one-shot classification accuracy.
+/// Evaluation: 5-way one-shot classification accuracy, over fixed trials on the test classes
+/// (README, "Evaluation protocol"). Each N-way key is NaN when the evaluated set has fewer than
+/// N classes.
 pub const ONE_SHOT_5WAY: &str = "one_shot_5way";
 /// Evaluation: 10-way one-shot classification accuracy.
 pub const ONE_SHOT_10WAY: &str = "one_shot_10way";
@@ -143,14 +146,20 @@ pub const SPREAD_RATIO: &str = "spread_ratio";
 /// Evaluation and final: 1 when the embedding has collapsed (rule in README, "Collapse"),
 /// else 0. The final value is the last evaluation's.
 pub const COLLAPSED: &str = "collapsed";
-/// Final only: the evaluated epoch with the highest [`SELECTION`] metric (ties: the earliest).
+/// Final only: the evaluated epoch with the highest [`SELECTION`] metric (ties: the earliest),
+/// whose evaluation the final metrics are. Absent without a validation set (`val_fraction = 0`)
+/// or when no evaluation had a finite [`SELECTION`]: the final metrics are then the last
+/// evaluation's.
 pub const BEST_EPOCH: &str = "best_epoch";
 
 /// Final only: the number of epochs the run trained.
 pub const EPOCHS: &str = "epochs";
 
-/// A finished run's result metrics, in the order tables show them: the last evaluation, then
-/// [`SAMPLES_PER_SEC`] and [`EPOCHS`].
+/// A finished run's result metrics, in the order tables show them: the evaluation of
+/// [`BEST_EPOCH`] (the best epoch on validation; the last evaluation without a validation set),
+/// then [`SAMPLES_PER_SEC`] and [`EPOCHS`]. A result also carries the selected evaluation's other
+/// keys ([`VAL_EVAL`], [`ONE_SHOT_SE`], [`EMBEDDING_SPREAD`], [`SPREAD_RATIO`], [`HEAD_EVAL`] for
+/// `bce`), [`BEST_EPOCH`], and the LAST evaluation's [`COLLAPSED`].
 pub const FINAL: [&str; 11] = [
     KNN1_ACC,
     KNN5_ACC,

@@ -62,21 +62,31 @@ fn train_writes_metrics_snapshots_and_result() {
     let snap: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("snapshots/epoch-2.json")).unwrap())
             .unwrap();
-    assert_eq!(snap["points"].as_array().unwrap().len(), 120);
+    // A folder data set defaults to the unseen-class split: s21..s40 (10 faces each) are tested.
+    assert_eq!(snap["points"].as_array().unwrap().len(), 200);
+    let params: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("params.json")).unwrap()).unwrap();
+    assert_eq!(params["split"], "classes");
+    assert_eq!(params["val_fraction"], proto::DEFAULT_VAL_FRACTION);
     assert_eq!(snap["projected"], true);
 
     let result: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("result.json")).unwrap()).unwrap();
     for key in [
         metric::MAP_AT_R,
-        metric::KNN1_ACC,
         metric::ROC_AUC,
         metric::ONE_SHOT_20WAY,
+        metric::ONE_SHOT_20WAY_SE,
+        metric::VAL_MAP_AT_R,
+        metric::BEST_EPOCH,
+        metric::COLLAPSED,
         metric::SAMPLES_PER_SEC,
         metric::EPOCHS,
     ] {
         assert!(result[key].is_number(), "{key} missing in {result}");
     }
+    // No training subject to classify unseen ones by: NaN, left out like the coordinator does.
+    assert!(result.get(metric::KNN1_ACC).is_none(), "{result}");
     assert_eq!(result[metric::EPOCHS], 2.0);
     assert!(out.path().join("checkpoints/epoch-0002.ckpt").is_file());
 }
@@ -139,4 +149,26 @@ fn bad_arguments_are_rejected() {
         .unwrap();
     assert!(!res.status.success());
     assert!(String::from_utf8_lossy(&res.stderr).contains("--margin"));
+    for (flag, value, said) in [
+        ("--val-fraction", "1", "--val-fraction"),
+        ("--split", "subjects", "subjects"),
+        ("--projection", "umap", "umap"),
+    ] {
+        let res = Command::new(env!("CARGO_BIN_EXE_worker"))
+            .args([
+                "train",
+                "--dataset",
+                "mnist",
+                "--network",
+                "embedding-net",
+                "--loss",
+                "ce",
+            ])
+            .args([flag, value, "--out", "x"])
+            .output()
+            .unwrap();
+        assert!(!res.status.success(), "{flag} {value}");
+        let err = String::from_utf8_lossy(&res.stderr);
+        assert!(err.contains(said), "{flag} {value}: {err}");
+    }
 }

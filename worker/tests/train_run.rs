@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use proto::metric;
-use proto::{Dataset, JobParams, Loss, Mining, Network, Optimizer};
+use proto::{Dataset, JobParams, Loss, Mining, Network, Optimizer, Split};
 use worker::train::{
     self, CancelToken, CpuBackend, Outcome, RunSpec, SavedCheckpoint, TrainError, TrainEvent,
 };
@@ -36,6 +36,9 @@ fn faces_params() -> JobParams {
         mining: None,
         train_limit: None,
         eval_every: 1,
+        // The protocol of folder data sets: unseen subjects, two training subjects validate.
+        split: Split::Classes,
+        val_fraction: 0.1,
         ..JobParams::default()
     }
 }
@@ -116,10 +119,43 @@ fn faces_end_to_end_event_stream() {
         metric::ONE_SHOT_20WAY,
         metric::SAMPLES_PER_SEC,
         metric::EPOCHS,
-    ] {
+        metric::BEST_EPOCH,
+        metric::COLLAPSED,
+        metric::SPREAD_RATIO,
+        metric::EMBEDDING_SPREAD,
+    ]
+    .into_iter()
+    .chain(metric::VAL_EVAL)
+    .chain(metric::ONE_SHOT_SE)
+    {
         assert!(metrics.contains_key(key), "missing {key}: {metrics:?}");
     }
     assert_eq!(metrics[metric::EPOCHS], 2.0);
+    // Unseen subjects: no training subject to classify them by.
+    assert!(metrics[metric::KNN1_ACC].is_nan());
+    // 20 test subjects: 20-way one-shot exists, with its standard error.
+    assert!((0.0..=1.0).contains(&metrics[metric::ONE_SHOT_20WAY]));
+    assert!(
+        metrics[metric::ONE_SHOT_20WAY_SE] > 0.0 && metrics[metric::ONE_SHOT_20WAY_SE] <= 0.005
+    );
+    // The result is the evaluation of the best validation epoch.
+    let best = metrics[metric::BEST_EPOCH] as u32;
+    let selected = events
+        .iter()
+        .find_map(|e| match e {
+            TrainEvent::Eval { epoch, metrics, .. } if *epoch == best => Some(metrics.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        metrics[metric::MAP_AT_R].to_bits(),
+        selected[metric::MAP_AT_R].to_bits()
+    );
+    for e in &events {
+        if let TrainEvent::Eval { metrics: m, .. } = e {
+            assert!(m[metric::SELECTION] <= metrics[metric::SELECTION]);
+        }
+    }
     assert!(metrics[metric::SAMPLES_PER_SEC] > 0.0);
     assert_eq!(epochs_of(&events), vec![1, 2]);
     let kinds: Vec<&str> = events
@@ -152,8 +188,9 @@ fn faces_end_to_end_event_stream() {
             _ => None,
         })
         .collect();
-    // 120 test faces (3 per person): all of them, PCA-projected from 8-D, same subset per epoch.
-    assert_eq!(snapshots[0].points.len(), 120);
+    // 200 test faces (every image of s21..s40): all of them, PCA-projected from 8-D, same subset
+    // per epoch.
+    assert_eq!(snapshots[0].points.len(), 200);
     assert!(snapshots[0].projected);
     assert_eq!(snapshots[0].indices, snapshots[1].indices);
     assert_eq!(snapshots[0].class_names[9], "s10");
@@ -164,12 +201,12 @@ fn faces_end_to_end_event_stream() {
             assert!((0.0..=1.0).contains(&health[metric::ACTIVE_FRACTION]));
         }
     }
-    // 280 training pairs / 32 per batch = 9 steps per epoch.
+    // 180 training faces (s1..s18) = 180 pairs / 32 per batch = 6 steps per epoch.
     let last_step = events.iter().rev().find_map(|e| match e {
         TrainEvent::Epoch { step, .. } => Some(*step),
         _ => None,
     });
-    assert_eq!(last_step, Some(18));
+    assert_eq!(last_step, Some(12));
 }
 
 #[test]
@@ -350,6 +387,8 @@ fn every_loss_learns_on_fashion_mnist() {
         mining: None,
         train_limit: Some(2_000),
         eval_every: 1,
+        // The training images this test was calibrated on: no validation set taken out first.
+        val_fraction: 0.0,
         ..JobParams::default()
     };
     let work = tempfile::tempdir().unwrap();

@@ -6,7 +6,9 @@ use std::str::FromStr;
 use toml::Spanned;
 use toml::de::DeValue;
 
-use crate::params::{Dataset, JobParams, Loss, Mining, Network, Optimizer, UnknownName};
+use crate::params::{
+    Dataset, JobParams, Loss, Mining, Network, Optimizer, Projection, Split, UnknownName,
+};
 
 /// One dimension of a sweep grid, in expansion order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -22,10 +24,14 @@ pub enum Axis {
     Optimizer,
     Mining,
     Seed,
+    /// Absent from a sweep, it resolves per cell to [`Split::default_for`] its dataset.
+    Split,
+    Normalize,
+    Projection,
 }
 
 impl Axis {
-    pub const ALL: [Axis; 11] = [
+    pub const ALL: [Axis; 14] = [
         Axis::Network,
         Axis::Loss,
         Axis::Dataset,
@@ -37,6 +43,9 @@ impl Axis {
         Axis::Optimizer,
         Axis::Mining,
         Axis::Seed,
+        Axis::Split,
+        Axis::Normalize,
+        Axis::Projection,
     ];
 
     /// Axes every sweep must give.
@@ -61,6 +70,9 @@ impl Axis {
             Axis::Optimizer => "optimizer",
             Axis::Mining => "mining",
             Axis::Seed => "seed",
+            Axis::Split => "split",
+            Axis::Normalize => "normalize",
+            Axis::Projection => "projection",
         }
     }
 
@@ -68,7 +80,8 @@ impl Axis {
         Axis::ALL.into_iter().find(|a| a.name() == name)
     }
 
-    /// Value of an optional axis that a sweep leaves out.
+    /// Value of an optional axis that a sweep leaves out. `None` for a required axis, and for
+    /// `split`, whose default depends on each cell's dataset ([`Split::default_for`]).
     pub fn default_value(self) -> Option<Value> {
         let d = JobParams::default();
         Some(match self {
@@ -78,6 +91,8 @@ impl Axis {
             Axis::Optimizer => Value::Optimizer(d.optimizer),
             Axis::Mining => Value::Mining(Mining::Random),
             Axis::Seed => Value::Int(d.seed),
+            Axis::Normalize => Value::Bool(d.normalize),
+            Axis::Projection => Value::Projection(d.projection),
             _ => return None,
         })
     }
@@ -91,6 +106,15 @@ impl Axis {
             Axis::Dataset => named(v, "dataset", Value::Dataset),
             Axis::Optimizer => named(v, "optimizer", Value::Optimizer),
             Axis::Mining => named(v, "mining", Value::Mining),
+            Axis::Split => named(v, "split", Value::Split),
+            Axis::Projection => named(v, "projection", Value::Projection),
+            Axis::Normalize => match v {
+                DeValue::Boolean(b) => Ok(Value::Bool(*b)),
+                other => Err(format!(
+                    "expected true or false, found {}",
+                    type_name(other)
+                )),
+            },
             Axis::Margin => positive_float(v, "margin").map(Value::Float),
             Axis::Lr => positive_float(v, "lr").map(Value::Float),
             Axis::EmbeddingDim => int_in(v, 1, 4096).map(Value::Int),
@@ -115,6 +139,9 @@ pub enum Value {
     Dataset(Dataset),
     Optimizer(Optimizer),
     Mining(Mining),
+    Split(Split),
+    Projection(Projection),
+    Bool(bool),
     Float(f64),
     Int(u64),
 }

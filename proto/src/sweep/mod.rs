@@ -13,7 +13,9 @@
 //! train_limit = 5000
 //! ```
 //! `margin` applies to `contrastive` and `triplet` only and `mining` to `triplet` only, so a
-//! `ce` cell is never repeated across margins. Each cell's key is a hash of its resolved
+//! `ce` cell is never repeated across margins; `projection` applies above two dimensions only.
+//! A sweep without a `split` axis gives each cell its dataset's default split
+//! ([`Split::default_for`]: `classes` for folder datasets, `samples` for the built-ins). Each cell's key is a hash of its resolved
 //! parameters, which makes re-submission idempotent and extension additive.
 
 mod axis;
@@ -28,7 +30,7 @@ use error::Lines;
 pub use error::SweepError;
 pub use parse::SweepFile;
 
-use crate::params::{Dataset, JobParams, MIN_IMAGES_PER_CLASS};
+use crate::params::{Dataset, JobParams, MIN_IMAGES_PER_CLASS, Projection, Split};
 
 /// Default bound on the number of cells a sweep may expand to; guards against typos.
 pub const DEFAULT_MAX_CELLS: u64 = 10_000;
@@ -89,15 +91,16 @@ pub fn parse_sweep(text: &str, file: &str, max_cells: u64) -> Result<Sweep, Swee
     }
     let from_grid = cells.len();
     for (i, inc) in spec.include.iter().enumerate() {
+        // An axis neither the include nor the grid names (only `split`) resolves in `build`.
         let full: Vec<(Axis, Value)> = Axis::ALL
             .iter()
-            .map(|a| {
-                (
+            .filter_map(|a| {
+                Some((
                     *a,
                     inc.get(a)
-                        .cloned()
-                        .unwrap_or_else(|| spec.grid[a][0].clone()),
-                )
+                        .or_else(|| spec.grid.get(a).map(|vs| &vs[0]))?
+                        .clone(),
+                ))
             })
             .collect();
         let cell = build(&full, &spec);
@@ -240,12 +243,9 @@ fn grid_size(grid: &BTreeMap<Axis, Vec<Value>>) -> u128 {
             Axis::ALL
                 .iter()
                 .filter(|a| **a != Axis::Loss)
-                .map(|a| {
-                    if applies(*a, Some(loss)) {
-                        grid[a].len() as u128
-                    } else {
-                        1
-                    }
+                .map(|a| match grid.get(a) {
+                    Some(values) if applies(*a, Some(loss)) => values.len() as u128,
+                    _ => 1,
                 })
                 .product::<u128>()
         })
@@ -267,7 +267,11 @@ fn expand(
         .iter()
         .find(|(a, _)| *a == Axis::Loss)
         .map(|(_, v)| v);
-    let values = &spec.grid[&axis];
+    let Some(values) = spec.grid.get(&axis) else {
+        // Left out and without a fixed default (`split`): `build` resolves it per cell.
+        expand(spec, depth + 1, assign, emit);
+        return;
+    };
     let values = if applies(axis, loss) {
         &values[..]
     } else {
@@ -280,13 +284,18 @@ fn expand(
     }
 }
 
-/// Resolves an assignment of every axis into job parameters, dropping inapplicable axes.
+/// Resolves an assignment of the axes into job parameters, dropping inapplicable axes. An
+/// unassigned `split` is the dataset's default ([`Split::default_for`]); `projection` only
+/// applies above two dimensions (a 2-D embedding is drawn as is), so it is `pca` there and a
+/// `projection` axis does not multiply 2-D cells.
 fn build(assign: &[(Axis, Value)], spec: &SweepFile) -> JobParams {
     let mut p = JobParams {
         train_limit: spec.train_limit,
         eval_every: spec.eval_every,
+        val_fraction: spec.val_fraction,
         ..JobParams::default()
     };
+    let mut split = None;
     for (axis, value) in assign {
         match (axis, value) {
             (Axis::Network, Value::Network(n)) => p.network = *n,
@@ -300,6 +309,9 @@ fn build(assign: &[(Axis, Value)], spec: &SweepFile) -> JobParams {
             (Axis::Optimizer, Value::Optimizer(o)) => p.optimizer = *o,
             (Axis::Mining, Value::Mining(m)) => p.mining = Some(*m),
             (Axis::Seed, Value::Int(x)) => p.seed = *x,
+            (Axis::Split, Value::Split(s)) => split = Some(*s),
+            (Axis::Normalize, Value::Bool(b)) => p.normalize = *b,
+            (Axis::Projection, Value::Projection(x)) => p.projection = *x,
             _ => unreachable!("axis {axis} holds a value of another axis"),
         }
     }
@@ -308,6 +320,10 @@ fn build(assign: &[(Axis, Value)], spec: &SweepFile) -> JobParams {
     }
     if !p.loss.uses_mining() {
         p.mining = None;
+    }
+    p.split = split.unwrap_or_else(|| Split::default_for(&p.dataset));
+    if p.embedding_dim <= 2 {
+        p.projection = Projection::Pca;
     }
     p
 }
@@ -326,6 +342,9 @@ pub(crate) fn cell_value(cell: &JobParams, axis: Axis) -> Option<Value> {
         Axis::Optimizer => Value::Optimizer(cell.optimizer),
         Axis::Mining => Value::Mining(cell.mining?),
         Axis::Seed => Value::Int(cell.seed),
+        Axis::Split => Value::Split(cell.split),
+        Axis::Normalize => Value::Bool(cell.normalize),
+        Axis::Projection => Value::Projection(cell.projection),
     })
 }
 

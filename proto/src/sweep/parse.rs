@@ -8,6 +8,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::axis::{Axis, Value, type_name};
 use super::error::{Lines, SweepError};
+use crate::params::DEFAULT_VAL_FRACTION;
 
 /// A sweep file, validated but not yet expanded.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,10 +18,13 @@ pub struct SweepFile {
     pub priority: i64,
     pub max_attempts: u32,
     pub max_cells: Option<u64>,
-    /// Every axis, in [`Axis::ALL`] order, with at least one value.
+    /// Every axis given or defaulted, with at least one value: all of [`Axis::ALL`] but `split`,
+    /// which is absent when the file leaves it out (each cell then takes its dataset's default).
     pub grid: BTreeMap<Axis, Vec<Value>>,
     pub train_limit: Option<u64>,
     pub eval_every: u32,
+    /// `[fixed] val_fraction`, in `[0, 1)`; [`DEFAULT_VAL_FRACTION`] when absent.
+    pub val_fraction: f64,
     /// Extra cells: unnamed axes take the first value of the grid's axis.
     pub include: Vec<BTreeMap<Axis, Value>>,
     /// Cells to drop: a cell matches when, for every named axis, its value is one of those listed.
@@ -40,7 +44,7 @@ pub(crate) struct Places {
 
 const TOP_KEYS: &str =
     "name, description, priority, max_attempts, max_cells, grid, fixed, include, exclude";
-const FIXED_KEYS: &str = "train_limit, eval_every";
+const FIXED_KEYS: &str = "train_limit, eval_every, val_fraction";
 
 pub(crate) fn parse_file(text: &str, file: &str) -> Result<SweepFile, SweepError> {
     let lines = Lines { text, file };
@@ -61,6 +65,7 @@ pub(crate) fn parse_file(text: &str, file: &str) -> Result<SweepFile, SweepError
         grid: BTreeMap::new(),
         train_limit: None,
         eval_every: 1,
+        val_fraction: DEFAULT_VAL_FRACTION,
         include: Vec::new(),
         exclude: Vec::new(),
         places: Places::default(),
@@ -102,6 +107,7 @@ pub(crate) fn parse_file(text: &str, file: &str) -> Result<SweepFile, SweepError
                         "eval_every" => {
                             out.eval_every = integer(&lines, &dotted, fv, 1, 100_000)? as u32
                         }
+                        "val_fraction" => out.val_fraction = fraction(&lines, &dotted, fv)?,
                         _ => return Err(unknown(&lines, &dotted, fk, FIXED_KEYS)),
                     }
                 }
@@ -301,6 +307,35 @@ fn string(lines: &Lines<'_>, key: &str, v: &Spanned<DeValue<'_>>) -> Result<Stri
             format!("expected a string, found {}", type_name(v.get_ref())),
         )
     })
+}
+
+/// A number in `[0, 1)`: a fraction of the training data held out (1 would leave none to train).
+fn fraction(lines: &Lines<'_>, key: &str, v: &Spanned<DeValue<'_>>) -> Result<f64, SweepError> {
+    let at = Some(v.span().start);
+    let x = match v.get_ref() {
+        DeValue::Float(f) => f.as_str().replace('_', "").parse::<f64>().ok(),
+        DeValue::Integer(i) => i64::from_str_radix(&i.as_str().replace('_', ""), i.radix())
+            .ok()
+            .map(|x| x as f64),
+        other => {
+            return Err(lines.err(
+                at,
+                Some(key),
+                format!("expected a number, found {}", type_name(other)),
+            ));
+        }
+    };
+    match x {
+        Some(x) if (0.0..1.0).contains(&x) => Ok(x),
+        _ => Err(lines.err(
+            at,
+            Some(key),
+            format!(
+                "must be a fraction with 0 <= f < 1 (0 = no validation set), got {}",
+                x.map_or_else(|| "an unreadable number".to_owned(), |x| x.to_string())
+            ),
+        )),
+    }
 }
 
 fn integer(

@@ -1,7 +1,7 @@
 //! Expansion rules and the error of every kind of malformed sweep.
 
 use super::*;
-use crate::params::{Dataset, Loss, Mining};
+use crate::params::{Dataset, JobParams, Loss, Mining, Projection, Split};
 
 const BASE: &str = r#"
 name = "t"
@@ -202,6 +202,54 @@ const MALFORMED: &[(&str, &str, &str, usize)] = &[
         2,
     ),
     ("missing name", "[grid]\nlr = 1e-3\n", "name", 1),
+    (
+        "unknown split",
+        "name = \"t\"\n[grid]\nsplit = [\"samples\", \"subjects\"]\n",
+        "grid.split",
+        3,
+    ),
+    (
+        "normalize not a boolean",
+        "name = \"t\"\n[grid]\nnormalize = [\"yes\"]\n",
+        "grid.normalize",
+        3,
+    ),
+    (
+        "duplicate normalize",
+        "name = \"t\"\n[grid]\nnormalize = [true, true]\n",
+        "grid.normalize",
+        3,
+    ),
+    (
+        "unknown projection",
+        "name = \"t\"\n[grid]\n\nprojection = \"umap\"\n",
+        "grid.projection",
+        4,
+    ),
+    (
+        "exclude unknown split",
+        "name = \"t\"\n[[exclude]]\nsplit = \"images\"\n",
+        "exclude[0].split",
+        3,
+    ),
+    (
+        "val_fraction of one",
+        "name = \"t\"\n[fixed]\nval_fraction = 1.0\n",
+        "fixed.val_fraction",
+        3,
+    ),
+    (
+        "negative val_fraction",
+        "name = \"t\"\n[fixed]\n\nval_fraction = -0.1\n",
+        "fixed.val_fraction",
+        4,
+    ),
+    (
+        "val_fraction as a string",
+        "name = \"t\"\n[fixed]\nval_fraction = \"10%\"\n",
+        "fixed.val_fraction",
+        3,
+    ),
 ];
 
 #[test]
@@ -401,4 +449,121 @@ fn folder_paths_are_canonical_whatever_the_spelling() {
         panic!("a folder dataset")
     };
     assert!(p.is_absolute() && p.ends_with("data/elsewhere"), "{p:?}");
+}
+
+const PROTOCOL: &str = r#"
+name = "p"
+[grid]
+network = "embedding-net"
+loss = "contrastive"
+dataset = ["mnist", "folder:/data/faces"]
+margin = 1.0
+lr = 1e-3
+embedding_dim = [2, 32]
+"#;
+
+#[test]
+fn an_absent_split_is_each_datasets_default() {
+    let s = parse(PROTOCOL).unwrap();
+    assert_eq!(s.cells.len(), 4);
+    for c in &s.cells {
+        assert_eq!(c.split, Split::default_for(&c.dataset), "{c:?}");
+        assert_eq!((c.normalize, c.projection), (false, Projection::Pca));
+        assert_eq!(c.val_fraction, crate::params::DEFAULT_VAL_FRACTION);
+    }
+    let folder = s
+        .cells
+        .iter()
+        .find(|c| matches!(c.dataset, Dataset::Folder(_)))
+        .unwrap();
+    assert_eq!(folder.split, Split::Classes);
+    // The default is resolved before exclusion, so a rule on `split` sees it.
+    let text = format!("{PROTOCOL}[[exclude]]\nsplit = \"classes\"\n");
+    let s = parse(&text).unwrap();
+    assert_eq!(s.cells.len(), 2);
+    assert!(s.cells.iter().all(|c| c.dataset == Dataset::Mnist));
+    // An include that names no split gets its dataset's default too.
+    let text = format!("{PROTOCOL}[[include]]\ndataset = \"folder:/data/other\"\nlr = 0.5\n");
+    let s = parse(&text).unwrap();
+    let inc = s.cells.iter().find(|c| c.lr == 0.5).unwrap();
+    assert_eq!(inc.split, Split::Classes);
+}
+
+#[test]
+fn protocol_axes_expand_and_filter() {
+    let text = PROTOCOL.replace(
+        "embedding_dim = [2, 32]",
+        "embedding_dim = [2, 32]\nsplit = [\"samples\", \"classes\"]\nnormalize = [false, true]\n\
+         projection = [\"pca\", \"tsne\"]\n[fixed]\nval_fraction = 0.25\n",
+    );
+    let s = parse(&text).unwrap();
+    // 2 datasets x 2 splits x 2 normalize x (dim 2: pca only + dim 32: pca, tsne).
+    assert_eq!(s.cells.len(), 2 * 2 * 2 * 3);
+    assert!(s.cells.iter().all(|c| c.val_fraction == 0.25));
+    assert!(
+        s.cells
+            .iter()
+            .all(|c| c.embedding_dim > 2 || c.projection == Projection::Pca),
+        "a 2-D embedding is never projected"
+    );
+    let count = |f: &dyn Fn(&JobParams) -> bool| s.cells.iter().filter(|c| f(c)).count();
+    assert_eq!(count(&|c| c.split == Split::Classes), 12);
+    assert_eq!(count(&|c| c.normalize), 12);
+    assert_eq!(count(&|c| c.projection == Projection::Tsne), 8);
+    // The split is explicit here, so a folder dataset also runs under `samples`.
+    assert_eq!(
+        count(&|c| matches!(c.dataset, Dataset::Folder(_)) && c.split == Split::Samples),
+        6
+    );
+
+    let excluded = format!(
+        "{text}[[exclude]]\nnormalize = true\nsplit = \"samples\"\n\
+         [[exclude]]\nprojection = \"tsne\"\ndataset = \"mnist\"\n\
+         [[include]]\nnormalize = true\nsplit = \"samples\"\nembedding_dim = 64\nprojection = \"tsne\"\n"
+    );
+    let s = parse(&excluded).unwrap();
+    assert_eq!(s.cells.len(), 24 - 6 - 3 + 1);
+    let inc = s.cells.last().unwrap();
+    assert_eq!(
+        (inc.embedding_dim, inc.normalize, inc.split, inc.projection),
+        (64, true, Split::Samples, Projection::Tsne)
+    );
+    // A cell's axis values read back for include/exclude matching.
+    assert_eq!(cell_value(inc, Axis::Normalize), Some(Value::Bool(true)));
+    assert_eq!(
+        cell_value(inc, Axis::Projection),
+        Some(Value::Projection(Projection::Tsne))
+    );
+    assert_eq!(
+        cell_value(inc, Axis::Split),
+        Some(Value::Split(Split::Samples))
+    );
+}
+
+#[test]
+fn val_fraction_zero_means_no_validation_and_keeps_old_keys() {
+    let text = format!("{PROTOCOL}[fixed]\nval_fraction = 0\n");
+    let s = parse(&text).unwrap();
+    assert!(s.cells.iter().all(|c| c.val_fraction == 0.0));
+    let mnist = s
+        .cells
+        .iter()
+        .find(|c| c.dataset == Dataset::Mnist)
+        .unwrap();
+    assert!(!mnist.canonical_json().contains("val_fraction"));
+}
+
+#[test]
+fn the_faces_sweep_evaluates_on_unseen_subjects() {
+    let s = parse_sweep(
+        include_str!("../../../sweeps/att-faces.toml"),
+        "att-faces.toml",
+        DEFAULT_MAX_CELLS,
+    )
+    .unwrap();
+    assert!(
+        s.cells
+            .iter()
+            .all(|c| c.split == Split::Classes && c.val_fraction > 0.0)
+    );
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
+use super::select::Selection;
 
 const MAGIC: &[u8; 8] = b"LSWCKPT1";
 
@@ -22,6 +23,10 @@ pub(crate) struct CheckpointHeader {
     /// Optimizer steps taken so far.
     pub(crate) step: u64,
     pub(crate) params: proto::JobParams,
+    /// The run's evaluations so far, for result selection after a resume. Absent in
+    /// checkpoints written before selection existed.
+    #[serde(default)]
+    pub(crate) selection: Selection,
     pub(crate) model_len: u64,
     pub(crate) optim_len: u64,
 }
@@ -47,6 +52,7 @@ pub(crate) fn write(
     epoch: u32,
     step: u64,
     params: &proto::JobParams,
+    selection: &Selection,
     model: &[u8],
     optim: &[u8],
 ) -> Result<(), TrainError> {
@@ -54,6 +60,7 @@ pub(crate) fn write(
         epoch,
         step,
         params: params.clone(),
+        selection: selection.clone(),
         model_len: model.len() as u64,
         optim_len: optim.len() as u64,
     };
@@ -146,7 +153,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ckpt-test-{}", std::process::id()));
         let path = dir.join("a.ckpt");
         let p = proto::JobParams::default();
-        write(&path, 3, 42, &p, b"model", b"opt").unwrap();
+        write(&path, 3, 42, &p, &Selection::default(), b"model", b"opt").unwrap();
         let c = read(&path).unwrap();
         assert_eq!((c.header.epoch, c.header.step), (3, 42));
         assert_eq!(

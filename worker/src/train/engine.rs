@@ -20,6 +20,7 @@ use super::loss::triplet::{OnlineMining, TripletLossConfig};
 use super::loss::{LossOutput, ce, mean_norm};
 use super::model::{MetricNet, ModelShape};
 use super::sampler::{Batch, Sampler, SamplerKind, pk_shape};
+use super::select::{Evaluated, Selection};
 use super::{
     CancelToken, Outcome, RunSpec, SavedCheckpoint, Snapshot, TrainBackend, TrainError, TrainEvent,
     checkpoint, eval,
@@ -94,8 +95,14 @@ struct Ctx<'a, B: TrainBackend> {
     objective: Objective,
     sampler: Sampler,
     train: Prepared,
-    eval_train: Prepared,
+    /// The k-NN reference (training images, data-set labels); `None` under `classes`.
+    eval_train: Option<Prepared>,
+    val: Option<Prepared>,
     test: Prepared,
+    /// Test-embedding spread of the untrained network.
+    initial_spread: f64,
+    /// [`eval::protocol_seed`] of the run's data set and split.
+    eval_seed: u64,
     class_names: Vec<String>,
     snapshot_indices: Vec<u32>,
     start_epoch: u32,
@@ -125,29 +132,29 @@ pub fn run<B: TrainBackend>(
 
     let started = Instant::now();
     let ds = data::load(&p.dataset, spec.data_dir.as_deref())?;
-    let n_classes = ds.class_names.len();
     let px = ds.h * ds.w;
-    let mut train_set = ds.train;
-    if let Some(limit) = p.train_limit {
-        let idx = data::stratified_indices(&train_set.labels, limit as usize);
-        train_set = train_set.subset(&idx, px);
-    }
-    if train_set.is_empty() || ds.test.is_empty() {
-        return Err(TrainError::Config("the data set has an empty split".into()));
-    }
-    let norm = Normalizer::fit(&train_set.pixels);
-    let train = Prepared::new(&train_set, ds.h, ds.w, &norm);
-    let test = Prepared::new(&ds.test, ds.h, ds.w, &norm);
-    let eval_idx = data::stratified_indices(&train.labels, EVAL_TRAIN_MAX);
-    let eval_train = if eval_idx.len() == train.len() {
-        train.clone()
-    } else {
-        Prepared::new(&train_set.subset(&eval_idx, px), ds.h, ds.w, &norm)
-    };
+    let folder = matches!(p.dataset, proto::Dataset::Folder(_));
+    let parts = data::split::divide(&ds, folder, p.split, p.val_fraction, p.train_limit)?;
+    let n_classes = parts.train_classes.len();
+    let norm = Normalizer::fit(&parts.train.pixels);
+    let train = Prepared::new(&parts.train, ds.h, ds.w, &norm);
+    let test = Prepared::new(&parts.test, ds.h, ds.w, &norm);
+    let val = (!parts.val.is_empty()).then(|| Prepared::new(&parts.val, ds.h, ds.w, &norm));
+    // The k-NN reference: training images under their data-set labels, only when the test
+    // classes are training classes.
+    let eval_train = parts.shared_classes.then(|| {
+        let idx = data::stratified_indices(&train.labels, EVAL_TRAIN_MAX);
+        let mut reference = parts.train.subset(&idx, px);
+        for l in &mut reference.labels {
+            *l = parts.train_classes[*l as usize];
+        }
+        Prepared::new(&reference, ds.h, ds.w, &norm)
+    });
     let snapshot_indices = eval::snapshot_subset(&test.labels, SNAPSHOT_POINTS, p.seed);
     tracing::debug!(
-        dataset = %p.dataset, train = train.len(), test = test.len(), h = ds.h, w = ds.w,
-        mean = norm.mean, std = norm.std, secs = started.elapsed().as_secs_f64(), "data ready"
+        dataset = %p.dataset, split = %p.split, train = train.len(), val = val.as_ref().map_or(0, Prepared::len),
+        test = test.len(), h = ds.h, w = ds.w, mean = norm.mean, std = norm.std,
+        secs = started.elapsed().as_secs_f64(), "data ready"
     );
 
     let shape = ModelShape {
@@ -157,8 +164,15 @@ pub fn run<B: TrainBackend>(
         width: ds.w,
         dim: p.embedding_dim as usize,
         n_classes,
+        normalize: p.normalize,
     };
     let model = MetricNet::<B>::new(&shape, p.seed, device).map_err(TrainError::Config)?;
+    // The spread of the untrained network, the collapse rule's yardstick. The initial weights
+    // depend on the seed alone, so a resumed run recomputes the same value here.
+    let dim = p.embedding_dim as usize;
+    let Some(initial_spread) = eval::embedding_spread(&model, &test, dim, device, cancel) else {
+        return Ok(Outcome::Cancelled { checkpoint: None });
+    };
     let kind = objective.sampler_kind(p.batch_size as usize, n_classes);
     let sampler = Sampler::new(&train.labels, kind, p.batch_size as usize)
         .map_err(|e| TrainError::Config(format!("{} loss: {e}", p.loss)))?;
@@ -171,7 +185,10 @@ pub fn run<B: TrainBackend>(
         sampler,
         train,
         eval_train,
+        val,
         test,
+        initial_spread,
+        eval_seed: eval::protocol_seed(&p.dataset, p.split),
         class_names: ds.class_names,
         snapshot_indices,
         start_epoch: 1,
@@ -206,6 +223,7 @@ where
     O: Optimizer<MetricNet<B>, B>,
 {
     let p = ctx.spec.params.clone();
+    let mut selection = Selection::default();
     if let Some(path) = ctx.spec.resume_from.clone() {
         let ck = checkpoint::read(&path)?;
         checkpoint::compatible(&ck.header.params, &p).map_err(|reason| TrainError::Checkpoint {
@@ -219,6 +237,7 @@ where
         model = model.load_record(Rec::default().load(ck.model, ctx.device).map_err(bad)?);
         optim = optim.load_record(Rec::default().load(ck.optim, ctx.device).map_err(bad)?);
         ctx.start_epoch = ck.header.epoch + 1;
+        selection = ck.header.selection.clone();
         ctx.step = ck.header.step;
         ctx.last_checkpoint = Some(SavedCheckpoint {
             epoch: ck.header.epoch,
@@ -228,7 +247,6 @@ where
     }
 
     let plan_seed = p.seed;
-    let mut final_metrics: Option<BTreeMap<String, f64>> = None;
     let (mut timed_samples, mut timed_secs) = (0u64, 0f64);
     let mut own_checkpoint: Option<PathBuf> = None;
     for epoch in ctx.start_epoch..=p.epochs {
@@ -274,7 +292,18 @@ where
         let optim_bytes = Rec::default()
             .record(optim.to_record(), ())
             .map_err(|e| ckpt_err(&path, e))?;
-        checkpoint::write(&path, epoch, ctx.step, &p, &model_bytes, &optim_bytes)?;
+        if let Some((metrics, _)) = &evaluated {
+            selection.observe(Evaluated::new(epoch, metrics));
+        }
+        checkpoint::write(
+            &path,
+            epoch,
+            ctx.step,
+            &p,
+            &selection,
+            &model_bytes,
+            &optim_bytes,
+        )?;
         if let Some(old) = own_checkpoint.replace(path.clone()) {
             let _ = std::fs::remove_file(old);
         }
@@ -285,21 +314,19 @@ where
 
         (ctx.on_event)(epoch_event);
         if let Some(e) = evaluated {
-            final_metrics = Some(emit_eval(&mut ctx, e, epoch));
+            emit_eval(&mut ctx, e, epoch);
         }
         (ctx.on_event)(TrainEvent::Checkpoint { epoch, path });
     }
-    let mut metrics = match final_metrics {
-        Some(m) => m,
-        // Nothing left to train (epochs = 0, or resumed at the end): evaluate as is.
-        None => {
-            let epoch = p.epochs.max(ctx.start_epoch.saturating_sub(1));
-            match evaluate(&ctx, &model, epoch) {
-                Some(e) => emit_eval(&mut ctx, e, epoch),
-                None => return Ok(cancelled(&ctx, epoch)),
-            }
+    if selection.last.is_none() {
+        // Nothing was evaluated (epochs = 0): evaluate as is.
+        let epoch = p.epochs.max(ctx.start_epoch.saturating_sub(1));
+        match evaluate(&ctx, &model, epoch) {
+            Some(e) => selection.observe(Evaluated::new(epoch, &emit_eval(&mut ctx, e, epoch))),
+            None => return Ok(cancelled(&ctx, epoch)),
         }
-    };
+    }
+    let mut metrics = selection.result().expect("at least one evaluation");
     let rate = if timed_secs > 0.0 {
         timed_samples as f64 / timed_secs
     } else {
@@ -338,12 +365,14 @@ fn evaluate<B: TrainBackend>(
 ) -> Option<(BTreeMap<String, f64>, Snapshot)> {
     let t = Instant::now();
     let plan = eval::EvalPlan {
-        train: &ctx.eval_train,
+        reference: ctx.eval_train.as_ref(),
+        val: ctx.val.as_ref(),
         test: &ctx.test,
         snapshot_indices: &ctx.snapshot_indices,
         class_names: &ctx.class_names,
         dim: ctx.spec.params.embedding_dim as usize,
-        seed: ctx.spec.params.seed,
+        seed: ctx.eval_seed,
+        initial_spread: ctx.initial_spread,
     };
     let out = eval::evaluate_model(model, &plan, epoch, ctx.device, ctx.cancel)?;
     tracing::debug!(

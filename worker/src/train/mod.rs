@@ -10,6 +10,7 @@ mod event_metrics;
 pub(crate) mod loss;
 pub mod model;
 pub(crate) mod sampler;
+mod select;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -120,7 +121,9 @@ impl CancelToken {
 /// How a run ended (errors are [`TrainError`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// Final metrics: the evaluation keys plus `samples_per_sec` and `epochs`.
+    /// Final metrics: the selected evaluation's keys (see `train::select`: the best epoch on
+    /// validation, else the last), plus `best_epoch` when selected on validation,
+    /// `samples_per_sec`, `epochs` and the last evaluation's `collapsed`.
     Finished { metrics: BTreeMap<String, f64> },
     /// Stopped by the [`CancelToken`]; `checkpoint` is the last finished epoch's (or the one the
     /// run resumed from), if any.

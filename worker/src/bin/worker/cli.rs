@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use proto::metric;
-use proto::{Dataset, JobParams, Loss, Mining, Network, Optimizer};
+use proto::{Dataset, JobParams, Loss, Mining, Network, Optimizer, Projection, Split};
 use worker::train::{self, CancelToken, Outcome, RunSpec, TrainEvent};
 
 #[derive(Debug, Parser)]
@@ -102,6 +102,22 @@ pub struct TrainArgs {
     /// Evaluate every N epochs (the last epoch is always evaluated).
     #[arg(long, default_value_t = 1)]
     pub eval_every: u32,
+    /// Which classes train: samples (all classes train; held-out images are tested) or classes
+    /// (the first half trains, the second half is only evaluated) [default: samples for mnist
+    /// and fashion-mnist, classes for folder data sets].
+    #[arg(long)]
+    pub split: Option<Split>,
+    /// L2-normalise the embedding, in training and evaluation.
+    #[arg(long)]
+    pub normalize: bool,
+    /// Fraction of the training data held out for validation (0 <= f < 1; 0 = none): images of
+    /// the training classes under `samples`, whole training classes under `classes`.
+    #[arg(long, default_value_t = proto::DEFAULT_VAL_FRACTION)]
+    pub val_fraction: f64,
+    /// 2-D projection of snapshots when the embedding has more than two dimensions: pca or
+    /// tsne.
+    #[arg(long, default_value = "pca")]
+    pub projection: Projection,
     /// Where data sets are looked up and downloaded to [default: the user cache dir].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -124,6 +140,12 @@ impl TrainArgs {
         if self.mining.is_some() && !self.loss.uses_mining() {
             bail!("--mining applies to the triplet loss only");
         }
+        if !(0.0..1.0).contains(&self.val_fraction) {
+            bail!(
+                "--val-fraction must be a fraction with 0 <= f < 1 (0 = no validation set), got {}",
+                self.val_fraction
+            );
+        }
         Ok(JobParams {
             network: self.network,
             loss: self.loss,
@@ -141,7 +163,12 @@ impl TrainArgs {
                 .then(|| self.mining.unwrap_or(Mining::Random)),
             train_limit: self.train_limit,
             eval_every: self.eval_every,
-            ..JobParams::default()
+            split: self
+                .split
+                .unwrap_or_else(|| Split::default_for(&self.dataset)),
+            normalize: self.normalize,
+            val_fraction: self.val_fraction,
+            projection: self.projection,
         })
     }
 }
@@ -251,12 +278,17 @@ impl Reporter {
             }
             TrainEvent::Eval { epoch, metrics, .. } => {
                 let pick = |k: &str| metrics.get(k).copied().unwrap_or(f64::NAN);
+                let val = metrics
+                    .get(metric::SELECTION)
+                    .map(|v| format!("  val map@r {v:.4}"))
+                    .unwrap_or_default();
                 eprintln!(
-                    "epoch {epoch:>3} eval: map@r {:.4}  knn1 {:.4}  p@1 {:.4}  auc {:.4}",
+                    "epoch {epoch:>3} eval: map@r {:.4}  knn1 {:.4}  p@1 {:.4}  auc {:.4}  spread {:.3}{val}",
                     pick(metric::MAP_AT_R),
                     pick(metric::KNN1_ACC),
                     pick(metric::PRECISION_AT_1),
-                    pick(metric::ROC_AUC)
+                    pick(metric::ROC_AUC),
+                    pick(metric::SPREAD_RATIO)
                 );
             }
             TrainEvent::Snapshot(s) => {
@@ -327,7 +359,11 @@ fn train_on<B: train::TrainBackend>(device: &B::Device, args: &TrainArgs) -> any
     }
     match outcome.context("training failed")? {
         Outcome::Finished { metrics } => {
-            write_json(&args.out.join("result.json"), &metrics)?;
+            // Undefined metrics (NaN: e.g. 20-way one-shot on ten classes) are left out, as the
+            // coordinator leaves them out of a stored result; JSON has no NaN.
+            let defined: std::collections::BTreeMap<&String, &f64> =
+                metrics.iter().filter(|(_, v)| v.is_finite()).collect();
+            write_json(&args.out.join("result.json"), &defined)?;
             let pick = |k: &str| metrics.get(k).copied().unwrap_or(f64::NAN);
             eprintln!(
                 "done: map@r {:.4}, knn1 {:.4}, {:.0} samples/s; results in {}",

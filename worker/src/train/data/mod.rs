@@ -6,6 +6,7 @@ pub mod builtin;
 pub mod download;
 pub mod folder;
 pub mod idx;
+pub mod split;
 
 use std::path::{Path, PathBuf};
 

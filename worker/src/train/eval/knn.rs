@@ -54,6 +54,22 @@ impl Neighbours {
         &self.indices[q * self.k..(q + 1) * self.k]
     }
 
+    /// Neighbour lists computed elsewhere (`indices` is `[queries * k]`, nearest first), for the
+    /// metrics of a search under another similarity than the Euclidean one.
+    pub(crate) fn from_indices(queries: usize, k: usize, indices: Vec<u32>) -> Self {
+        assert_eq!(
+            indices.len(),
+            queries * k,
+            "Neighbours: queries × k indices"
+        );
+        Neighbours {
+            queries,
+            k,
+            sq_dists: vec![f32::NAN; indices.len()],
+            indices,
+        }
+    }
+
     /// Squared distances matching [`Neighbours::indices`].
     #[cfg(test)]
     pub(crate) fn sq_dists(&self, q: usize) -> &[f32] {

@@ -6,11 +6,16 @@ use std::collections::BTreeMap;
 use burn::module::AutodiffModule;
 use burn::tensor::{Tensor, TensorData};
 
+use proto::metric;
+
 use super::EmbeddingSet;
 use crate::train::data::Prepared;
 use crate::train::model::MetricNet;
 use crate::train::model::fused::FusedBlock;
 use crate::train::{CancelToken, Snapshot, TrainBackend};
+
+/// Mixed into the protocol seed for the validation set's draws.
+const VAL_STREAM: u64 = 0x7A1_u64 << 40;
 
 /// Images embedded per forward pass during evaluation.
 const EMBED_CHUNK: usize = 500;
@@ -40,12 +45,31 @@ fn embed_all<B: FusedBlock>(
 
 /// The fixed inputs of every evaluation of a run.
 pub(crate) struct EvalPlan<'a> {
-    pub(crate) train: &'a Prepared,
+    /// Training images with data-set labels, the k-NN reference; `None` when the test classes
+    /// never trained (the `classes` split), where k-NN accuracy has no reference.
+    pub(crate) reference: Option<&'a Prepared>,
+    /// The validation set, if the run has one: its metrics are reported as `val/` twins.
+    pub(crate) val: Option<&'a Prepared>,
     pub(crate) test: &'a Prepared,
     pub(crate) snapshot_indices: &'a [u32],
     pub(crate) class_names: &'a [String],
     pub(crate) dim: usize,
+    /// [`super::protocol_seed`]: fixed per data set and split.
     pub(crate) seed: u64,
+    /// [`metric::EMBEDDING_SPREAD`] of the untrained network (epoch 0), for the spread ratio.
+    pub(crate) initial_spread: f64,
+}
+
+/// The test embeddings' spread of `model` (see [`super::spread`]); None if cancelled.
+pub(crate) fn embedding_spread<B: TrainBackend>(
+    model: &MetricNet<B>,
+    test: &Prepared,
+    dim: usize,
+    device: &B::Device,
+    cancel: &CancelToken,
+) -> Option<f64> {
+    let emb = embed_all(&model.valid(), test, device, cancel)?;
+    Some(super::spread(&emb, dim))
 }
 
 /// Evaluates `model` and builds the snapshot of `epoch`; None if `cancel` was set meanwhile.
@@ -58,24 +82,67 @@ pub(crate) fn evaluate_model<B: TrainBackend>(
 ) -> Option<(BTreeMap<String, f64>, Snapshot)> {
     let valid = model.valid();
     // The inner backend shares the autodiff backend's device type.
-    let train_emb = embed_all(&valid, plan.train, device, cancel)?;
+    let train_emb = match plan.reference {
+        Some(r) => Some(embed_all(&valid, r, device, cancel)?),
+        None => None,
+    };
     let test_emb = embed_all(&valid, plan.test, device, cancel)?;
+    let val_emb = match plan.val {
+        Some(v) => Some(embed_all(&valid, v, device, cancel)?),
+        None => None,
+    };
     if cancel.is_cancelled() {
         return None;
     }
     let d = plan.dim;
-    let metrics = super::evaluate(
-        &EmbeddingSet {
-            data: &train_emb,
+    let reference = plan
+        .reference
+        .zip(train_emb.as_deref())
+        .map(|(r, data)| EmbeddingSet {
+            data,
             dim: d,
-            labels: &plan.train.labels,
-        },
-        &EmbeddingSet {
-            data: &test_emb,
+            labels: &r.labels,
+        });
+    let test_set = EmbeddingSet {
+        data: &test_emb,
+        dim: d,
+        labels: &plan.test.labels,
+    };
+    let mut metrics = super::evaluate_sets(reference.as_ref(), &test_set, plan.seed);
+    if let (Some(v), Some(data)) = (plan.val, val_emb.as_deref()) {
+        let val_set = EmbeddingSet {
+            data,
             dim: d,
-            labels: &plan.test.labels,
-        },
-        plan.seed,
+            labels: &v.labels,
+        };
+        // Another stream of the protocol seed: validation draws are fixed too, and differ
+        // from the test's.
+        let val = super::evaluate_sets(reference.as_ref(), &val_set, plan.seed ^ VAL_STREAM);
+        for (name, test_name) in metric::VAL_EVAL.iter().zip(metric::EVAL) {
+            metrics.insert((*name).to_owned(), val[test_name]);
+        }
+    }
+    if let Some(head) = &valid.bce_head {
+        let scorer = super::HeadScorer {
+            // Linear's weight is [d_in, d_out] = [D, 1].
+            weight: head
+                .fc
+                .weight
+                .val()
+                .into_data()
+                .to_vec::<f32>()
+                .expect("f32 weights"),
+            bias: head.fc.bias.as_ref().map_or(0.0, |b| {
+                b.val().into_data().to_vec::<f32>().expect("f32 bias")[0]
+            }),
+        };
+        metrics.extend(super::head::head_metrics(&test_set, &scorer, plan.seed));
+    }
+    let ratio = metrics[metric::EMBEDDING_SPREAD] / plan.initial_spread;
+    metrics.insert(metric::SPREAD_RATIO.to_owned(), ratio);
+    metrics.insert(
+        metric::COLLAPSED.to_owned(),
+        f64::from(u8::from(super::collapsed(ratio))),
     );
     let mut rows = Vec::with_capacity(plan.snapshot_indices.len() * d);
     for &i in plan.snapshot_indices {

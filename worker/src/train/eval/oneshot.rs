@@ -1,4 +1,5 @@
-//! N-way one-shot classification accuracy (Koch et al. 2015 protocol) over seeded trials.
+//! N-way one-shot classification accuracy (Koch et al. 2015 protocol) over seeded trials, with
+//! the standard error of the mean over those trials.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +10,16 @@ use rand_chacha::ChaCha8Rng;
 use super::EmbeddingSet;
 use super::knn::sq_dist;
 
-/// Mean accuracy of `trials` seeded N-way one-shot trials on `set`, N = min(`n_way`, classes).
+/// Accuracy of N-way one-shot trials and its standard error.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct OneShot {
+    /// Mean trial score.
+    pub(crate) accuracy: f64,
+    /// Sample standard deviation of the trial scores over √trials.
+    pub(crate) se: f64,
+}
+
+/// Mean accuracy of `trials` seeded N-way one-shot trials on `set`.
 ///
 /// A trial draws the query class uniformly among classes with at least two points, then N − 1
 /// other distinct classes uniformly among the rest; one support point per class and a query point
@@ -18,13 +28,30 @@ use super::knn::sq_dist;
 /// distance and the right one is among them it scores 1/k, the expectation of a random tie-break,
 /// so a collapsed embedding scores exactly chance (1/N) instead of an index artefact.
 ///
-/// NaN when fewer than two classes exist, no class has two points, or `trials` is 0.
+/// NaN (both fields) when the set has fewer than N classes (an N-way trial does not exist: it
+/// is not silently made a fewer-way one), no class has two points, or `trials` is 0.
 pub(crate) fn one_shot_accuracy(
     set: &EmbeddingSet<'_>,
     n_way: usize,
     trials: usize,
     rng: &mut ChaCha8Rng,
-) -> f64 {
+) -> OneShot {
+    one_shot_by(set, n_way, trials, rng, |a, b| f64::from(sq_dist(a, b)))
+}
+
+/// [`one_shot_accuracy`] with any dissimilarity (smaller = closer) in place of the squared
+/// Euclidean distance: the same trials for the same `rng` state, whatever scores them.
+pub(crate) fn one_shot_by(
+    set: &EmbeddingSet<'_>,
+    n_way: usize,
+    trials: usize,
+    rng: &mut ChaCha8Rng,
+    dist: impl Fn(&[f32], &[f32]) -> f64,
+) -> OneShot {
+    let nan = OneShot {
+        accuracy: f64::NAN,
+        se: f64::NAN,
+    };
     let mut by_class: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
     for (i, &l) in set.labels.iter().enumerate() {
         by_class.entry(l).or_default().push(i as u32);
@@ -33,32 +60,43 @@ pub(crate) fn one_shot_accuracy(
     let queryable: Vec<usize> = (0..classes.len())
         .filter(|&c| classes[c].len() >= 2)
         .collect();
-    let n_way = n_way.min(classes.len());
-    if n_way < 2 || queryable.is_empty() || trials == 0 {
-        return f64::NAN;
+    if n_way < 2 || n_way > classes.len() || queryable.is_empty() || trials == 0 {
+        return nan;
     }
     let dim = set.dim;
     let row = |i: u32| &set.data[i as usize * dim..(i as usize + 1) * dim];
-    let mut total = 0.0f64;
+    let (mut total, mut total_sq) = (0.0f64, 0.0f64);
     for _ in 0..trials {
         let c = queryable[rng.random_range(0..queryable.len())];
         let members = classes[c];
         let pick = index::sample(rng, members.len(), 2);
         let (support, query) = (members[pick.index(0)], members[pick.index(1)]);
         let q = row(query);
-        let d_true = sq_dist(q, row(support));
+        let d_true = dist(q, row(support));
         let (mut closer, mut tied) = (false, 1usize);
         // Other classes: distinct positions in 0..classes-1, shifted past `c`.
         for o in index::sample(rng, classes.len() - 1, n_way - 1) {
             let other = classes[if o >= c { o + 1 } else { o }];
             let s = other[rng.random_range(0..other.len())];
-            let d = sq_dist(q, row(s));
+            let d = dist(q, row(s));
             closer |= d < d_true;
             tied += usize::from(d == d_true);
         }
         if !closer {
-            total += 1.0 / tied as f64;
+            let score = 1.0 / tied as f64;
+            total += score;
+            total_sq += score * score;
         }
     }
-    total / trials as f64
+    let n = trials as f64;
+    let mean = total / n;
+    let var = if trials > 1 {
+        ((total_sq - n * mean * mean) / (n - 1.0)).max(0.0)
+    } else {
+        f64::NAN
+    };
+    OneShot {
+        accuracy: mean,
+        se: (var / n).sqrt(),
+    }
 }

@@ -1,7 +1,7 @@
 //! Hand-worked examples, limiting cases (separated clusters, random labels, collapse), snapshot
 //! subsets and projections.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use proto::metric;
 use rand::{Rng, SeedableRng};
@@ -123,11 +123,17 @@ fn separated_clusters_score_perfectly() {
         );
         assert_eq!(
             m.keys().map(String::as_str).collect::<Vec<_>>().len(),
-            metric::EVAL.len()
+            metric::EVAL.len() + metric::ONE_SHOT_SE.len() + 1
         );
         for key in metric::EVAL {
-            assert_eq!(m[key], 1.0, "dim {dim} {key}");
+            if key == metric::ONE_SHOT_20WAY {
+                // 12 classes: no 20-way trial exists.
+                assert!(m[key].is_nan(), "dim {dim} {key}");
+            } else {
+                assert_eq!(m[key], 1.0, "dim {dim} {key}");
+            }
         }
+        assert_eq!(m[metric::ONE_SHOT_5WAY_SE], 0.0);
     }
 }
 
@@ -172,10 +178,17 @@ fn random_labels_score_near_chance() {
         "roc_auc = {}",
         m[metric::ROC_AUC]
     );
-    // Only 5 classes: the 10- and 20-way keys report the 5-way protocol.
-    for key in [metric::ONE_SHOT_10WAY, metric::ONE_SHOT_20WAY] {
-        assert!((m[key] - 0.2).abs() < 0.05, "{key} = {}", m[key]);
+    // Only 5 classes: there are no 10- or 20-way trials.
+    for key in [
+        metric::ONE_SHOT_10WAY,
+        metric::ONE_SHOT_20WAY,
+        metric::ONE_SHOT_10WAY_SE,
+        metric::ONE_SHOT_20WAY_SE,
+    ] {
+        assert!(m[key].is_nan(), "{key} = {}", m[key]);
     }
+    let se = m[metric::ONE_SHOT_5WAY_SE];
+    assert!(se > 0.0 && se <= 0.005, "{se}");
 }
 
 #[test]
@@ -188,17 +201,24 @@ fn collapsed_embedding_gives_exact_chance_one_shot() {
         labels: &labels,
     };
     for n in [5, 10, 20] {
-        let acc = one_shot_accuracy(&set, n, 200, &mut metric_rng(1, 0));
-        assert!((acc - 1.0 / n as f64).abs() < 1e-12, "{n}-way: {acc}");
+        let r = one_shot_accuracy(&set, n, 200, &mut metric_rng(1, 0));
+        assert!(
+            (r.accuracy - 1.0 / n as f64).abs() < 1e-12,
+            "{n}-way: {r:?}"
+        );
+        // Every trial scores exactly 1/N: no spread between trials.
+        assert!(r.se.abs() < 1e-9, "{n}-way: {r:?}");
     }
-    // 10 classes only: 20-way uses all 10.
+    // 10 classes only: a 20-way trial does not exist, so it is NaN (not a 10-way score).
     let few: Vec<u32> = (0..300).map(|i| i % 10).collect();
     let set = EmbeddingSet {
         data: &data,
         dim: 4,
         labels: &few,
     };
-    assert!((one_shot_accuracy(&set, 20, 100, &mut metric_rng(1, 0)) - 0.1).abs() < 1e-12);
+    let r = one_shot_accuracy(&set, 20, 100, &mut metric_rng(1, 0));
+    assert!(r.accuracy.is_nan() && r.se.is_nan(), "{r:?}");
+    assert!((one_shot_accuracy(&set, 10, 100, &mut metric_rng(1, 0)).accuracy - 0.1).abs() < 1e-12);
     assert!(
         one_shot_accuracy(
             &EmbeddingSet {
@@ -209,8 +229,44 @@ fn collapsed_embedding_gives_exact_chance_one_shot() {
             100,
             &mut metric_rng(1, 0)
         )
+        .accuracy
         .is_nan()
     );
+}
+
+#[test]
+fn one_shot_standard_error_is_the_trial_spread() {
+    // Two well-separated classes, one of them hard: points of class 1 sit on class 0's spot
+    // half of the time. 2-way trials then score 1 or 0 (or 1/2 on a tie), and the standard
+    // error must be the sample standard deviation of those scores over sqrt(trials).
+    let labels: Vec<u32> = (0..40).map(|i| i % 4).collect();
+    let data: Vec<f32> = (0..40)
+        .map(|i| {
+            if i % 4 == 1 && i % 8 == 1 {
+                0.0
+            } else {
+                (i % 4) as f32 * 10.0
+            }
+        })
+        .collect();
+    let set = EmbeddingSet {
+        data: &data,
+        dim: 1,
+        labels: &labels,
+    };
+    let trials = 4000;
+    let r = one_shot_accuracy(&set, 2, trials, &mut metric_rng(3, 0));
+    assert!(r.accuracy > 0.5 && r.accuracy < 1.0, "{r:?}");
+    // Bounded by the Bernoulli case: sqrt(p(1-p)/n), and it shrinks as 1/sqrt(trials).
+    let bound = (r.accuracy * (1.0 - r.accuracy) / trials as f64).sqrt();
+    assert!(r.se > 0.0 && r.se <= bound * 1.01, "{r:?} vs {bound}");
+    let quarter = one_shot_accuracy(&set, 2, trials / 4, &mut metric_rng(3, 0));
+    assert!(
+        (quarter.se / r.se - 2.0).abs() < 0.3,
+        "{quarter:?} vs {r:?}"
+    );
+    // The protocol's trial count meets the bound whatever the accuracy.
+    assert!((0.25 / super::ONE_SHOT_TRIALS as f64).sqrt() <= 0.005);
 }
 
 #[test]
@@ -231,18 +287,19 @@ fn evaluate_is_deterministic_and_guards_non_finite() {
         },
         1,
     );
-    assert_eq!(
-        a,
-        evaluate(
-            &train,
-            &EmbeddingSet {
-                data: &te,
-                dim: 3,
-                labels: &tel
-            },
-            1
-        )
+    let bits = |m: &BTreeMap<String, f64>| -> Vec<(String, u64)> {
+        m.iter().map(|(k, v)| (k.clone(), v.to_bits())).collect()
+    };
+    let again = evaluate(
+        &train,
+        &EmbeddingSet {
+            data: &te,
+            dim: 3,
+            labels: &tel,
+        },
+        1,
     );
+    assert_eq!(bits(&a), bits(&again));
     assert_ne!(
         a[metric::ROC_AUC],
         evaluate(
@@ -265,8 +322,43 @@ fn evaluate_is_deterministic_and_guards_non_finite() {
         },
         1,
     );
-    assert_eq!(bad.len(), metric::EVAL.len());
+    assert_eq!(bad.len(), evaluation_keys().count());
     assert!(bad.values().all(|v| v.is_nan()));
+}
+
+#[test]
+fn without_a_reference_knn_is_nan_and_the_rest_is_unchanged() {
+    let (tr, trl) = random_set(300, 3, 6, 1, false);
+    let (te, tel) = random_set(200, 3, 6, 2, false);
+    let test = EmbeddingSet {
+        data: &te,
+        dim: 3,
+        labels: &tel,
+    };
+    let train = EmbeddingSet {
+        data: &tr,
+        dim: 3,
+        labels: &trl,
+    };
+    let with = evaluate_sets(Some(&train), &test, 5);
+    let without = evaluate_sets(None, &test, 5);
+    for key in evaluation_keys() {
+        if key.starts_with("knn") {
+            assert!(without[key].is_nan() && with[key].is_finite(), "{key}");
+        } else {
+            assert_eq!(with[key].to_bits(), without[key].to_bits(), "{key}");
+        }
+    }
+}
+
+#[test]
+fn spread_is_the_rms_distance_to_the_centroid() {
+    // Four corners of a 2 x 2 square around (1, 1): every point is sqrt(2) from the centre.
+    let data = [0.0f32, 0.0, 2.0, 0.0, 0.0, 2.0, 2.0, 2.0];
+    assert!((spread(&data, 2) - 2f64.sqrt()).abs() < 1e-12);
+    assert_eq!(spread(&[3.0, 3.0, 3.0, 3.0], 2), 0.0);
+    assert!(spread(&[], 2).is_nan());
+    assert!(collapsed(0.05) && collapsed(f64::NAN) && !collapsed(0.5) && !collapsed(f64::INFINITY));
 }
 
 #[test]
@@ -289,7 +381,7 @@ fn degenerate_sets_give_nan_not_panics() {
         (&empty, &empty),
     ] {
         let m = evaluate(train, test, 0);
-        assert_eq!(m.len(), metric::EVAL.len());
+        assert_eq!(m.len(), evaluation_keys().count());
         for key in metric::EVAL {
             let defined =
                 key.starts_with("knn") && !train.labels.is_empty() && !test.labels.is_empty();

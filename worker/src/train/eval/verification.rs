@@ -135,10 +135,22 @@ pub(crate) fn verification_auc(
     n_diff: usize,
     rng: &mut ChaCha8Rng,
 ) -> f64 {
+    verification_auc_by(set, n_same, n_diff, rng, |a, b| -f64::from(sq_dist(a, b)))
+}
+
+/// [`verification_auc`] with any similarity score (higher = more likely the same class): the
+/// same pairs for the same `rng` state, whatever scores them.
+pub(crate) fn verification_auc_by(
+    set: &EmbeddingSet<'_>,
+    n_same: usize,
+    n_diff: usize,
+    rng: &mut ChaCha8Rng,
+    similarity: impl Fn(&[f32], &[f32]) -> f64,
+) -> f64 {
     let pairs = verification_pairs(set.labels, n_same, n_diff, rng);
     let dim = set.dim;
     let row = |i: u32| &set.data[i as usize * dim..(i as usize + 1) * dim];
-    let score = |&(a, b): &(u32, u32)| -f64::from(sq_dist(row(a), row(b)));
+    let score = |&(a, b): &(u32, u32)| similarity(row(a), row(b));
     let pos: Vec<f64> = pairs.same.iter().map(score).collect();
     let neg: Vec<f64> = pairs.different.iter().map(score).collect();
     roc_auc(&pos, &neg)

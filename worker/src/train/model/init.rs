@@ -197,6 +197,7 @@ mod tests {
                     width: 28,
                     dim: 4,
                     n_classes: 10,
+                    normalize: false,
                 };
                 let net = MetricNet::<Flex>::new(&shape, seed, &d).unwrap();
                 if loss == Loss::Bce {

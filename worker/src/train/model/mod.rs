@@ -46,6 +46,8 @@ pub struct MetricNet<B: Backend> {
     pub backbone: Backbone<B>,
     pub(crate) ce_head: Option<CeHead<B>>,
     pub(crate) bce_head: Option<BceHead<B>>,
+    /// L2-normalise the embedding (the `normalize` setting); a constant, not a parameter.
+    pub(crate) normalize: bool,
 }
 
 /// What the model is built for.
@@ -56,7 +58,10 @@ pub struct ModelShape {
     pub height: usize,
     pub width: usize,
     pub dim: usize,
+    /// Classes the `ce` head tells apart: the training classes.
     pub n_classes: usize,
+    /// L2-normalise embeddings (FaceNet), in training and evaluation alike.
+    pub normalize: bool,
 }
 
 impl<B: FusedBlock> MetricNet<B> {
@@ -82,15 +87,71 @@ impl<B: FusedBlock> MetricNet<B> {
             ce_head: (shape.loss == Loss::Ce)
                 .then(|| CeHeadConfig::new(d, shape.n_classes).init(device)),
             bce_head: (shape.loss == Loss::Bce).then(|| BceHeadConfig::new(d).init(device)),
+            normalize: shape.normalize,
         };
         let mut net = init::seeded(net, "model", seed, device)?;
         net.bce_head = net.bce_head.map(BceHead::with_non_positive_weights);
         Ok(net)
     }
 
-    /// The embedding that is evaluated and plotted. `[N, 1, H, W] -> [N, D]`
+    /// The embedding that is trained, evaluated and plotted: the backbone's output, on the unit
+    /// sphere when the run normalises. `[N, 1, H, W] -> [N, D]`
     pub fn embed(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
-        self.backbone.forward(x)
+        let e = self.backbone.forward(x);
+        if self.normalize { l2_normalize(e) } else { e }
+    }
+}
+
+/// Added to the squared norm INSIDE the square root of [`l2_normalize`]: at a zero embedding the
+/// gradient is then `1/√eps` (finite) instead of a division by zero, and the output 0.
+const NORMALIZE_EPS: f64 = 1e-12;
+
+/// Each row over `√(‖row‖² + eps)`. `[N, D] -> [N, D]`
+pub(crate) fn l2_normalize<B: Backend>(e: Tensor<B, 2>) -> Tensor<B, 2> {
+    let norm = e
+        .clone()
+        .powi_scalar(2)
+        .sum_dim(1)
+        .add_scalar(NORMALIZE_EPS)
+        .sqrt(); // [N, 1]
+    e / norm
+}
+
+#[cfg(test)]
+mod normalize_tests {
+    use burn::backend::{Autodiff, Flex};
+    use burn::tensor::{Tensor, TensorData};
+
+    type B = Autodiff<Flex>;
+
+    #[test]
+    fn normalised_rows_have_unit_norm_and_finite_gradients_at_zero() {
+        let device = Default::default();
+        let x = Tensor::<B, 2>::from_data(
+            TensorData::new(vec![3.0f32, 4.0, 0.0, 0.0, 0.0, 0.0], [3, 2]),
+            &device,
+        )
+        .require_grad();
+        let y = super::l2_normalize(x.clone());
+        let v = y.clone().into_data().to_vec::<f32>().unwrap();
+        assert!(
+            (v[0] - 0.6).abs() < 1e-6 && (v[1] - 0.8).abs() < 1e-6,
+            "{v:?}"
+        );
+        assert_eq!(&v[2..], &[0.0; 4], "a zero embedding stays zero");
+        // A loss that pulls the zero rows somewhere: its gradient must be finite there.
+        let target = Tensor::<B, 2>::from_data(
+            TensorData::new(vec![0.0f32, 0.0, 1.0, 0.0, 0.0, 1.0], [3, 2]),
+            &device,
+        );
+        let loss = (y - target).powi_scalar(2).sum();
+        let grads = loss.backward();
+        let g = x.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+        assert!(g.iter().all(|v| v.is_finite()), "{g:?}");
+        assert!(
+            g[2..].iter().any(|v| *v != 0.0),
+            "the zero rows get a gradient: {g:?}"
+        );
     }
 }
 
