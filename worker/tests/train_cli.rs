@@ -63,7 +63,7 @@ fn train_writes_metrics_snapshots_and_result() {
         serde_json::from_slice(&std::fs::read(out.path().join("snapshots/epoch-2.json")).unwrap())
             .unwrap();
     assert_eq!(snap["points"].as_array().unwrap().len(), 120);
-    assert_eq!(snap["projected"], true);
+    assert_eq!(snap["projection"], "pca");
 
     let result: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("result.json")).unwrap()).unwrap();

@@ -154,7 +154,7 @@ fn faces_end_to_end_event_stream() {
         .collect();
     // 120 test faces (3 per person): all of them, PCA-projected from 8-D, same subset per epoch.
     assert_eq!(snapshots[0].points.len(), 120);
-    assert!(snapshots[0].projected);
+    assert_eq!(snapshots[0].projection, proto::SnapshotProjection::Pca);
     assert_eq!(snapshots[0].indices, snapshots[1].indices);
     assert_eq!(snapshots[0].class_names[9], "s10");
     for e in &events {

@@ -101,7 +101,8 @@ impl Outbox {
                 self.flush();
                 self.push(Body::Snapshot(rpc::EpochSnapshot {
                     epoch: s.epoch,
-                    projected: s.projected,
+                    projected: s.projection.is_projected(),
+                    projection: s.projection.as_str().to_owned(),
                     xy: s.points.iter().flat_map(|p| [p[0], p[1]]).collect(),
                     labels: s.labels,
                     indices: s.indices,

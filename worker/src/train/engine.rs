@@ -344,6 +344,7 @@ fn evaluate<B: TrainBackend>(
         class_names: &ctx.class_names,
         dim: ctx.spec.params.embedding_dim as usize,
         seed: ctx.spec.params.seed,
+        projection: ctx.spec.params.projection,
     };
     let out = eval::evaluate_model(model, &plan, epoch, ctx.device, ctx.cancel)?;
     tracing::debug!(

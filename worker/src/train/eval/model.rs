@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use burn::module::AutodiffModule;
 use burn::tensor::{Tensor, TensorData};
+use proto::Projection;
 
 use super::EmbeddingSet;
 use crate::train::data::Prepared;
@@ -46,6 +47,8 @@ pub(crate) struct EvalPlan<'a> {
     pub(crate) class_names: &'a [String],
     pub(crate) dim: usize,
     pub(crate) seed: u64,
+    /// How snapshots of `dim > 2` are drawn in 2-D.
+    pub(crate) projection: Projection,
 }
 
 /// Evaluates `model` and builds the snapshot of `epoch`; None if `cancel` was set meanwhile.
@@ -81,10 +84,18 @@ pub(crate) fn evaluate_model<B: TrainBackend>(
     for &i in plan.snapshot_indices {
         rows.extend_from_slice(&test_emb[i as usize * d..(i as usize + 1) * d]);
     }
-    let (points, projected) = super::project_2d(&rows, d);
+    let t = std::time::Instant::now();
+    let (points, projection) = super::project_snapshot(&rows, d, plan.projection, plan.seed);
+    tracing::debug!(
+        epoch,
+        projection = projection.as_str(),
+        points = points.len(),
+        secs = t.elapsed().as_secs_f64(),
+        "snapshot projected"
+    );
     let snapshot = Snapshot {
         epoch,
-        projected,
+        projection,
         points,
         labels: plan
             .snapshot_indices
