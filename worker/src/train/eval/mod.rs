@@ -65,7 +65,9 @@ pub(crate) use knn::knn_search;
 pub(crate) use metrics::{knn_accuracy, retrieval_k, retrieval_metrics};
 pub(crate) use model::{EvalPlan, evaluate_model};
 pub(crate) use oneshot::one_shot_accuracy;
-pub(crate) use project::{project_2d, project_snapshot};
+#[cfg(test)]
+pub(crate) use project::project_2d;
+pub(crate) use project::project_snapshot;
 pub(crate) use subset::snapshot_subset;
 pub(crate) use verification::verification_auc;
 

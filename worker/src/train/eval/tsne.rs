@@ -167,6 +167,27 @@ mod tests {
     }
 
     #[test]
+    fn the_jobs_projection_picks_the_method() {
+        use proto::Projection;
+        let project = super::super::project_snapshot;
+        let (data, _) = blobs(3, 10, 4, 5);
+        assert_eq!(
+            project(&data, 4, Projection::Tsne, 1),
+            tsne_2d(&data, 4, 1),
+            "tsne: the seeded t-SNE"
+        );
+        assert_eq!(
+            project(&data, 4, Projection::Pca, 1).1,
+            SnapshotProjection::Pca
+        );
+        assert_eq!(
+            project(&[1.0, 2.0], 2, Projection::Tsne, 1).1,
+            SnapshotProjection::Identity,
+            "a 2-D embedding is drawn as it is"
+        );
+    }
+
+    #[test]
     fn falls_back_to_pca_when_tsne_cannot_run() {
         let (data, _) = blobs(2, 3, 8, 4);
         assert_eq!(tsne_2d(&data, 8, 1).1, SnapshotProjection::Pca);
