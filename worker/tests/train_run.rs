@@ -173,6 +173,33 @@ fn faces_end_to_end_event_stream() {
 }
 
 #[test]
+fn tsne_snapshots_are_reproducible_across_runs() {
+    // projection = tsne: the worker draws snapshots with t-SNE, the same layout for the same job.
+    let params = JobParams {
+        projection: proto::Projection::Tsne,
+        epochs: 1,
+        ..faces_params()
+    };
+    let snapshot = || {
+        let work = tempfile::tempdir().unwrap();
+        let (out, events) = run(&params, work.path(), None, false);
+        final_metrics(out);
+        events
+            .into_iter()
+            .find_map(|e| match e {
+                TrainEvent::Snapshot(s) => Some(s),
+                _ => None,
+            })
+            .expect("a snapshot")
+    };
+    let (a, b) = (snapshot(), snapshot());
+    assert_eq!(a.projection, proto::SnapshotProjection::Tsne);
+    assert_eq!(a.points.len(), 120);
+    assert!(a.points.iter().flatten().all(|v| v.is_finite()));
+    assert_eq!(a.points, b.points, "same job, same t-SNE layout");
+}
+
+#[test]
 fn resume_runs_only_the_remaining_epoch_and_matches_an_uninterrupted_run() {
     let mut p = faces_params();
     p.network = Network::LenetHadsell;
