@@ -264,12 +264,16 @@ pub enum Command {
         #[arg(long, default_value_t = 7, value_name = "DAYS")]
         forget_workers_after: u64,
     },
-    /// Export a sweep's results as a table: one row per run, or a pivot with --rows and --cols.
+    /// Export a sweep's results as a table: one row per run, or a pivot with --rows and --cols;
+    /// or runs' latent snapshots over their epochs as an animated GIF (--run ... --format gif).
     Export {
         /// Sweep name
-        #[arg(long)]
-        sweep: String,
-        /// csv | md | latex | json
+        #[arg(long, required_unless_present = "run", conflicts_with = "run")]
+        sweep: Option<String>,
+        /// Run (job) id whose latent snapshots to animate; repeat for runs side by side
+        #[arg(long = "run", value_name = "ID", conflicts_with_all = ["rows", "cols", "metric", "agg"])]
+        run: Vec<i64>,
+        /// csv | md | latex | json; gif with --run
         #[arg(long, default_value = "csv")]
         format: String,
         /// Pivot rows: an axis such as loss

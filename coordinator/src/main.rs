@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use coordinator::cli::{Cli, Command, LogFormat, ServeArgs};
 use coordinator::conn::ConnLimits;
+use coordinator::export::gif::{GIF_FORMAT, run_gif_export};
 use coordinator::export::{ExportRequest, run_export};
 use coordinator::grpc::GrpcConfig;
 use coordinator::monitor::Display;
@@ -182,6 +183,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         }
         Some(Command::Export {
             sweep,
+            run,
             format,
             rows,
             cols,
@@ -190,6 +192,14 @@ async fn main() -> anyhow::Result<ExitCode> {
             over_seeds,
             out,
         }) => {
+            let Some(sweep) = sweep else {
+                return export_gif(&db, &run, &format, out.as_deref()).await;
+            };
+            if format == GIF_FORMAT {
+                anyhow::bail!(
+                    "--format gif animates runs: pass --run ID (repeat it for runs side by side)"
+                );
+            }
             let store = open_read_only(&db).await?;
             let req = ExportRequest::parse(
                 &sweep,
@@ -340,4 +350,25 @@ async fn open_read_only(db: &std::path::Path) -> anyhow::Result<Store> {
         Err(e @ coordinator::store::StoreError::NoDatabase(_)) => Err(e.into()),
         Err(e) => Err(anyhow::Error::new(e).context(format!("opening database {}", db.display()))),
     }
+}
+
+/// `export --run ...`: the runs' latent snapshots as one GIF, written to `--out` (a GIF is
+/// binary, so it never goes to standard output).
+async fn export_gif(
+    db: &std::path::Path,
+    runs: &[i64],
+    format: &str,
+    out: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    if format != GIF_FORMAT {
+        anyhow::bail!("--run exports a GIF: pass --format gif (tables are exported per --sweep)");
+    }
+    let Some(out) = out else {
+        anyhow::bail!("--format gif writes a binary file: pass --out FILE");
+    };
+    let store = open_read_only(db).await?;
+    let gif = run_gif_export(&store, runs).await;
+    store.close().await;
+    std::fs::write(out, gif?).with_context(|| format!("writing {}", out.display()))?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -60,7 +60,8 @@ async fn lease_report_complete_round_trip() {
         item: 5,
         body: Some(Body::Snapshot(rpc::EpochSnapshot {
             epoch: 1,
-            projected: false,
+            projected: true,
+            projection: proto::SnapshotProjection::Tsne.as_str().to_owned(),
             xy: vec![0.0, 1.0, 2.0, 3.0],
             labels: vec![0, 1],
             indices: vec![10, 11],
@@ -84,6 +85,12 @@ async fn lease_report_complete_round_trip() {
         vec![1, 2, 3, 4, 5]
     );
     assert!(acks.iter().all(|a| a.warning.is_empty()), "{acks:?}");
+    // The snapshot's projection is stored by name.
+    let projection: String = sqlx::query_scalar("SELECT projection FROM snapshots")
+        .fetch_one(srv.store.reader())
+        .await
+        .unwrap();
+    assert_eq!(projection, "tsne");
     let acks = send_reports(&c, vec![report(w, a, job.lease_token, 6, points(4, 3))])
         .await
         .unwrap();

@@ -5,7 +5,7 @@ use std::path::Path;
 use coordinator::store::{BatchOutcome, MetricPoint, SnapshotData, Store};
 use proto::metric;
 use proto::sweep::{DEFAULT_MAX_CELLS, parse_sweep};
-use proto::{AttemptId, JobId};
+use proto::{AttemptId, JobId, SnapshotProjection};
 
 const SWEEP: &str = r#"
 name = "s"
@@ -145,20 +145,31 @@ async fn snapshots_round_trip_through_blobs() {
     let (job, attempt) = first_attempt(&store).await;
     let snap = SnapshotData {
         epoch: 3,
-        projected: true,
+        projection: SnapshotProjection::Tsne,
         points: vec![[0.5, -1.25], [f32::MIN_POSITIVE, 3.0e7]],
         labels: vec![7, 0],
         indices: vec![9_999, 1],
         class_names: (0..10).map(|d| d.to_string()).collect(),
     };
     store.record_snapshot(job, attempt, &snap).await.unwrap();
-    let (points, labels, indices, names): (Vec<u8>, Vec<u8>, Vec<u8>, String) =
-        sqlx::query_as("SELECT points, labels, indices, class_names FROM snapshots")
-            .fetch_one(store.reader())
-            .await
-            .unwrap();
+    let (projected, projection, points, labels, indices, names): (
+        bool,
+        String,
+        Vec<u8>,
+        Vec<u8>,
+        Vec<u8>,
+        String,
+    ) = sqlx::query_as(
+        "SELECT projected, projection, points, labels, indices, class_names FROM snapshots",
+    )
+    .fetch_one(store.reader())
+    .await
+    .unwrap();
+    assert!(projected, "older readers still see a projection");
+    assert_eq!(projection, "tsne");
     let names: Vec<String> = serde_json::from_str(&names).unwrap();
-    let back = SnapshotData::from_blobs(3, true, &points, &labels, &indices, names).unwrap();
+    let projection = projection.parse().unwrap();
+    let back = SnapshotData::from_blobs(3, projection, &points, &labels, &indices, names).unwrap();
     assert_eq!(back, snap);
 }
 
@@ -186,8 +197,9 @@ async fn upgrade_from_first_migration_keeps_rows() {
     store.submit(&sweep, SWEEP, None).await.unwrap();
     let (job, attempt) = first_attempt(&store).await;
     sqlx::query(
-        "INSERT INTO snapshots (job_id, attempt_id, epoch, n, points, labels, indices, created_at)
-         VALUES (?1, ?2, 1, 0, x'', x'', x'', 0)",
+        "INSERT INTO snapshots (job_id, attempt_id, epoch, projected, n, points, labels, indices,
+                                created_at)
+         VALUES (?1, ?2, 1, 0, 0, x'', x'', x'', 0), (?1, ?2, 2, 1, 0, x'', x'', x'', 0)",
     )
     .bind(job.0)
     .bind(attempt.0)
@@ -207,6 +219,13 @@ async fn upgrade_from_first_migration_keeps_rows() {
         .await
         .unwrap();
     assert_eq!(names, "[]", "the new column gets its default on old rows");
+    // Before projections were named, the flag meant PCA.
+    let projections: Vec<String> =
+        sqlx::query_scalar("SELECT projection FROM snapshots ORDER BY epoch")
+            .fetch_all(store.reader())
+            .await
+            .unwrap();
+    assert_eq!(projections, ["none", "pca"]);
     let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
         .fetch_one(store.reader())
         .await

@@ -144,8 +144,8 @@ pub struct Snapshot {
     pub job_id: i64,
     pub attempt_id: i64,
     pub epoch: i64,
-    /// Whether the points are a PCA projection of a higher-dimensional embedding.
-    pub projected: bool,
+    /// Which projection drew the points (`Identity` when the embedding is 2-D).
+    pub projection: proto::SnapshotProjection,
     pub points: Vec<[f32; 2]>,
     pub labels: Vec<u32>,
     /// Positions of the points in the test split.

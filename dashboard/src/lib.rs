@@ -8,6 +8,7 @@
 //! ```
 
 pub mod act;
+pub mod anim;
 pub mod auth;
 pub mod data;
 pub mod export;

@@ -2,17 +2,50 @@
 
 use leptos::prelude::*;
 
+/// Tableau 10, the first ten class colours.
+const TAB10: [&str; 10] = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf",
+];
+/// Saturation and lightness of the class colours past Tableau 10.
+const HSL_S: f64 = 0.62;
+const HSL_L: f64 = 0.46;
+
+/// Hue of a class past Tableau 10: the golden angle keeps consecutive labels far apart on the
+/// colour wheel.
+fn class_hue(label: u32) -> f64 {
+    (label as f64 * 137.508) % 360.0
+}
+
 /// Class colours: Tableau 10, then evenly spread hues for datasets with more classes.
 pub(crate) fn class_color(label: u32) -> String {
-    const TAB10: [&str; 10] = [
-        "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-        "#bcbd22", "#17becf",
-    ];
     match TAB10.get(label as usize) {
         Some(c) => (*c).to_owned(),
-        // The golden angle keeps consecutive labels far apart on the colour wheel.
-        None => format!("hsl({:.0},62%,46%)", (label as f64 * 137.508) % 360.0),
+        None => format!(
+            "hsl({:.0},{:.0}%,{:.0}%)",
+            class_hue(label),
+            HSL_S * 100.0,
+            HSL_L * 100.0
+        ),
     }
+}
+
+/// [`class_color`] as RGB, for raster images (the GIF export).
+pub(crate) fn class_rgb(label: u32) -> [u8; 3] {
+    if let Some(hex) = TAB10.get(label as usize) {
+        let byte = |i: usize| u8::from_str_radix(&hex[i..i + 2], 16).unwrap_or(0);
+        return [byte(1), byte(3), byte(5)];
+    }
+    // CSS's hsl() → RGB (CSS Color 4, "Converting HSL colors to sRGB"), with the hue rounded
+    // as class_color prints it.
+    let h = class_hue(label).round();
+    let a = HSL_S * HSL_L.min(1.0 - HSL_L);
+    let f = |n: f64| {
+        let k = (n + h / 30.0) % 12.0;
+        let v = HSL_L - a * (k - 3.0).min(9.0 - k).clamp(-1.0, 1.0);
+        (v * 255.0).round() as u8
+    };
+    [f(0.0), f(8.0), f(4.0)]
 }
 
 /// Series colours for line charts.

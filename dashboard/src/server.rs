@@ -13,6 +13,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::Stream;
 
+use crate::anim;
 use crate::auth::Viewer;
 use crate::data::{DashboardData, DataError};
 use crate::export::{Format, TableError, TableRequest};
@@ -59,11 +60,13 @@ pub fn router(data: Arc<dyn DashboardData>) -> Router {
         .route("/", get(sweeps_page))
         .route("/sweeps/{name}", get(sweep_page))
         .route("/sweeps/{name}/latent", get(latent_page))
+        .route("/sweeps/{name}/latent.gif", get(latent_grid_gif))
         .route("/sweeps/{name}/export", get(export_endpoint))
         .route("/sweeps/{name}/compare", get(compare_page))
         .route("/sweeps/{name}/actions", post(crate::act::sweep_action))
         .route("/runs/{job}/cancel", post(crate::act::cancel_run))
         .route("/runs/{job}", get(run_page))
+        .route("/runs/{job}/latent.gif", get(run_gif))
         .route("/runs/{job}/images/{index}", get(image))
         .route("/workers", get(workers_page))
         .route("/events", get(events))
@@ -100,6 +103,8 @@ enum WebError {
     BadRequest(#[from] TableError),
     #[error("{0}")]
     Invalid(String),
+    #[error("rendering failed: {0}")]
+    Render(String),
 }
 
 impl IntoResponse for WebError {
@@ -107,6 +112,10 @@ impl IntoResponse for WebError {
         let (code, title) = match &self {
             WebError::Data(e) => {
                 tracing::error!(error = %e, "dashboard data source failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "Error")
+            }
+            WebError::Render(e) => {
+                tracing::error!(error = %e, "dashboard rendering failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "Error")
             }
             WebError::NotFound(_) => (StatusCode::NOT_FOUND, "Not found"),
@@ -117,7 +126,7 @@ impl IntoResponse for WebError {
         let main = match &self {
             WebError::NotFound(what) => pages::not_found_main(what),
             // The detail (SQL, paths) is for the operator's log, not for every visitor.
-            WebError::Data(_) => format!(
+            WebError::Data(_) | WebError::Render(_) => format!(
                 "<h1>{}</h1><p class=\"error\">{}</p>",
                 pages::esc(title),
                 pages::esc(INTERNAL_ERROR_TEXT)
@@ -207,6 +216,83 @@ async fn latent_page(
         Nav::Sweeps,
         pages::latent::main_html(&d, &plan, &snaps, &q),
     ))
+}
+
+/// The latent grid as shown (same axes and filters) as an animated GIF over the epochs.
+async fn latent_grid_gif(
+    State(data): State<Data>,
+    Path(name): Path<String>,
+    AxQuery(q): AxQuery<Vec<(String, String)>>,
+) -> Res {
+    let d = sweep_or_404(&data, &name).await?;
+    let plan = pages::latent::plan(&d, &Query(q));
+    let snaps = data.snapshots(&plan.job_ids()).await?;
+    let rows = plan
+        .cells
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|cell| {
+                    cell.as_ref().map(|(r, _)| anim::Panel {
+                        title: format!("#{}", r.job_id),
+                        snapshots: snaps
+                            .iter()
+                            .filter(|s| s.job_id == r.job_id)
+                            .cloned()
+                            .collect(),
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    gif_response(rows, &format!("{}-latent.gif", file_name(&name))).await
+}
+
+/// One run's snapshots as an animated GIF over its epochs.
+async fn run_gif(State(data): State<Data>, Path(job): Path<i64>) -> Res {
+    data.run(job)
+        .await?
+        .ok_or_else(|| WebError::NotFound(format!("no run #{job}")))?;
+    let snapshots = data.snapshots(std::slice::from_ref(&job)).await?;
+    let rows = vec![vec![Some(anim::Panel {
+        title: format!("#{job}"),
+        snapshots,
+    })]];
+    gif_response(rows, &format!("run-{job}-latent.gif")).await
+}
+
+/// Encodes off the async threads (a grid of long runs takes a moment) and serves the GIF as a
+/// download.
+async fn gif_response(rows: Vec<Vec<Option<anim::Panel>>>, file: &str) -> Res {
+    let bytes = tokio::task::spawn_blocking(move || anim::latent_gif(&rows))
+        .await
+        .map_err(|e| WebError::Render(format!("GIF task: {e}")))?
+        .map_err(|e| match e {
+            anim::GifError::NoSnapshots(_) => WebError::NotFound(e.to_string()),
+            other => WebError::Render(other.to_string()),
+        })?;
+    let disposition = format!("attachment; filename=\"{file}\"");
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/gif".to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// `name` with every character but ASCII letters, digits, `-` and `_` replaced, for a file name.
+fn file_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 async fn run_page(

@@ -9,6 +9,7 @@ pub mod metric;
 pub mod params;
 pub mod rpc;
 pub mod secret;
+pub mod snapshot;
 pub mod state;
 pub mod sweep;
 
@@ -17,4 +18,5 @@ pub use params::{
     DEFAULT_VAL_FRACTION, Dataset, JobKey, JobParams, Loss, Mining, Network, Optimizer,
     PARAM_ORDER, Projection, Split,
 };
+pub use snapshot::SnapshotProjection;
 pub use state::{AttemptState, JobCounts, JobState};

@@ -68,7 +68,7 @@ fn train_writes_metrics_snapshots_and_result() {
         serde_json::from_slice(&std::fs::read(out.path().join("params.json")).unwrap()).unwrap();
     assert_eq!(params["split"], "classes");
     assert_eq!(params["val_fraction"], proto::DEFAULT_VAL_FRACTION);
-    assert_eq!(snap["projected"], true);
+    assert_eq!(snap["projection"], "pca");
 
     let result: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("result.json")).unwrap()).unwrap();

@@ -191,7 +191,7 @@ fn faces_end_to_end_event_stream() {
     // 200 test faces (every image of s21..s40): all of them, PCA-projected from 8-D, same subset
     // per epoch.
     assert_eq!(snapshots[0].points.len(), 200);
-    assert!(snapshots[0].projected);
+    assert_eq!(snapshots[0].projection, proto::SnapshotProjection::Pca);
     assert_eq!(snapshots[0].indices, snapshots[1].indices);
     assert_eq!(snapshots[0].class_names[9], "s10");
     for e in &events {
@@ -207,6 +207,33 @@ fn faces_end_to_end_event_stream() {
         _ => None,
     });
     assert_eq!(last_step, Some(12));
+}
+
+#[test]
+fn tsne_snapshots_are_reproducible_across_runs() {
+    // projection = tsne: the worker draws snapshots with t-SNE, the same layout for the same job.
+    let params = JobParams {
+        projection: proto::Projection::Tsne,
+        epochs: 1,
+        ..faces_params()
+    };
+    let snapshot = || {
+        let work = tempfile::tempdir().unwrap();
+        let (out, events) = run(&params, work.path(), None, false);
+        final_metrics(out);
+        events
+            .into_iter()
+            .find_map(|e| match e {
+                TrainEvent::Snapshot(s) => Some(s),
+                _ => None,
+            })
+            .expect("a snapshot")
+    };
+    let (a, b) = (snapshot(), snapshot());
+    assert_eq!(a.projection, proto::SnapshotProjection::Tsne);
+    assert_eq!(a.points.len(), 120);
+    assert!(a.points.iter().flatten().all(|v| v.is_finite()));
+    assert_eq!(a.points, b.points, "same job, same t-SNE layout");
 }
 
 #[test]

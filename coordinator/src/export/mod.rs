@@ -8,7 +8,10 @@
 //! coordinator export --sweep NAME --format csv|md|latex|json [--out FILE]
 //! coordinator export --sweep NAME --format md --over-seeds
 //! coordinator export --sweep NAME --format md --rows loss --cols dataset --metric map_at_r --agg mean
+//! coordinator export --run ID [--run ID ...] --format gif --out FILE   (see [`gif`])
 //! ```
+
+pub mod gif;
 
 pub use dashboard::export::{Agg, Format, PivotSpec, ResultTable, TableError, TableRequest};
 

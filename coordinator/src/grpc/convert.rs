@@ -2,7 +2,7 @@
 //! are converted into each other, with the validation a malformed message needs.
 
 use proto::rpc::{self, PROTOCOL_VERSION};
-use proto::{AttemptId, JobState, LeaseToken, WorkerId};
+use proto::{AttemptId, JobState, LeaseToken, SnapshotProjection, WorkerId};
 
 use super::error::RpcError;
 use crate::sched::AttemptEnd;
@@ -196,9 +196,17 @@ pub(crate) fn snapshot(s: &rpc::EpochSnapshot) -> Result<SnapshotData, RpcError>
             "snapshot points, labels and indices differ in length".into(),
         ));
     }
+    // Workers that predate the field send it empty; their flag meant PCA.
+    let projection = if s.projection.is_empty() {
+        SnapshotProjection::from_projected(s.projected)
+    } else {
+        s.projection
+            .parse()
+            .map_err(|e: proto::params::UnknownName| RpcError::InvalidArgument(e.to_string()))?
+    };
     Ok(SnapshotData {
         epoch: i64::from(s.epoch),
-        projected: s.projected,
+        projection,
         points: s.xy.chunks_exact(2).map(|c| [c[0], c[1]]).collect(),
         labels: s.labels.clone(),
         indices: s.indices.clone(),
@@ -258,9 +266,20 @@ mod tests {
             labels: vec![0, 1],
             indices: vec![5, 6],
             class_names: vec!["a".into(), "b".into()],
+            projection: String::new(),
         };
         let d = snapshot(&s).unwrap();
         assert_eq!(d.points, vec![[0.0, 1.0], [2.0, 3.0]]);
+        assert_eq!(d.projection, SnapshotProjection::Identity);
+        // An older worker's flag reads as PCA; a named projection is taken as named.
+        s.projected = true;
+        assert_eq!(snapshot(&s).unwrap().projection, SnapshotProjection::Pca);
+        s.projection = "tsne".into();
+        assert_eq!(snapshot(&s).unwrap().projection, SnapshotProjection::Tsne);
+        s.projection = "umap".into();
+        let err = snapshot(&s).unwrap_err().to_string();
+        assert!(err.contains("umap"), "{err}");
+        s.projection = "pca".into();
         s.labels.pop();
         assert!(matches!(snapshot(&s), Err(RpcError::InvalidArgument(_))));
     }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use proto::{AttemptId, JobId};
+use proto::{AttemptId, JobId, SnapshotProjection};
 use sqlx::QueryBuilder;
 
 use super::{Store, StoreError, now_ms};
@@ -33,8 +33,8 @@ pub enum BatchOutcome {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SnapshotData {
     pub epoch: i64,
-    /// True when the points are a PCA projection of a D > 2 embedding.
-    pub projected: bool,
+    /// Which projection drew the points (`Identity` when the embedding is 2-D).
+    pub projection: SnapshotProjection,
     pub points: Vec<[f32; 2]>,
     pub labels: Vec<u32>,
     /// Positions of the points in the dataset's test split.
@@ -54,7 +54,7 @@ impl SnapshotData {
     /// Decodes the blobs written by `SnapshotData::points_blob` and `u32_blob`.
     pub fn from_blobs(
         epoch: i64,
-        projected: bool,
+        projection: SnapshotProjection,
         points: &[u8],
         labels: &[u8],
         indices: &[u8],
@@ -84,7 +84,7 @@ impl SnapshotData {
         }
         Ok(SnapshotData {
             epoch,
-            projected,
+            projection,
             points: pts,
             labels,
             indices,
@@ -204,22 +204,24 @@ impl Store {
         let _timer = crate::obs::db_write(crate::obs::DbWrite::Snapshot);
         sqlx::query(
             "INSERT INTO snapshots (job_id, attempt_id, epoch, projected, n, points, labels, indices,
-                                    created_at, class_names)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                                    created_at, class_names, projection)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
              ON CONFLICT(attempt_id, epoch) DO UPDATE SET projected = excluded.projected,
+                 projection = excluded.projection,
                  n = excluded.n, points = excluded.points, labels = excluded.labels,
                  indices = excluded.indices, class_names = excluded.class_names",
         )
         .bind(job.0)
         .bind(attempt.0)
         .bind(snap.epoch)
-        .bind(snap.projected)
+        .bind(snap.projection.is_projected())
         .bind(snap.points.len() as i64)
         .bind(snap.points_blob())
         .bind(u32_blob(&snap.labels))
         .bind(u32_blob(&snap.indices))
         .bind(now_ms())
         .bind(names)
+        .bind(snap.projection.as_str())
         .execute(&self.writer)
         .await?;
         Ok(())

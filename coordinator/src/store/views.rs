@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use proto::{AttemptState, JobState};
+use proto::{AttemptState, JobState, SnapshotProjection};
 use serde_json::{Map, Value};
 use sqlx::Row;
 
@@ -307,7 +307,7 @@ impl Store {
         let ids = serde_json::to_string(jobs).unwrap_or_else(|_| "[]".into());
         // Through attempts: `snapshots` is indexed by (attempt_id, epoch), `attempts` by job.
         let rows = sqlx::query(
-            "SELECT s.job_id, s.attempt_id, s.epoch, s.projected, s.points, s.labels, s.indices, s.class_names
+            "SELECT s.job_id, s.attempt_id, s.epoch, s.projected, s.projection, s.points, s.labels, s.indices, s.class_names
              FROM attempts a JOIN snapshots s ON s.attempt_id = a.id
              WHERE a.job_id IN (SELECT value FROM json_each(?1))",
         )
@@ -319,12 +319,22 @@ impl Store {
                 let names: String = r.try_get("class_names")?;
                 let class_names: Vec<String> = serde_json::from_str(&names)
                     .map_err(|e| StoreError::Corrupt(format!("snapshot class_names: {e}")))?;
+                // Migration 0005 fills the column; a NULL can only come from a row written by
+                // an older binary after it, whose flag then meant PCA.
+                let projection = match r.try_get::<Option<String>, _>("projection")? {
+                    Some(name) => name
+                        .parse::<SnapshotProjection>()
+                        .map_err(|e| StoreError::Corrupt(format!("snapshot projection: {e}")))?,
+                    None => {
+                        SnapshotProjection::from_projected(r.try_get::<i64, _>("projected")? != 0)
+                    }
+                };
                 Ok(StoredSnapshot {
                     job_id: r.try_get("job_id")?,
                     attempt_id: r.try_get("attempt_id")?,
                     data: SnapshotData::from_blobs(
                         r.try_get("epoch")?,
-                        r.try_get::<i64, _>("projected")? != 0,
+                        projection,
                         &r.try_get::<Vec<u8>, _>("points")?,
                         &r.try_get::<Vec<u8>, _>("labels")?,
                         &r.try_get::<Vec<u8>, _>("indices")?,

@@ -187,7 +187,7 @@ pub(crate) async fn snapshots(store: &Store, jobs: &[i64]) -> Result<Vec<Snapsho
             job_id: s.job_id,
             attempt_id: s.attempt_id,
             epoch: s.data.epoch,
-            projected: s.data.projected,
+            projection: s.data.projection,
             points: s.data.points,
             labels: s.data.labels,
             indices: s.data.indices,

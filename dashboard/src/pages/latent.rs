@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use leptos::prelude::*;
+use proto::SnapshotProjection;
 use serde_json::Value;
 
 use super::{Query, StateBadge, run_url, sweep_url};
@@ -99,15 +100,15 @@ pub fn plan(d: &SweepDetail, q: &Query) -> Plan {
 }
 
 /// Per run, the snapshots of its latest attempt per epoch, aligned; returns epoch → points.
-struct Aligned {
-    epochs: Vec<i64>,
-    points: Vec<Vec<[f64; 2]>>,
-    labels: Vec<u32>,
-    class_names: Vec<String>,
-    projected: bool,
+pub(crate) struct Aligned {
+    pub(crate) epochs: Vec<i64>,
+    pub(crate) points: Vec<Vec<[f64; 2]>>,
+    pub(crate) labels: Vec<u32>,
+    pub(crate) class_names: Vec<String>,
+    pub(crate) projection: SnapshotProjection,
 }
 
-fn align_run(snaps: &[&Snapshot]) -> Option<Aligned> {
+pub(crate) fn align_run(snaps: &[&Snapshot]) -> Option<Aligned> {
     let mut by_epoch: BTreeMap<i64, &Snapshot> = BTreeMap::new();
     for s in snaps {
         // A later attempt supersedes an earlier one's picture of the same epoch.
@@ -127,7 +128,7 @@ fn align_run(snaps: &[&Snapshot]) -> Option<Aligned> {
         points: align_sequence(&seq),
         labels: last.labels.clone(),
         class_names: last.class_names.clone(),
-        projected: last.projected,
+        projection: last.projection,
     })
 }
 
@@ -236,7 +237,10 @@ fn plot_cell(
             let note = format!(
                 "epoch {}{} · {} of {} points",
                 a.epochs[k],
-                if a.projected { " · PCA" } else { "" },
+                match a.projection {
+                    SnapshotProjection::Identity => String::new(),
+                    p => format!(" · {}", p.label()),
+                },
                 pts.len(),
                 a.labels.len()
             );
@@ -320,6 +324,8 @@ pub fn main_html(d: &SweepDetail, p: &Plan, snaps: &[Snapshot], q: &Query) -> St
             })
             .collect_view();
         let ev = epoch.unwrap_or(0).to_string();
+        // The grid as shown (axes and filters), every epoch.
+        let gif = format!("{base}/latent.gif{}", q.clean().with("epoch", None).to_qs());
         view! {
             <p class="crumbs"><a href="/">"Sweeps"</a>" / "<a href=base.clone()>{name.clone()}</a>" /"</p>
             <h1>"Latent spaces"</h1>
@@ -337,7 +343,7 @@ pub fn main_html(d: &SweepDetail, p: &Plan, snaps: &[Snapshot], q: &Query) -> St
                 <noscript><button type="submit">"Go"</button></noscript>
                 <span class="epoch-links">" snapshots: "{links}</span>
             </form>
-            <p class="muted small">"Each epoch is rotated/reflected onto the previous one (orthogonal Procrustes), so the layout stays put while training moves points. At most 1,000 points per plot, sampled per class."</p>
+            <p class="muted small">"Each epoch is rotated/reflected onto the previous one (orthogonal Procrustes), so the layout stays put while training moves points. At most 1,000 points per plot, sampled per class. "<a class="gif-download" href=gif download="">"Download this grid as a GIF over the epochs"</a></p>
         }
     });
     format!("{top}<div id=\"latent-grid\">{grid}</div>")

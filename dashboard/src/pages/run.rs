@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use leptos::prelude::*;
-use proto::metric;
+use proto::{SnapshotProjection, metric};
 
 use super::{StateBadge, fmt_time, sweep_url};
 use crate::data::{MetricPoint, RunDetail, Snapshot};
@@ -267,10 +267,9 @@ fn latent_and_retrieval(job: i64, snap: Option<Snapshot>) -> impl IntoView + use
     let note = format!(
         "epoch {}{} · {} points",
         s.epoch,
-        if s.projected {
-            " (PCA of the embedding)"
-        } else {
-            ""
+        match s.projection {
+            SnapshotProjection::Identity => String::new(),
+            p => format!(" ({} of the embedding)", p.label()),
         },
         s.labels.len()
     );
@@ -279,7 +278,7 @@ fn latent_and_retrieval(job: i64, snap: Option<Snapshot>) -> impl IntoView + use
             <section>
                 <h2>"Latent space"</h2>
                 <Scatter points=pts labels=labels.clone() size=340/>
-                <p class="muted small">{note}</p>
+                <p class="muted small">{note}" · "<a class="gif-download" href=format!("/runs/{job}/latent.gif") download="">"GIF over all epochs"</a></p>
                 <Legend class_names=s.class_names.clone() labels=labels/>
             </section>
             <section>

@@ -101,7 +101,8 @@ impl Outbox {
                 self.flush();
                 self.push(Body::Snapshot(rpc::EpochSnapshot {
                     epoch: s.epoch,
-                    projected: s.projected,
+                    projected: s.projection.is_projected(),
+                    projection: s.projection.as_str().to_owned(),
                     xy: s.points.iter().flat_map(|p| [p[0], p[1]]).collect(),
                     labels: s.labels,
                     indices: s.indices,
@@ -283,5 +284,26 @@ mod tests {
             o.items.back().unwrap().body,
             Some(Body::Checkpoint(_))
         ));
+    }
+
+    #[test]
+    fn snapshots_carry_their_projection_by_name() {
+        let mut o = Outbox::new(1, 1, "db".into(), 77);
+        for projection in proto::SnapshotProjection::ALL {
+            o.event(TrainEvent::Snapshot(crate::train::Snapshot {
+                epoch: 1,
+                projection: *projection,
+                points: vec![[0.0, 1.0]],
+                labels: vec![0],
+                indices: vec![4],
+                class_names: vec!["a".into()],
+            }));
+            let Some(Body::Snapshot(s)) = &o.items.back().unwrap().body else {
+                panic!("a snapshot item");
+            };
+            assert_eq!(s.projection, projection.as_str());
+            // Coordinators that predate the name read the flag.
+            assert_eq!(s.projected, projection.is_projected());
+        }
     }
 }

@@ -373,6 +373,7 @@ fn evaluate<B: TrainBackend>(
         dim: ctx.spec.params.embedding_dim as usize,
         seed: ctx.eval_seed,
         initial_spread: ctx.initial_spread,
+        projection: ctx.spec.params.projection,
     };
     let out = eval::evaluate_model(model, &plan, epoch, ctx.device, ctx.cancel)?;
     tracing::debug!(

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use proto::SnapshotProjection;
 use serde::{Deserialize, Serialize};
 
 pub use data::DataError;
@@ -93,8 +94,8 @@ pub enum TrainEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub epoch: u32,
-    /// True when the embedding has more than 2 dimensions and was PCA-projected.
-    pub projected: bool,
+    /// Which projection drew the points (`Identity` when the embedding has at most 2 dimensions).
+    pub projection: SnapshotProjection,
     pub points: Vec<[f32; 2]>,
     pub labels: Vec<u32>,
     /// Positions in the test split.

@@ -1,5 +1,6 @@
 //! Evaluation of learned embeddings: k-NN accuracy, retrieval (precision@1, R-precision, MAP@R),
-//! pair-verification ROC-AUC, N-way one-shot accuracy, plus snapshot subsets and 2-D projection.
+//! pair-verification ROC-AUC, N-way one-shot accuracy, plus snapshot subsets and 2-D projection
+//! (PCA, or Barnes-Hut t-SNE when a job asks for it).
 //!
 //! Everything works on plain row-major `f32` slices, so it is independent of the training backend.
 //! Distances are Euclidean; squared distances are used wherever only the order matters.
@@ -59,6 +60,7 @@ mod model;
 mod oneshot;
 mod project;
 mod subset;
+mod tsne;
 mod verification;
 
 #[cfg(test)]
@@ -79,7 +81,9 @@ pub(crate) use knn::knn_search;
 pub(crate) use metrics::{knn_accuracy, retrieval_k, retrieval_metrics};
 pub(crate) use model::{EvalPlan, embedding_spread, evaluate_model};
 pub(crate) use oneshot::one_shot_accuracy;
+#[cfg(test)]
 pub(crate) use project::project_2d;
+pub(crate) use project::project_snapshot;
 pub(crate) use subset::snapshot_subset;
 pub(crate) use verification::verification_auc;
 

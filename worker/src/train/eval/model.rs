@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use burn::module::AutodiffModule;
 use burn::tensor::{Tensor, TensorData};
+use proto::Projection;
 
 use proto::metric;
 
@@ -58,6 +59,8 @@ pub(crate) struct EvalPlan<'a> {
     pub(crate) seed: u64,
     /// [`metric::EMBEDDING_SPREAD`] of the untrained network (epoch 0), for the spread ratio.
     pub(crate) initial_spread: f64,
+    /// How snapshots of `dim > 2` are drawn in 2-D.
+    pub(crate) projection: Projection,
 }
 
 /// The test embeddings' spread of `model` (see [`super::spread`]); None if cancelled.
@@ -148,10 +151,20 @@ pub(crate) fn evaluate_model<B: TrainBackend>(
     for &i in plan.snapshot_indices {
         rows.extend_from_slice(&test_emb[i as usize * d..(i as usize + 1) * d]);
     }
-    let (points, projected) = super::project_2d(&rows, d);
+    let t = std::time::Instant::now();
+    // The protocol seed, not the run's: every run of a data set and split starts its t-SNE from
+    // the same layout, so pictures of two runs differ by what the runs learned.
+    let (points, projection) = super::project_snapshot(&rows, d, plan.projection, plan.seed);
+    tracing::debug!(
+        epoch,
+        projection = projection.as_str(),
+        points = points.len(),
+        secs = t.elapsed().as_secs_f64(),
+        "snapshot projected"
+    );
     let snapshot = Snapshot {
         epoch,
-        projected,
+        projection,
         points,
         labels: plan
             .snapshot_indices

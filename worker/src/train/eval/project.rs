@@ -1,6 +1,7 @@
 //! 2-D coordinates for embedding snapshots: the embedding itself when D = 2, else PCA onto the two
 //! principal axes with a deterministic sign so that successive snapshots do not flip at random.
 
+use proto::{Projection, SnapshotProjection};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -44,6 +45,24 @@ pub(crate) fn project_2d(data: &[f32], dim: usize) -> (Vec<[f32; 2]>, bool) {
                 })
                 .collect();
             (points, true)
+        }
+    }
+}
+
+/// 2-D coordinates of a snapshot subset (`[N * dim]` row-major) as the job's `projection` asks,
+/// and the projection that actually drew them: the data itself when `dim <= 2`, else PCA or
+/// t-SNE (seeded by `seed`; PCA when t-SNE cannot run, see `tsne::tsne_2d`).
+pub(crate) fn project_snapshot(
+    data: &[f32],
+    dim: usize,
+    projection: Projection,
+    seed: u64,
+) -> (Vec<[f32; 2]>, SnapshotProjection) {
+    match projection {
+        Projection::Tsne if dim > 2 => super::tsne::tsne_2d(data, dim, seed),
+        _ => {
+            let (points, projected) = project_2d(data, dim);
+            (points, SnapshotProjection::from_projected(projected))
         }
     }
 }
