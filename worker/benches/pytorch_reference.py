@@ -229,10 +229,15 @@ def main():
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--losses", default="ce,bce,contrastive,triplet")
+    ap.add_argument("--limit", type=int, help="keep this many training images (random, seed 0), "
+                    "as the worker's train_limit does, so both processes hold the same data")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     x, labels = load(args.data, args.size)
+    if args.limit and args.limit < len(labels):
+        keep = np.sort(np.random.default_rng(0).choice(len(labels), args.limit, replace=False))
+        x, labels = x[keep].clone(), labels[keep]
     h, w = x.shape[2:]
     n_classes = int(labels.max()) + 1
     for loss in args.losses.split(","):
