@@ -34,7 +34,8 @@ pub struct BlockState<B: Backend> {
     pub x: FloatTensor<B>,
     /// Pre-activation at each pooling window's maximum, `[N, O, Hp, Wp]`.
     pub zmax: FloatTensor<B>,
-    /// Position of the maximum within its 2×2 window (0..4, row-major), `[N, O, Hp, Wp]`.
+    /// Position of the maximum within its 2×2 window (0..4, row-major), `[N, O, Hp, Wp]`; a
+    /// backend may store it in another element type than its floats (Flex: u8).
     pub arg: FloatTensor<B>,
 }
 
