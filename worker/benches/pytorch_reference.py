@@ -58,11 +58,15 @@ def read_pgm(path):
     return np.frombuffer(raw, dtype=np.uint8, offset=pos + 1, count=w * h).reshape(h, w)
 
 
-def load(data, size):
+def load(data, size, limit=None):
     root = Path(data)
     if (root / "train-images-idx3-ubyte.gz").exists():
-        imgs = read_idx(root / "train-images-idx3-ubyte.gz").astype(np.float32) / 255.0
+        imgs = read_idx(root / "train-images-idx3-ubyte.gz")
         labels = read_idx(root / "train-labels-idx1-ubyte.gz").astype(np.int64)
+        if limit and limit < len(labels):  # subset the u8 images, as the worker does
+            keep = np.sort(np.random.default_rng(0).choice(len(labels), limit, replace=False))
+            imgs, labels = imgs[keep], labels[keep]
+        imgs = imgs.astype(np.float32) / 255.0
     else:  # one sub-folder per class
         classes = sorted((p for p in root.iterdir() if p.is_dir()),
                          key=lambda p: (len(p.name), p.name))
@@ -234,10 +238,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    x, labels = load(args.data, args.size)
-    if args.limit and args.limit < len(labels):
-        keep = np.sort(np.random.default_rng(0).choice(len(labels), args.limit, replace=False))
-        x, labels = x[keep].clone(), labels[keep]
+    x, labels = load(args.data, args.size, args.limit)
     h, w = x.shape[2:]
     n_classes = int(labels.max()) + 1
     for loss in args.losses.split(","):
