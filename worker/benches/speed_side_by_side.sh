@@ -1,60 +1,109 @@
 #!/usr/bin/env bash
-# Training speed on the CPU, latentsweep (Burn Flex) and PyTorch back to back on the same
-# machine: anchor samples/s per loss at batch 128, medians, and their ratio. Run it on a quiet
-# machine; it prints the JSON lines of every run, then a Markdown table for BENCHMARKS.md.
+# Training speed and peak memory on the CPU, latentsweep (Burn Flex) and PyTorch side by side on
+# the same machine: for every network x loss cell, anchor samples/s at batch 128 (medians), their
+# ratio, and the peak RSS of each process (/usr/bin/time -v; one process per cell and side, so the
+# RSS is the cell's). Prints the JSON lines of every run, then one JSON line per cell
+# ({"network", "loss", "ours", "pytorch", "ratio", "rss_ours_mib", "rss_torch_mib", "load"}) and a
+# Markdown table for BENCHMARKS.md.
 #
-#   apt-get install -y python3-torch dataset-fashion-mnist   # PyTorch reference (Debian CPU build)
-#   bash worker/benches/speed_side_by_side.sh [ROUNDS]        # default 1 round (ROUNDS > 1 alternates)
+#   bash worker/benches/speed_side_by_side.sh [ROUNDS]      # default 1 round; rounds alternate sides
+#
+# Cells: embedding-net and lenet-hadsell on Fashion-MNIST, koch-siamese on the AT&T faces (when
+# ../shared/datasets/att_faces exists; the worker's folder loader brings them to 56x46 and the
+# PyTorch side resizes them the same way) x ce, bce, contrastive, triplet (random), triplet with
+# batch-hard and semi-hard mining. Both sides use THREADS threads (default 2).
 #
 # Environment:
-#   BASELINE=PATH   also run an older build of the `train_speed` bench binary (e.g. one built from
-#                   an earlier commit in a `git worktree`), shown as the "before" column;
-#   PYTHONS="A B"   Python interpreters to run the PyTorch reference with (default /usr/bin/python3,
-#                   Debian's PyTorch); each one's PyTorch version is reported.
+#   PYTHON=PATH    interpreter with torch and numpy (default /var/tmp/torchvenv/bin/python; it is
+#                  created with pip, CPU wheel index first, then plain PyPI, when missing);
+#   THREADS=N      threads on both sides (default 2);
+#   NETWORKS="A B" LOSSES="a,b"   a subset of the cells;
+#   ATT=DIR        the AT&T faces (default ../shared/datasets/att_faces relative to the repo).
+#   PROFILE=dev   build the bench with the dev profile (opt-level 3, reuses a dev build cache).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds="${1:-1}"
-threads="$(nproc)"
-pythons="${PYTHONS:-/usr/bin/python3}"
+threads="${THREADS:-2}"
+py="${PYTHON:-/var/tmp/torchvenv/bin/python}"
+att="${ATT:-$(pwd)/../shared/datasets/att_faces}"
+networks="${NETWORKS:-embedding-net lenet-hadsell koch-siamese}"
+losses="${LOSSES:-ce,bce,contrastive,triplet,triplet-batch-hard,triplet-semi-hard}"
+[ -x /usr/bin/time ] || apt-get install -y time
+if ! "$py" -c 'import torch, numpy' 2>/dev/null; then
+    python3 -m venv "$(dirname "$(dirname "$py")")"
+    "$py" -m pip install -q numpy
+    "$py" -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu ||
+        "$py" -m pip install -q torch
+fi
+bin="$(cargo bench -p latentsweep-worker --bench train_speed --profile "${PROFILE:-release}" --no-run --message-format=json 2>/dev/null |
+    /usr/bin/python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "train_speed" and m.get("executable"):
+        print(m["executable"])')"
+[ -x "$bin" ] || { echo "train_speed bench binary not built" >&2; exit 1; }
 out="$(mktemp)"
-cargo bench -p latentsweep-worker --bench train_speed --no-run >/dev/null 2>&1 || \
-    cargo bench -p latentsweep-worker --bench train_speed --no-run
+tv="$(mktemp)"
+# Runs "$@" under /usr/bin/time -v and appends its JSON lines to $out with the process's peak RSS
+# (MiB) and the 1-minute load average at its end.
+measure() {
+    local lines
+    lines="$(/usr/bin/time -v -o "$tv" "$@")"
+    local rss load
+    rss="$(awk -F': ' '/Maximum resident set size/ {print $2}' "$tv")"
+    load="$(cut -d' ' -f1 /proc/loadavg)"
+    echo "$lines" | grep '^{' | /usr/bin/python3 -c 'import json,sys
+for l in sys.stdin:
+    r = json.loads(l); r["rss_mib"] = round(int(sys.argv[1]) / 1024, 1); r["load"] = float(sys.argv[2])
+    print(json.dumps(r))' "$rss" "$load" | tee -a "$out"
+}
 for r in $(seq "$rounds"); do
-    if [ -n "${BASELINE:-}" ]; then
-        echo "# round $r: before ($BASELINE)" >&2
-        "$BASELINE" --repeats 5 --batches 16 | sed 's/"latentsweep-flex"/"before"/' | tee -a "$out"
-    fi
-    echo "# round $r: latentsweep" >&2
-    cargo bench -q -p latentsweep-worker --bench train_speed -- --repeats 5 --batches 16 | tee -a "$out"
-    for py in $pythons; do
-        for t in "$threads" 1; do
-            echo "# round $r: pytorch ($py), $t thread(s)" >&2
-            "$py" worker/benches/pytorch_reference.py --threads "$t" --steps 16 --repeats 5 | tee -a "$out"
+    for net in $networks; do
+        case "$net" in
+            koch-siamese)
+                [ -d "$att" ] || { echo "# no AT&T faces at $att: koch-siamese skipped" >&2; continue; }
+                ours_data="folder:$att"; torch_data="$att"
+                # ~40x the work per image of the others: fewer timed steps (each of 128 anchors).
+                torch_steps=(--steps 4 --repeats 3 --warmup 2) ;;
+            *) ours_data="fashion-mnist"; torch_data="/usr/share/datasets/fashion-mnist"
+                # The same 16 x 128 training images as the worker's train_limit keeps.
+                torch_steps=(--steps 16 --repeats 5 --limit 2048) ;;
+        esac
+        for loss in ${losses//,/ }; do
+            echo "# round $r: $net $loss: latentsweep" >&2
+            RAYON_NUM_THREADS="$threads" measure "$bin" --network "$net" --dataset "$ours_data" \
+                --losses "$loss" --repeats 5 --batches 16
+            echo "# round $r: $net $loss: pytorch" >&2
+            measure "$py" worker/benches/pytorch_reference.py --network "$net" --data "$torch_data" \
+                --losses "$loss" --threads "$threads" "${torch_steps[@]}"
         done
     done
 done
-/usr/bin/python3 - "$out" "$threads" <<'PY'
+/usr/bin/python3 - "$out" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-t = int(sys.argv[2])
-def med(impl, loss, threads=None, version=None):
-    v = [r["samples_per_sec"] for r in rows if r["impl"] == impl and r["loss"] == loss
-         and (threads is None or r["threads"] == threads)
-         and (version is None or r.get("version") == version)]
+def med(impl, net, loss, key):
+    v = [r[key] for r in rows if r["impl"] == impl and r["network"] == net and r["loss"] == loss]
     return statistics.median(v) if v else float("nan")
-versions = sorted({r["version"] for r in rows if r["impl"] == "pytorch"})
-before = any(r["impl"] == "before" for r in rows)
-head = ["loss"] + (["before (Flex)"] if before else []) + [f"latentsweep ({t} threads)"]
-for v in versions:
-    head += [f"PyTorch {v}, {t} threads", f"PyTorch {v}, 1 thread", f"ratio vs PyTorch {v} ({t} threads)"]
-print("\n| " + " | ".join(head) + " |")
-print("| --- |" + " ---: |" * (len(head) - 1))
-for loss in ["ce", "bce", "contrastive", "triplet"]:
-    o = med("latentsweep-flex", loss)
-    cells = [loss] + ([f"{med('before', loss):.0f}"] if before else []) + [f"{o:.0f}"]
-    for v in versions:
-        p, p1 = med("pytorch", loss, t, v), med("pytorch", loss, 1, v)
-        cells += [f"{p:.0f}", f"{p1:.0f}", f"{o / p:.2f}"]
-    print("| " + " | ".join(cells) + " |")
+cells = []
+for r in rows:
+    if (r["network"], r["loss"]) not in cells:
+        cells.append((r["network"], r["loss"]))
+version = next((r["version"] for r in rows if r["impl"] == "pytorch"), "?")
+table = []
+for net, loss in cells:
+    o, p = med("latentsweep-flex", net, loss, "samples_per_sec"), med("pytorch", net, loss, "samples_per_sec")
+    ro, rp = med("latentsweep-flex", net, loss, "rss_mib"), med("pytorch", net, loss, "rss_mib")
+    load = statistics.median(r["load"] for r in rows if r["network"] == net and r["loss"] == loss)
+    cell = {"network": net, "loss": loss, "ours": o, "pytorch": p, "ratio": round(o / p, 2),
+            "rss_ours_mib": ro, "rss_torch_mib": rp, "rss_ratio": round(ro / rp, 2), "load": load,
+            "pytorch_version": version}
+    print(json.dumps(cell))
+    table.append(cell)
+print(f"\n| network | loss | latentsweep | PyTorch {version} | ours / PyTorch | peak RSS ours (MiB) | peak RSS PyTorch (MiB) | RSS ours / PyTorch | load |")
+print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+for c in table:
+    print(f"| {c['network']} | {c['loss']} | {c['ours']:.0f} | {c['pytorch']:.0f} | {c['ratio']:.2f} | "
+          f"{c['rss_ours_mib']:.0f} | {c['rss_torch_mib']:.0f} | {c['rss_ratio']:.2f} | {c['load']:.1f} |")
 PY
-rm -f "$out"
+rm -f "$out" "$tv"

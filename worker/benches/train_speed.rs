@@ -1,10 +1,12 @@
-//! Training throughput on the CPU (Burn Flex): anchor samples/s per loss at batch 128 on
-//! Fashion-MNIST, through the real training loop (`train::run`), evaluation excluded. Prints one
-//! JSON line per loss in the same shape as `pytorch_reference.py`, so `speed_side_by_side.sh`
-//! can put them in one table.
+//! Training throughput on the CPU (Burn Flex): anchor samples/s per loss at batch 128, through
+//! the real training loop (`train::run`), evaluation excluded. Prints one JSON line per loss in
+//! the same shape as `pytorch_reference.py`, so `speed_side_by_side.sh` can put them in one
+//! table. Loss names as there: `ce`, `bce`, `contrastive`, `triplet` (random triplets),
+//! `triplet-batch-hard`, `triplet-semi-hard`, `triplet-batch-all` (online mining).
 //!
 //! `cargo bench -p latentsweep-worker --bench train_speed -- [--losses ce,bce] [--repeats 5]
-//! [--batches 24] [--batch 128] [--dim 2]`
+//! [--batches 24] [--batch 128] [--dim 2] [--network koch-siamese]
+//! [--dataset folder:/work/shared/datasets/att_faces]`
 
 use std::time::Instant;
 
@@ -21,6 +23,22 @@ struct Args {
     batches: u64,
     batch: u32,
     dim: u32,
+    network: Network,
+    dataset: Dataset,
+}
+
+/// A loss name of the benchmark: the loss and, for triplets, the mining.
+fn loss_and_mining(name: &str) -> (Loss, Option<Mining>) {
+    match name.strip_prefix("triplet-") {
+        Some(mining) => (
+            Loss::Triplet,
+            Some(mining.parse().expect("a mining name after triplet-")),
+        ),
+        None => {
+            let loss: Loss = name.parse().expect("a loss name");
+            (loss, loss.uses_mining().then_some(Mining::Random))
+        }
+    }
 }
 
 fn args() -> Args {
@@ -32,6 +50,8 @@ fn args() -> Args {
         batches: 24,
         batch: 128,
         dim: 2,
+        network: Network::EmbeddingNet,
+        dataset: Dataset::FashionMnist,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut it = argv.iter();
@@ -43,6 +63,8 @@ fn args() -> Args {
             "--batches" => a.batches = v().parse().expect("--batches N"),
             "--batch" => a.batch = v().parse().expect("--batch N"),
             "--dim" => a.dim = v().parse().expect("--dim N"),
+            "--network" => a.network = v().parse().expect("--network NAME"),
+            "--dataset" => a.dataset = v().parse().expect("--dataset NAME"),
             // `cargo bench` passes `--bench`; anything else is a mistake worth stopping on.
             "--bench" => {}
             other => panic!("unknown argument {other}"),
@@ -60,11 +82,11 @@ fn main() {
     let a = args();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     for name in &a.losses {
-        let loss: Loss = name.parse().expect("a loss name");
+        let (loss, mining) = loss_and_mining(name);
         let params = JobParams {
-            network: Network::EmbeddingNet,
+            network: a.network,
             loss,
-            dataset: Dataset::FashionMnist,
+            dataset: a.dataset.clone(),
             margin: loss.uses_margin().then_some(1.0),
             lr: 1e-3,
             embedding_dim: a.dim,
@@ -73,7 +95,7 @@ fn main() {
             epochs: a.repeats + 1,
             optimizer: Optimizer::Adam,
             seed: 0,
-            mining: loss.uses_mining().then_some(Mining::Random),
+            mining,
             train_limit: Some(a.batches * u64::from(a.batch)),
             eval_every: 10_000,
             ..JobParams::default()
@@ -116,6 +138,7 @@ fn main() {
             "{}",
             serde_json::json!({
                 "impl": "latentsweep-flex", "threads": threads, "loss": name,
+                "network": a.network.to_string(),
                 "batch": a.batch, "dim": a.dim,
                 "samples_per_sec": (median(timed) * 10.0).round() / 10.0,
                 "runs": rates.iter().map(|r| (r * 10.0).round() / 10.0).collect::<Vec<_>>(),

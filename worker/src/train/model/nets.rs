@@ -11,7 +11,7 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::{relu, sigmoid};
 use burn::tensor::backend::Backend;
 
-use super::fused::{FusedBlock, conv_prelu_pool};
+use super::fused::{FusedBlock, conv_prelu_pool, conv_relu_pool};
 use super::ops::conv2d_then;
 
 /// PReLU with one shared slope: `max(x, 0) + alpha · min(x, 0)`.
@@ -167,9 +167,15 @@ impl KochSiameseConfig {
     }
 }
 
-impl<B: Backend> KochSiamese<B> {
+impl<B: FusedBlock> KochSiamese<B> {
     pub fn forward(&self, mut x: Tensor<B, 4>) -> Tensor<B, 2> {
         for (i, conv) in self.convs.iter().enumerate() {
+            if i < 3
+                && let Some(y) = conv_relu_pool(conv, &x)
+            {
+                x = y;
+                continue;
+            }
             x = conv2d_then(conv, x, |x| {
                 let x = relu(x);
                 if i < 3 { self.pool.forward(x) } else { x }
@@ -220,7 +226,7 @@ impl LenetHadsellConfig {
 impl<B: Backend> LenetHadsell<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
         let x = conv2d_then(&self.conv1, x, |x| self.pool.forward(relu(x))); // [N, 15, h1, w1]
-        let x = relu(self.conv2.forward(x)); // [N, 30, h2, w2]
+        let x = conv2d_then(&self.conv2, x, relu); // [N, 30, h2, w2]
         self.fc.forward(x.flatten::<2>(1, 3)) // [N, D]
     }
 }

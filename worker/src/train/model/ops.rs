@@ -141,6 +141,18 @@ pub fn conv2d_then<B: Backend>(
     let fits = h + ph >= kh
         && w + pw >= kw
         && kh * kw * n * (h + ph - kh + 1) * (w + pw - kw + 1) <= IM2COL_MAX_ELEMENTS;
+    if gemm_supported(conv) && (ph, pw) == (0, 0) && (h, w) == (kh, kw) {
+        // A kernel as large as the input (`lenet-hadsell`'s second convolution, 9×9 on 9×9)
+        // is a fully connected layer: one GEMM over the flattened images, where Burn's conv
+        // backward would run its generic transposed convolution.
+        let [o, ..] = conv.weight.dims();
+        let weight = conv.weight.val().reshape([o, c * kh * kw]); // [O, C·kh·kw]
+        let mut y = x.reshape([n, c * kh * kw]).matmul(weight.transpose()); // [N, O]
+        if let Some(bias) = &conv.bias {
+            y = y + bias.val().reshape([1, o]);
+        }
+        return then(y.reshape([n, o, 1, 1]));
+    }
     if c == 1 && gemm_supported(conv) && fits {
         then(conv2d_gemm_cnhw(conv, x.swap_dims(0, 1))).swap_dims(0, 1)
     } else {
@@ -241,6 +253,21 @@ mod tests {
             let conv = conv(config);
             assert!(gemm_supported(&conv), "{name}");
             check(&format!("{name} cnhw"), &conv, shape, cnhw);
+        }
+    }
+
+    #[test]
+    fn kernel_as_large_as_the_input_is_one_gemm() {
+        // lenet-hadsell's second convolution on Fashion-MNIST, and a non-square one.
+        for (name, config, shape) in [
+            (
+                "15->30 9x9",
+                Conv2dConfig::new([15, 30], [9, 9]),
+                [4, 15, 9, 9],
+            ),
+            ("3->5 4x3", Conv2dConfig::new([3, 5], [4, 3]), [2, 3, 4, 3]),
+        ] {
+            check(name, &conv(config), shape, |c, x| conv2d_then(c, x, |y| y));
         }
     }
 

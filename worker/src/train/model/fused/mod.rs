@@ -1,4 +1,5 @@
-//! `embedding-net`'s conv → PReLU → 2×2 max-pool block as one fused op with its own backward.
+//! `embedding-net`'s conv → PReLU → 2×2 max-pool block (and `koch-siamese`'s conv → ReLU → 2×2
+//! max-pool, the same block with a zero slope) as one fused op with its own backward.
 //!
 //! Why: on Burn's Flex backend the module-by-module block spends most of a training step
 //! outside the arithmetic. The generic conv backward runs the input gradient through
@@ -33,7 +34,8 @@ pub struct BlockState<B: Backend> {
     pub x: FloatTensor<B>,
     /// Pre-activation at each pooling window's maximum, `[N, O, Hp, Wp]`.
     pub zmax: FloatTensor<B>,
-    /// Position of the maximum within its 2×2 window (0..4, row-major), `[N, O, Hp, Wp]`.
+    /// Position of the maximum within its 2×2 window (0..4, row-major), `[N, O, Hp, Wp]`; a
+    /// backend may store it in another element type than its floats (Flex: u8).
     pub arg: FloatTensor<B>,
 }
 
@@ -174,6 +176,24 @@ pub fn conv_prelu_pool<B: FusedBlock>(
     act: &PRelu<B>,
     x: &Tensor<B, 4>,
 ) -> Option<Tensor<B, 4>> {
+    if act.alpha.dims() != [1] {
+        return None;
+    }
+    fused_block(conv, act.alpha.val(), x)
+}
+
+/// `pool(relu(conv(x)))` (`koch-siamese`'s conv–ReLU–pool blocks): the fused block with a
+/// constant zero slope, which needs no gradient, so the backward computes none for it. `None`
+/// under the same conditions as [`conv_prelu_pool`].
+pub fn conv_relu_pool<B: FusedBlock>(conv: &Conv2d<B>, x: &Tensor<B, 4>) -> Option<Tensor<B, 4>> {
+    fused_block(conv, Tensor::zeros([1], &x.device()), x)
+}
+
+fn fused_block<B: FusedBlock>(
+    conv: &Conv2d<B>,
+    alpha: Tensor<B, 1>,
+    x: &Tensor<B, 4>,
+) -> Option<Tensor<B, 4>> {
     let [_, c, h, w] = x.dims();
     let [_, wc, kh, kw] = conv.weight.dims();
     let fits = B::FUSED_BLOCK
@@ -181,7 +201,6 @@ pub fn conv_prelu_pool<B: FusedBlock>(
         && conv.dilation == [1, 1]
         && conv.groups == 1
         && matches!(conv.padding, PaddingConfig2d::Valid)
-        && act.alpha.dims() == [1]
         && wc == c
         && h > kh
         && w > kw;
@@ -191,7 +210,7 @@ pub fn conv_prelu_pool<B: FusedBlock>(
             float(x.clone()),
             float(conv.weight.val()),
             float(bias.val()),
-            float(act.alpha.val()),
+            float(alpha),
         ),
     )))
 }

@@ -6,9 +6,10 @@ use burn::module::{AutodiffModule, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::MaxPool2dConfig;
 use burn::nn::{PRelu, PReluConfig};
+use burn::tensor::activation::relu;
 use burn::tensor::{Distribution, Tensor};
 
-use super::conv_prelu_pool;
+use super::{conv_prelu_pool, conv_relu_pool};
 use crate::train::model::nets::prelu;
 use crate::train::model::test_util::assert_close;
 
@@ -169,4 +170,59 @@ fn unsupported_layers_fall_back() {
     assert!(conv_prelu_pool(&conv, &per_channel, &x).is_none());
     let big_kernel = Conv2dConfig::new([2, 3], [9, 9]).init::<Ad>(&d);
     assert!(conv_prelu_pool(&big_kernel, &act, &x).is_none());
+}
+
+/// Koch's conv → ReLU → pool through [`conv_relu_pool`] against `Conv2d` → `relu` →
+/// `MaxPool2d`: output, input, weight and bias gradients, and the inference output.
+fn check_relu(name: &str, c: usize, o: usize, k: usize, shape: [usize; 4]) {
+    let d = Default::default();
+    let (conv, _) = layer(c, o, [k, k], 0.0);
+    let pool = MaxPool2dConfig::new([2, 2]).init();
+    let reference = |conv: &Conv2d<Ad>, x: Tensor<Ad, 4>| pool.forward(relu(conv.forward(x)));
+    let x = Tensor::<Ad, 4>::random(shape, Distribution::Default, &d);
+    let r = Tensor::<Ad, 4>::random(
+        reference(&conv, x.clone()).dims(),
+        Distribution::Default,
+        &d,
+    );
+    let run = |fused: bool| {
+        let x = x.clone().require_grad();
+        let y = if fused {
+            conv_relu_pool(&conv, &x).expect("Flex runs the block fused")
+        } else {
+            reference(&conv, x.clone())
+        };
+        let grads = (y.clone() * r.clone()).sum().backward();
+        (
+            y.inner(),
+            x.grad(&grads).unwrap(),
+            conv.weight.grad(&grads).unwrap(),
+            conv.bias.as_ref().unwrap().grad(&grads).unwrap(),
+        )
+    };
+    let (y, gx, gw, gb) = run(true);
+    let (y_ref, gx_ref, gw_ref, gb_ref) = run(false);
+    assert_close(&format!("{name}: output"), y, y_ref);
+    assert_close(&format!("{name}: input grad"), gx, gx_ref);
+    assert_close(&format!("{name}: weight grad"), gw, gw_ref);
+    assert_close(&format!("{name}: bias grad"), gb, gb_ref);
+    let convf = conv.valid();
+    let xf = x.inner();
+    let fused = conv_relu_pool(&convf, &xf).unwrap();
+    let plain = MaxPool2dConfig::new([2, 2])
+        .init()
+        .forward(relu(convf.forward(xf)));
+    assert_close(&format!("{name}: inference output"), fused, plain);
+}
+
+#[test]
+fn relu_block_matches_modules_on_koch_layers() {
+    // AT&T faces as the worker loads them (56x46): kernels 5, 3, 2.
+    check_relu("koch 56x46 conv1", 1, 64, 5, [3, 1, 56, 46]);
+    check_relu("koch 56x46 conv2", 64, 128, 3, [2, 64, 26, 21]);
+    check_relu("koch 56x46 conv3", 128, 128, 2, [2, 128, 12, 9]);
+    // 105x105 inputs: kernels 10, 7, 4 (fewer channels, same spatial regime).
+    check_relu("koch 105 conv1", 1, 8, 10, [2, 1, 105, 105]);
+    check_relu("koch 105 conv2", 8, 16, 7, [2, 8, 48, 48]);
+    check_relu("koch 105 conv3", 16, 16, 4, [2, 16, 21, 21]);
 }
