@@ -293,6 +293,10 @@ pub enum Command {
         /// as mean ± std, n and 95% CI over seeds
         #[arg(long, conflicts_with_all = ["rows", "cols"])]
         over_seeds: bool,
+        /// Only runs whose PARAM equals VALUE, e.g. `--where split=classes`; repeat it (values
+        /// of one parameter are OR-ed, different parameters AND-ed)
+        #[arg(long = "where", value_name = "PARAM=VALUE", conflicts_with = "run")]
+        filters: Vec<String>,
         /// Write here instead of standard output
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,

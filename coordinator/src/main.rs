@@ -190,6 +190,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             metric,
             agg,
             over_seeds,
+            filters,
             out,
         }) => {
             let Some(sweep) = sweep else {
@@ -209,7 +210,8 @@ async fn main() -> anyhow::Result<ExitCode> {
                 metric.as_deref(),
                 agg.as_deref(),
             )?
-            .over_seeds(over_seeds)?;
+            .over_seeds(over_seeds)?
+            .filtered(&filters)?;
             let table = run_export(&store, req).await?;
             match out {
                 Some(path) => std::fs::write(&path, table)

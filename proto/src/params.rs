@@ -282,6 +282,27 @@ impl JobParams {
         serde_json::to_string(self).expect("JobParams serialises")
     }
 
+    /// Every field by name, including those the canonical JSON leaves out at their defaults (so
+    /// that cells stored before they existed keep their keys): what tables show and filter on,
+    /// where a cell without `split` must still read as `split = samples`.
+    pub fn full_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        let serde_json::Value::Object(mut map) =
+            serde_json::to_value(self).expect("JobParams serialises")
+        else {
+            unreachable!("JobParams serialises as an object")
+        };
+        let omitted = [
+            ("split", serde_json::json!(self.split)),
+            ("normalize", serde_json::json!(self.normalize)),
+            ("val_fraction", serde_json::json!(self.val_fraction)),
+            ("projection", serde_json::json!(self.projection)),
+        ];
+        for (k, v) in omitted {
+            map.entry(k).or_insert(v);
+        }
+        map
+    }
+
     pub fn key(&self) -> JobKey {
         let digest = Sha256::digest(self.canonical_json().as_bytes());
         JobKey(hex::encode(&digest[..16]))
@@ -356,6 +377,18 @@ mod tests {
         assert_eq!(a.key().0.len(), 32);
         let back: JobParams = serde_json::from_str(&a.canonical_json()).unwrap();
         assert_eq!(back, a);
+    }
+
+    #[test]
+    fn full_json_names_every_field() {
+        let map = JobParams::default().full_json();
+        let mut keys: Vec<&str> = map.keys().map(String::as_str).collect();
+        let mut order = PARAM_ORDER.to_vec();
+        keys.sort_unstable();
+        order.sort_unstable();
+        assert_eq!(keys, order);
+        assert_eq!(map["split"], "samples");
+        assert_eq!(map["normalize"], false);
     }
 
     #[test]

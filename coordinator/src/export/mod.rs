@@ -8,6 +8,7 @@
 //! coordinator export --sweep NAME --format csv|md|latex|json [--out FILE]
 //! coordinator export --sweep NAME --format md --over-seeds
 //! coordinator export --sweep NAME --format md --rows loss --cols dataset --metric map_at_r --agg mean
+//! coordinator export --sweep NAME --format md --rows loss --cols dataset --where split=classes
 //! coordinator export --run ID [--run ID ...] --format gif --out FILE   (see [`gif`])
 //! ```
 
@@ -65,6 +66,25 @@ impl ExportRequest {
         self.table.over_seeds = on;
         Ok(self)
     }
+
+    /// Keeps only runs matching every `PARAM=VALUE` (values of one parameter OR-ed). A name
+    /// that is no job parameter is an error here, where the download would ignore it: on the
+    /// command line it is a typo that would otherwise export the whole sweep.
+    pub fn filtered(mut self, filters: &[String]) -> Result<ExportRequest, ExportError> {
+        for f in filters {
+            let (k, v) = f.split_once('=').ok_or_else(|| {
+                ExportError::Usage(format!("--where `{f}`: expected PARAM=VALUE"))
+            })?;
+            if !proto::PARAM_ORDER.contains(&k) {
+                return Err(ExportError::Usage(format!(
+                    "--where `{f}`: `{k}` is not a job parameter; expected one of: {}",
+                    proto::PARAM_ORDER.join(" ")
+                )));
+            }
+            self.table.filters.push((k.to_owned(), v.to_owned()));
+        }
+        Ok(self)
+    }
 }
 
 /// Why an export failed.
@@ -86,4 +106,28 @@ pub async fn run_export(store: &Store, req: ExportRequest) -> Result<String, Exp
         .await?
         .ok_or_else(|| ExportError::NoSweep(req.sweep.clone()))?;
     Ok(req.table.export(&d.runs, req.format)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn where_filters_name_job_parameters() {
+        let req = || ExportRequest::parse("s", "md", None, None, None, None).unwrap();
+        let ok = req()
+            .filtered(&["split=classes".into(), "loss=ce".into()])
+            .unwrap();
+        assert_eq!(
+            ok.table.filters,
+            [
+                ("split".into(), "classes".into()),
+                ("loss".into(), "ce".into())
+            ]
+        );
+        for bad in ["splitt=classes", "split"] {
+            let err = req().filtered(&[bad.into()]).unwrap_err().to_string();
+            assert!(err.contains(bad), "{err}");
+        }
+    }
 }

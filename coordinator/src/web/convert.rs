@@ -10,12 +10,18 @@ use dashboard::{
 };
 use serde_json::{Map, Value};
 
-use proto::PARAM_ORDER;
+use proto::{JobParams, PARAM_ORDER};
 
 use crate::store::{JobRow, Store, StoreError, SweepHead};
 
-/// Parameters of a job in [`PARAM_ORDER`], unknown keys after them alphabetically.
-fn params_from_map(mut map: Map<String, Value>) -> Vec<(String, Value)> {
+/// Parameters of a job in [`PARAM_ORDER`], unknown keys after them alphabetically. Fields the
+/// stored JSON omits at their defaults (`split`, `normalize`, …) are shown with those values, so
+/// a filter `split=samples` matches a cell stored without the key.
+fn params_from_map(map: Map<String, Value>) -> Vec<(String, Value)> {
+    let mut map = match serde_json::from_value::<JobParams>(Value::Object(map.clone())) {
+        Ok(p) => p.full_json(),
+        Err(_) => map,
+    };
     let mut out: Vec<(String, Value)> = PARAM_ORDER
         .iter()
         .filter_map(|k| map.remove(*k).map(|v| ((*k).to_owned(), v)))
