@@ -192,18 +192,6 @@ async fn train_sweep(
     (name, ids)
 }
 
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 async fn count(c: &Client, css: &str) -> usize {
     c.find_all(Locator::Css(css)).await.unwrap().len()
 }
@@ -252,7 +240,7 @@ async fn browser_renders_filters_and_scrubs_real_runs() {
     shot(&c, "01-sweeps").await;
 
     // Sweep page: the hostile name shows literally and its script never ran.
-    let sweep_url = format!("{base}/sweeps/{}", enc(&sweep));
+    let sweep_url = format!("{base}/sweeps/{}", builder::url_encode(&sweep));
     c.goto(&sweep_url).await.unwrap();
     assert_eq!(
         c.find(Locator::Css("main h1"))

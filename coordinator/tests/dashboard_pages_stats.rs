@@ -58,18 +58,6 @@ async fn stats_store(dir: &std::path::Path) -> (coordinator::store::Store, Vec<i
     (store, ids)
 }
 
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 /// The `value` of every checkbox named `cell`, HTML entities of `&` undone.
 fn cell_values(html: &str) -> Vec<String> {
     html.split("name=\"cell\"")
@@ -106,8 +94,8 @@ async fn groups_compare_and_run_page_show_seed_statistics() {
 
     let url = format!(
         "/sweeps/stats/compare?cell={}&cell={}",
-        enc(&cells[0]),
-        enc(&cells[1])
+        builder::url_encode(&cells[0]),
+        builder::url_encode(&cells[1])
     );
     let page = builder::get(&app, &url).await;
     let html = page.text();
@@ -123,20 +111,23 @@ async fn groups_compare_and_run_page_show_seed_statistics() {
 
     for (url, why) in [
         (
-            format!("/sweeps/stats/compare?cell={}", enc(&cells[0])),
+            format!(
+                "/sweeps/stats/compare?cell={}",
+                builder::url_encode(&cells[0])
+            ),
             "two or more",
         ),
         (
             format!(
                 "/sweeps/stats/compare?cell={}&cell=colour%3Dred",
-                enc(&cells[0])
+                builder::url_encode(&cells[0])
             ),
             "no parameter `colour`",
         ),
         (
             format!(
                 "/sweeps/stats/compare?cell={}&cell=loss%3Dce",
-                enc(&cells[0])
+                builder::url_encode(&cells[0])
             ),
             "matches no run",
         ),
