@@ -3,7 +3,7 @@
 
 use super::head::{HeadScorer, head_metrics, search_by};
 use super::knn::sq_dist;
-use super::tests_brute::random_set;
+use super::tests_brute::{pairwise_auc, random_set};
 use super::*;
 
 /// (precision@1, R-precision, MAP@R) from a full similarity matrix, ranked by (score desc, index).
@@ -109,19 +109,7 @@ fn head_metrics_equal_brute_force() {
         .iter()
         .map(|&(a, b)| logit(row(a), row(b)))
         .collect();
-    let mut wins = 0.0;
-    for p in &pos {
-        for n in &neg {
-            wins += if p > n {
-                1.0
-            } else if p == n {
-                0.5
-            } else {
-                0.0
-            };
-        }
-    }
-    let auc = wins / (pos.len() * neg.len()) as f64;
+    let auc = pairwise_auc(&pos, &neg);
     assert!((m[metric::HEAD_ROC_AUC] - auc).abs() < 1e-12);
     // One-shot: 8 classes, so 5-way exists and 20-way does not.
     assert!((0.0..=1.0).contains(&m[metric::HEAD_ONE_SHOT_5WAY]));
